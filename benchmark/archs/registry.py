@@ -1,0 +1,65 @@
+"""Architecture registry: the seed papers' networks, torchvision's, and `module:callable`."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable
+
+import torch.nn as nn
+
+ArchFactory = Callable[..., nn.Module]
+_ARCHS: dict[str, ArchFactory] = {}
+
+
+def register_arch(name: str) -> Callable[[ArchFactory], ArchFactory]:
+    """Register a factory called as `factory(num_classes=...)` under `name`."""
+
+    def wrap(factory: ArchFactory) -> ArchFactory:
+        if name in _ARCHS:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _ARCHS[name] = factory
+        return factory
+
+    return wrap
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
+
+
+def list_archs(pattern: str = "*") -> dict[str, list[str]]:
+    """Architecture names matching a shell-style pattern, grouped by source."""
+    return {
+        "rubench": sorted(fnmatch.filter(_ARCHS, pattern)),
+        "torchvision": fnmatch.filter(_torchvision_names(), pattern),
+    }
+
+
+def build_arch(name: str, num_classes: int) -> nn.Module:
+    """Instantiate `name` with `num_classes` outputs and random weights.
+
+    Lookup order: rubench's registry, then torchvision's classification models, then
+    `package.module:callable` imported from PYTHONPATH.
+    """
+    if name in _ARCHS:
+        return _ARCHS[name](num_classes=num_classes)
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import architecture {name!r}: {exc}") from exc
+        return factory(num_classes=num_classes)
+    if name in _torchvision_names():
+        import torchvision.models as tvm
+
+        return tvm.get_model(name, weights=None, num_classes=num_classes)
+    close = fnmatch.filter(list(_ARCHS) + _torchvision_names(), f"*{name[:4]}*")[:8]
+    hint = f" Similar names: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"unknown architecture {name!r}: not in rubench's registry, not a torchvision model, "
+        f"and not of the form 'module:callable'.{hint} `rubench list` shows all names."
+    )

@@ -1,0 +1,144 @@
+"""The `rubench` command line: evaluate, report, list, demo.
+
+Exit codes: 0 all done, 1 some checkpoint or task failed (the rest was still evaluated and
+stored), 2 unusable input (bad suite, missing data, bad flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmark.archs import list_archs
+from benchmark.errors import RubenchError
+from benchmark.runner import RunOptions, RunSummary, run
+from benchmark.suites import builtin_suites, load_suite
+from benchmark.tasks import list_tasks
+from reports.leaderboard import write_leaderboard
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.replace(",", " ").replace("x", " ").split()]
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the suite; default None means 'not set', so the suite's value stays."""
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="evaluate a seeded class-stratified subset of N images (0 = all)")
+    parser.add_argument("--tasks", default=None, help="comma-separated task names of the suite")
+    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="rubench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a directory of checkpoints")
+    evaluate.add_argument("ckpt_dir", type=Path, help="checkpoint directory (or one file)")
+    evaluate.add_argument("--suite", default="digits",
+                          help="built-in suite name or path to a suite TOML")
+    evaluate.add_argument("--data-root", type=Path, default=None,
+                          help="folder holding the data sets under their archive names")
+    evaluate.add_argument("--arch", default=None)
+    evaluate.add_argument("--num-classes", type=int, default=None)
+    evaluate.add_argument("--mean", type=_floats, default=None, help="e.g. '0.485,0.456,0.406'")
+    evaluate.add_argument("--std", type=_floats, default=None)
+    evaluate.add_argument("--input-size", type=_ints, default=None, help="e.g. 32 or 224x224")
+    evaluate.add_argument("--trust-checkpoints", action="store_true",
+                          help="allow full unpickling and TorchScript: can run code in the files")
+    _add_run_flags(evaluate)
+
+    report = sub.add_parser("report", help="write leaderboard.md / .csv from DIR/results.csv")
+    report.add_argument("out_dir", type=Path)
+
+    listing = sub.add_parser("list", help="show suites, tasks and architectures")
+    listing.add_argument("pattern", nargs="?", default="*",
+                         help="filter architectures, e.g. 'res*'")
+
+    demo = sub.add_parser("demo", help="train the digits zoo (once) and evaluate it")
+    demo.add_argument("--zoo", type=Path, default=None, help="zoo folder (default OUT/zoo)")
+    _add_run_flags(demo)
+    return parser
+
+
+def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra) -> RunOptions:
+    suite = load_suite(suite_name)
+    if args.tasks is not None:
+        suite = suite.select([t.strip() for t in args.tasks.split(",") if t.strip()])
+
+    def pick(flag: object, key: str) -> object:
+        return flag if flag is not None else suite.run[key]
+
+    return RunOptions(ckpt_dir=ckpt_dir, out_dir=args.out or Path("rubench-results"),
+                      suite=suite, device=args.device,
+                      batch_size=pick(args.batch_size, "batch_size"), seed=pick(args.seed, "seed"),
+                      limit=pick(args.limit, "limit"), num_workers=args.workers,
+                      progress=not args.no_progress, **extra)
+
+
+def _finish(summary: RunSummary) -> int:
+    print(f"{summary.computed} task result(s) computed, {summary.reused} reused; "
+          f"results in {summary.results_csv}")
+    if summary.failures:
+        print(f"\n{len(summary.failures)} failure(s):", file=sys.stderr)
+        for failure in summary.failures:
+            where = failure.checkpoint + (f" / {failure.task}" if failure.task else "")
+            print(f"- {where}: {failure.error}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _list(pattern: str) -> None:
+    print("suites:", ", ".join(builtin_suites()))
+    print("tasks:")
+    for task in list_tasks():
+        print(f"  {task.name:<14} {task.description}")
+    for source, names in list_archs(pattern).items():
+        print(f"architectures ({source}):", ", ".join(names) or "-")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            _list(args.pattern)
+            return 0
+        if args.command == "report":
+            for path in write_leaderboard(args.out_dir):
+                print(f"wrote {path}")
+            return 0
+        if args.command == "evaluate":
+            cli_meta = {"arch": args.arch, "num_classes": args.num_classes, "mean": args.mean,
+                        "std": args.std, "input_size": args.input_size}
+            opts = _options(args, args.ckpt_dir, args.suite, data_root=args.data_root,
+                            trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta)
+            return _finish(run(opts))
+        from benchmark.zoo import build_zoo
+
+        out = args.out or Path("rubench-demo")
+        zoo = args.zoo or out / "zoo"
+        build_zoo(zoo, progress=not args.no_progress)
+        args.out = out
+        code = _finish(run(_options(args, zoo, "digits")))
+        markdown, _ = write_leaderboard(out)
+        print("\n" + markdown.read_text())
+        return code
+    except (RubenchError, FileNotFoundError) as exc:
+        print(f"rubench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Errors for bad user input: each names the file or setting at fault and what to do about it."""
+
+
+class RubenchError(Exception):
+    """Base class: a problem with the user's input, reported without a traceback."""
+
+
+class CheckpointError(RubenchError):
+    """A checkpoint that cannot be discovered, trusted, described or loaded."""
+
+
+class DataError(RubenchError):
+    """A data set file that is missing or malformed."""
+
+
+class SuiteError(RubenchError):
+    """A suite file or task configuration that is invalid."""

@@ -1,0 +1,208 @@
+"""The runner: the one place that loops over checkpoints x tasks, keys, isolates and stores work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import benchmark
+from benchmark.checkpoints import CheckpointRef, discover, load_model, make_ref
+from benchmark.data import EvalData, stratified_subset
+from benchmark.datasets import load_dataset
+from benchmark.errors import CheckpointError, RubenchError
+from benchmark.store import Store
+from benchmark.suites import Suite, TaskSpec
+from benchmark.tasks import TaskContext, get_task
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a run needs; CLI flags are already merged over the suite's values."""
+
+    ckpt_dir: Path
+    out_dir: Path
+    suite: Suite
+    data_root: Path | None = None
+    device: str = "auto"
+    batch_size: int = 256
+    seed: int = 0
+    limit: int = 0
+    trust_checkpoints: bool = False
+    cli_meta: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A checkpoint (task None: it could not be loaded) or one of its tasks that failed."""
+
+    checkpoint: str
+    path: str
+    task: str | None
+    error: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: units computed and reused, failures, and where the results are."""
+
+    computed: int
+    reused: int
+    failures: tuple[Failure, ...]
+    results_csv: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; `cpu` / `cuda[:N]` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RubenchError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def git_hash() -> str:
+    """The rubench source checkout's commit (with `-dirty` if modified), or 'unknown'."""
+    root = Path(benchmark.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "benchmark", "attacks", "corruptions", "ood", "reports"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def prepare_data(suite: Suite, data_root: Path | None, limit: int, seed: int) -> EvalData:
+    """The suite's data set, restricted to the seeded stratified subset every task shares."""
+    spec = suite.dataset
+    data = load_dataset(spec["name"], spec["split"], spec["path"], data_root)
+    return data.subset(stratified_subset(data.labels, limit, seed)) if limit else data
+
+
+def data_identity(data: EvalData, suite: Suite, limit: int, seed: int) -> str:
+    """A hash naming exactly which examples are evaluated (data set, split, subset, labels)."""
+    labels = hashlib.sha256(np.ascontiguousarray(data.labels).tobytes()).hexdigest()
+    return _digest({"dataset": suite.dataset["name"], "split": suite.dataset["split"],
+                    "limit": limit, "seed": seed, "n": len(data), "labels": labels})
+
+
+def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int) -> str:
+    """Key of one unit's configuration: a change in any part re-runs it."""
+    definition = get_task(task.task)
+    return _digest({"task": task.task, "task_version": definition.version,
+                    "params": task.params, "seed": seed, "data": data_id,
+                    "external_meta": ref.external_meta})[:16]
+
+
+def _check_input(data: EvalData, meta: dict[str, Any], path: Path) -> None:
+    channels, height, width = data.image_shape()
+    if "input_size" in meta and list(meta["input_size"]) != [height, width]:
+        raise CheckpointError(f"{path}: model input size {meta['input_size']} does not match the "
+                              f"data's {height}x{width} images")
+    if len(meta["mean"]) != channels:
+        raise CheckpointError(f"{path}: mean/std have {len(meta['mean'])} channels, the data "
+                              f"has {channels}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RubenchError):
+        return str(exc)
+    return "".join(traceback.format_exception(exc)).strip()
+
+
+def run(opts: RunOptions) -> RunSummary:
+    """Evaluate every checkpoint under `opts.ckpt_dir` on every task of the suite."""
+    device = resolve_device(opts.device)
+    suite = opts.suite
+    data = prepare_data(suite, opts.data_root, opts.limit, opts.seed)
+    data_id = data_identity(data, suite, opts.limit, opts.seed)
+    store = Store(opts.out_dir)
+    base_provenance = {
+        "suite": suite.name, "suite_version": suite.version, "seed": opts.seed,
+        "dataset": suite.dataset["name"], "split": suite.dataset["split"],
+        "n_data": len(data), "limit": opts.limit, "device": device.type,
+        "rubench_version": benchmark.__version__, "torch_version": torch.__version__,
+        "git_hash": git_hash(),
+    }
+    computed = reused = 0
+    failures: list[Failure] = []
+    keys: list[tuple[str, str, str]] = []
+    try:
+        paths = discover(opts.ckpt_dir)
+        if not paths:
+            raise CheckpointError(f"{opts.ckpt_dir}: no checkpoint files "
+                                  "(.pt, .pth, .pth.tar, .ckpt, .safetensors) found")
+        for path in tqdm(paths, desc="checkpoints", unit="ckpt", disable=not opts.progress):
+            fallback_name = str(path)
+            try:
+                ref = make_ref(path, opts.ckpt_dir, opts.cli_meta, suite.model_defaults)
+            except RubenchError as exc:
+                failures.append(Failure(fallback_name, str(path), None, _describe(exc)))
+                store.record_failure(checkpoint=fallback_name, path=str(path), sha256=None,
+                                     task=None, error=_describe(exc))
+                continue
+            units = [(task, config_hash(task, ref, data_id, opts.seed)) for task in suite.tasks]
+            keys.extend((ref.sha256, task.name, digest) for task, digest in units)
+            pending = [(task, digest) for task, digest in units
+                       if not store.is_done(ref.sha256, task.name, digest)]
+            reused += len(units) - len(pending)
+            if not pending:
+                continue
+            try:
+                loaded = load_model(ref, trust=opts.trust_checkpoints)
+                _check_input(data, loaded.meta, path)
+            except RubenchError as exc:
+                for task, _ in pending:
+                    failures.append(Failure(ref.name, str(path), task.name, _describe(exc)))
+                store.record_failure(checkpoint=ref.name, path=str(path), sha256=ref.sha256,
+                                     task=None, error=_describe(exc))
+                continue
+            store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
+                                  meta=loaded.meta, meta_sources=loaded.meta_sources)
+            ctx = TaskContext(model=loaded.model.to(device), data=data, seed=opts.seed,
+                              device=device, batch_size=opts.batch_size,
+                              num_workers=opts.num_workers, progress=opts.progress)
+            for task, digest in pending:
+                start = time.perf_counter()
+                try:
+                    torch.manual_seed(opts.seed)
+                    metrics = get_task(task.task).fn(ctx, task.params)
+                except Exception as exc:  # one task's failure must not stop the others
+                    failures.append(Failure(ref.name, str(path), task.name, _describe(exc)))
+                    store.record_failure(checkpoint=ref.name, path=str(path), sha256=ref.sha256,
+                                         task=task.name, error=_describe(exc))
+                    continue
+                provenance = {**base_provenance, "task_type": task.task,
+                              "arch": loaded.meta["arch"]}
+                store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
+                           config_hash=digest, metrics=metrics, provenance=provenance,
+                           elapsed_s=time.perf_counter() - start)
+                computed += 1
+    finally:
+        csv_path = store.export(keys)
+        store.close()
+    return RunSummary(computed, reused, tuple(failures), csv_path)

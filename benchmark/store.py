@@ -1,0 +1,163 @@
+"""Results store: SQLite, one transaction per (checkpoint, task), keyed so re-runs resume safely.
+
+A unit of work is keyed by (checkpoint sha256, task name, config hash). Its metric rows and its
+completion mark are written in one transaction, so a run killed at any moment leaves either the
+whole unit or none of it; a re-run skips completed keys. Changing the checkpoint file or any part
+of the task's configuration changes the key, so stale numbers are never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.tasks import Metric
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completed (
+    checkpoint_sha256 TEXT NOT NULL,
+    task TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    finished_at REAL NOT NULL,
+    elapsed_s REAL NOT NULL,
+    PRIMARY KEY (checkpoint_sha256, task, config_hash)
+);
+CREATE TABLE IF NOT EXISTS results (
+    checkpoint_sha256 TEXT NOT NULL,
+    task TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    conditions TEXT NOT NULL,
+    value REAL,
+    n INTEGER NOT NULL,
+    higher_is_better INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_key ON results (checkpoint_sha256, task, config_hash);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    checkpoint_sha256 TEXT PRIMARY KEY,
+    checkpoint TEXT NOT NULL,
+    path TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    meta_sources TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    checkpoint TEXT NOT NULL,
+    path TEXT NOT NULL,
+    checkpoint_sha256 TEXT,
+    task TEXT,
+    error TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+# Leading columns of results.csv; condition columns follow `metric`, provenance comes last.
+_FRONT = ["checkpoint", "task", "metric"]
+_BACK = ["value", "n", "higher_is_better", "checkpoint_sha256", "config_hash"]
+
+
+class Store:
+    """The results database of one output directory (`DIR/results.sqlite`)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "results.sqlite"
+        self.conn = sqlite3.connect(self.path)
+        self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.conn.close()
+
+    def is_done(self, sha256: str, task: str, config_hash: str) -> bool:
+        """Whether this (checkpoint, task, configuration) is already stored."""
+        row = self.conn.execute(
+            "SELECT 1 FROM completed WHERE checkpoint_sha256=? AND task=? AND config_hash=?",
+            (sha256, task, config_hash)).fetchone()
+        return row is not None
+
+    def save(self, *, checkpoint: str, sha256: str, task: str, config_hash: str,
+             metrics: Iterable[Metric], provenance: dict[str, Any], elapsed_s: float) -> None:
+        """Store one finished (checkpoint, task) atomically: its rows and its completion mark."""
+        rows = [(sha256, task, config_hash, m.metric, json.dumps(m.conditions, sort_keys=True),
+                 float(m.value), int(m.n), int(m.higher_is_better)) for m in metrics]
+        with self.conn:
+            key = (sha256, task, config_hash)
+            self.conn.execute("DELETE FROM results WHERE checkpoint_sha256=? AND task=? AND "
+                              "config_hash=?", key)
+            self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO completed VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, checkpoint, json.dumps(provenance, sort_keys=True), time.time(),
+                 elapsed_s))
+
+    def save_checkpoint(self, *, checkpoint: str, sha256: str, path: str, meta: dict[str, Any],
+                        meta_sources: dict[str, str]) -> None:
+        """Remember how a checkpoint was described (architecture, normalization, sources)."""
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+                              (sha256, checkpoint, path, json.dumps(meta, sort_keys=True),
+                               json.dumps(meta_sources, sort_keys=True)))
+
+    def record_failure(self, *, checkpoint: str, path: str, sha256: str | None,
+                       task: str | None, error: str) -> None:
+        """Log a failed checkpoint or task; it stays pending, so the next run retries it."""
+        with self.conn:
+            self.conn.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                              (checkpoint, path, sha256, task, error, time.time()))
+
+    def results_frame(self, keys: Iterable[tuple[str, str, str]]) -> pd.DataFrame:
+        """Long-form results of the completed units among `keys` (sha256, task, config hash).
+
+        Rows are sorted by checkpoint name, then in the order of `keys` (the suite's task order).
+
+        One row per metric; condition columns (eps, severity, ...) are expanded from the stored
+        JSON and provenance (seed, suite, versions, device) from the completion record. No
+        timestamps, so the same run on the same machine exports identical files.
+        """
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted "
+                          "(plan_order INTEGER, checkpoint_sha256 TEXT, task TEXT, "
+                          "config_hash TEXT)")
+        with self.conn:
+            self.conn.execute("DELETE FROM wanted")
+            self.conn.executemany("INSERT INTO wanted VALUES (?, ?, ?, ?)",
+                                  [(i, *key) for i, key in enumerate(keys)])
+        frame = pd.read_sql_query(
+            "SELECT c.checkpoint, c.provenance, w.plan_order, r.rowid AS row_order, r.* "
+            "FROM wanted w "
+            "JOIN completed c USING (checkpoint_sha256, task, config_hash) "
+            "JOIN results r USING (checkpoint_sha256, task, config_hash)", self.conn)
+        if frame.empty:
+            return pd.DataFrame(columns=_FRONT + _BACK)
+        conditions = pd.DataFrame([json.loads(c) for c in frame.pop("conditions")],
+                                  index=frame.index)
+        provenance = pd.DataFrame([json.loads(p) for p in frame.pop("provenance")],
+                                  index=frame.index)
+        frame["higher_is_better"] = frame["higher_is_better"].astype(bool)
+        condition_cols = sorted(conditions.columns)
+        provenance_cols = sorted(set(provenance.columns) - set(frame.columns))
+        frame = pd.concat([frame, conditions[condition_cols], provenance[provenance_cols]],
+                          axis=1)
+        frame = frame.sort_values(["checkpoint", "plan_order", "row_order"], kind="stable")
+        return frame[_FRONT + condition_cols + _BACK + provenance_cols].reset_index(drop=True)
+
+    def export(self, keys: Iterable[tuple[str, str, str]]) -> Path:
+        """Write `results.csv` (long form) for the run's `keys`, atomically; return its path.
+
+        Only the units of the run that asked are exported, so results of an older checkpoint
+        file or an older task configuration never appear beside current ones.
+        """
+        target = self.out_dir / "results.csv"
+        temporary = target.with_suffix(".csv.tmp")
+        self.results_frame(keys).to_csv(temporary, index=False)
+        os.replace(temporary, target)
+        return target

@@ -1,0 +1,120 @@
+"""Task registry: a task is a function of (context, params) -> metrics, registered with defaults."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.data import EvalData
+from benchmark.errors import SuiteError
+
+Condition = str | int | float
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a task measured, with the conditions it was measured under (eps, severity...)."""
+
+    metric: str
+    value: float
+    n: int
+    higher_is_better: bool
+    conditions: dict[str, Condition] = field(default_factory=dict)
+
+
+@dataclass
+class TaskContext:
+    """What a task may use: the model ([0, 1] in, logits out), the data, the seed, the device.
+
+    Forward passes over the clean data are shared: `clean_logits()` runs once per context.
+    """
+
+    model: torch.nn.Module
+    data: EvalData
+    seed: int
+    device: torch.device
+    batch_size: int
+    num_workers: int = 0
+    progress: bool = True
+    _clean_logits: torch.Tensor | None = field(default=None, repr=False)
+
+    def clean_logits(self) -> torch.Tensor:
+        """Logits of the model on the clean data, float32 on the CPU, in data order (memoized)."""
+        if self._clean_logits is None:
+            self._clean_logits = predict(self.model, self.data, self.device, self.batch_size,
+                                         self.num_workers, self.progress)
+        return self._clean_logits
+
+    def labels(self) -> torch.Tensor:
+        """The data's labels as an int64 tensor."""
+        return torch.from_numpy(self.data.labels)
+
+
+def predict(model: torch.nn.Module, data: EvalData, device: torch.device, batch_size: int,
+            num_workers: int = 0, progress: bool = False) -> torch.Tensor:
+    """Logits of `model` over `data` (no gradients), float32 on the CPU, in data order."""
+    chunks = [torch.empty((0, 0))]
+    with torch.inference_mode():
+        for images, _ in tqdm(data.batches(batch_size, device, num_workers), desc="forward",
+                              total=-(-len(data) // batch_size), leave=False,
+                              disable=not progress):
+            chunks.append(model(images).float().cpu())
+    return torch.cat(chunks[1:]) if len(chunks) > 1 else chunks[0]
+
+
+TaskFn = Callable[[TaskContext, dict[str, Any]], list[Metric]]
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """A registered task: function, default parameters, version (bump when its numbers change)."""
+
+    name: str
+    fn: TaskFn
+    defaults: dict[str, Any]
+    version: int
+    description: str
+
+
+_TASKS: dict[str, TaskDef] = {}
+
+
+def register_task(name: str, defaults: dict[str, Any] | None = None, version: int = 1
+                  ) -> Callable[[TaskFn], TaskFn]:
+    """Register `fn` as task `name`; its docstring's first line is the description."""
+
+    def wrap(fn: TaskFn) -> TaskFn:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _TASKS[name] = TaskDef(name, fn, dict(defaults or {}), version, doc[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def get_task(name: str) -> TaskDef:
+    """The task registered as `name`."""
+    if name not in _TASKS:
+        raise SuiteError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def list_tasks(pattern: str = "*") -> list[TaskDef]:
+    """Registered tasks whose names match a shell-style pattern."""
+    return [_TASKS[name] for name in sorted(fnmatch.filter(_TASKS, pattern))]
+
+
+def resolve_params(task: TaskDef, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Task defaults overlaid with `params`; an unknown parameter is an error naming `where`."""
+    unknown = sorted(set(params) - set(task.defaults))
+    if unknown:
+        allowed = ", ".join(sorted(task.defaults)) or "none"
+        raise SuiteError(f"{where}: task {task.name!r} has no parameter(s) {', '.join(unknown)}"
+                         f" (allowed: {allowed})")
+    return {**task.defaults, **params}

@@ -1,0 +1,189 @@
+"""Calibration metrics (ECE, MCE, adaptive ECE, NLL, Brier) as pure functions over numpy arrays.
+
+All results are fractions in [0, 1] (Brier: [0, 2]); callers convert to percent. Binning follows
+Guo et al. 2017's reference: bin i of n is (edges[i], edges[i + 1]] with
+``edges = np.linspace(0, 1, n + 1)``, so a confidence equal to an inner edge falls in the lower
+bin, 1.0 in the last bin, and 0.0 (impossible for a top label) is kept in the first bin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "ReliabilityBins",
+    "adaptive_ece",
+    "brier",
+    "ece",
+    "mce",
+    "nll",
+    "reliability_bins",
+    "softmax",
+    "top_label",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class ReliabilityBins:
+    """Per-bin statistics of a reliability diagram; empty bins have NaN confidence and accuracy."""
+
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    confidence: NDArray[np.float64]
+    accuracy: NDArray[np.float64]
+    count: NDArray[np.int64]
+
+
+def _check_n_bins(n_bins: int) -> None:
+    """Reject a bin count that is not a positive integer."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+
+
+def _check_top_label(
+    confidences: ArrayLike, correct: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Validate top-label confidences in [0, 1] and 0/1 correctness; return both as float64."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    corr = np.asarray(correct)
+    if conf.ndim != 1:
+        raise ValueError(f"confidences must be 1-D, got shape {conf.shape}")
+    if corr.shape != conf.shape:
+        raise ValueError(
+            f"correct must have the shape of confidences {conf.shape}, got {corr.shape}"
+        )
+    if conf.size == 0:
+        raise ValueError("confidences is empty; calibration needs at least one sample")
+    if not np.all(np.isfinite(conf)) or conf.min() < 0.0 or conf.max() > 1.0:
+        raise ValueError("confidences must be finite and lie in [0, 1]")
+    corr = corr.astype(np.float64)
+    if not np.all((corr == 0.0) | (corr == 1.0)):
+        raise ValueError("correct must hold only booleans or 0/1 values")
+    return conf, corr
+
+
+def _check_labels(labels: ArrayLike, n_samples: int, n_classes: int) -> NDArray[np.intp]:
+    """Validate integer class labels of length n_samples in [0, n_classes)."""
+    lab = np.asarray(labels)
+    if lab.shape != (n_samples,):
+        raise ValueError(f"labels must have shape ({n_samples},), got {lab.shape}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
+    if lab.min() < 0 or lab.max() >= n_classes:
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}), got min {lab.min()} and max {lab.max()}"
+        )
+    return lab.astype(np.intp)
+
+
+def _check_scores(scores: ArrayLike, name: str) -> NDArray[np.float64]:
+    """Validate a non-empty, finite (N, K) score matrix; return it as float64."""
+    arr = np.asarray(scores, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, K) with N, K >= 1, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _log_softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row-wise log-softmax via log-sum-exp with the row max subtracted (no overflow)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(logits: ArrayLike) -> NDArray[np.float64]:
+    """Row-wise softmax of (N, K) logits in float64, stable for large magnitudes."""
+    return np.exp(_log_softmax(_check_scores(logits, "logits")))
+
+
+def top_label(
+    scores: ArrayLike, *, from_logits: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Top-label confidence and class from (N, K) logits, or probabilities when not from_logits."""
+    probs = softmax(scores) if from_logits else _check_scores(scores, "probs")
+    pred = probs.argmax(axis=1)
+    return probs[np.arange(probs.shape[0]), pred], pred
+
+
+def reliability_bins(
+    confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15
+) -> ReliabilityBins:
+    """Equal-width reliability bins (i/n, (i+1)/n] over top-label confidences, as in Guo et al."""
+    _check_n_bins(n_bins)
+    conf, corr = _check_top_label(confidences, correct)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # side="left" gives j with edges[j-1] < c <= edges[j], so bin j-1 matches Guo's
+    # `c > lower & c <= upper`; the clip keeps c == 0.0 in the first bin.
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(np.int64)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    corr_sum = np.bincount(idx, weights=corr, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(count > 0, conf_sum / count, np.nan)
+        mean_acc = np.where(count > 0, corr_sum / count, np.nan)
+    return ReliabilityBins(edges[:-1], edges[1:], mean_conf, mean_acc, count)
+
+
+def _weighted_gap(bins: ReliabilityBins) -> float:
+    """Sum over non-empty bins of (count / N) * |accuracy - confidence|."""
+    full = bins.count > 0
+    weights = bins.count[full] / bins.count.sum()
+    return float(np.sum(weights * np.abs(bins.accuracy[full] - bins.confidence[full])))
+
+
+def ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
+    """Expected calibration error (top-label, L1, equal-width bins, weighted by bin size)."""
+    return _weighted_gap(reliability_bins(confidences, correct, n_bins))
+
+
+def mce(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
+    """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
+    bins = reliability_bins(confidences, correct, n_bins)
+    full = bins.count > 0
+    return float(np.max(np.abs(bins.accuracy[full] - bins.confidence[full])))
+
+
+def adaptive_ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
+    """ECE over equal-mass bins: n_bins groups of sorted confidences, sizes differing by <= 1.
+
+    Samples are ranked by a stable sort of confidence and cut by rank (``np.array_split``, larger
+    groups first); ties are not kept together, so equal confidences may straddle a group boundary,
+    and among them the one earlier in the input goes to the lower group. With N < n_bins the
+    surplus groups are empty and skipped.
+    """
+    _check_n_bins(n_bins)
+    conf, corr = _check_top_label(confidences, correct)
+    order = np.argsort(conf, kind="stable")
+    total = 0.0
+    for group in np.array_split(order, n_bins):
+        if group.size:
+            total += abs(corr[group].sum() - conf[group].sum())
+    return total / conf.size
+
+
+def nll(logits: ArrayLike, labels: ArrayLike) -> float:
+    """Mean cross-entropy of (N, K) logits against integer labels, in nats (float64, stable)."""
+    log_probs = _log_softmax(_check_scores(logits, "logits"))
+    lab = _check_labels(labels, log_probs.shape[0], log_probs.shape[1])
+    return float(-np.mean(log_probs[np.arange(lab.size), lab]))
+
+
+def brier(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Multi-class Brier score: mean over samples of sum_k (p_k - onehot_k)^2, in [0, 2].
+
+    Not divided by the number of classes K (some papers do), nor halved (sklearn's binary
+    ``brier_score_loss`` is half this value for K = 2).
+    """
+    p = _check_scores(probs, "probs")
+    if p.min() < 0.0 or p.max() > 1.0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(
+            "probs must lie in [0, 1] with rows summing to 1 (pass softmax output, not logits)"
+        )
+    lab = _check_labels(labels, p.shape[0], p.shape[1])
+    diff = p.copy()
+    diff[np.arange(lab.size), lab] -= 1.0
+    return float(np.mean(np.sum(diff * diff, axis=1)))
