@@ -221,10 +221,19 @@ class _LenientPickle:
 
 
 def _refusal(path: Path, exc: Exception) -> CheckpointError:
+    """Explain why safe loading failed: a refused pickled global, or an unreadable file."""
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    what = f"the pickled global `{found.group(1)}`" if found else "a pickled object"
+    if not found:
+        detail = re.search(r"WeightsUnpickler error: (.+?)\n\n", str(exc) + "\n\n", re.S)
+        reason = detail.group(1).strip() if detail else str(exc).splitlines()[0]
+        return CheckpointError(
+            f"{path}: cannot read checkpoint: not a valid torch checkpoint for safe loading "
+            f"({reason}). If it is a trusted file in an old pickle format, "
+            "--trust-checkpoints loads it with full unpickling."
+        )
     return CheckpointError(
-        f"{path}: refused to load {what}: safe loading accepts only tensors and plain "
+        f"{path}: refused to load the pickled global `{found.group(1)}`: safe loading "
+        "accepts only tensors and plain "
         "containers, and unpickling anything else can run code stored in the file. "
         "Manifold-Mixup / PatchUp checkpoints hit this because of their pickled `recorder`. "
         "If you trust the file, re-run with --trust-checkpoints; or re-save just its weights "
@@ -356,6 +365,11 @@ def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
             sources[key] = "checkpoint"
         elif key in external:
             meta[key], sources[key] = external[key]
+    for key in ("num_classes", "mean", "std"):
+        if key not in meta:
+            flag = key.replace("_", "-")
+            raise CheckpointError(f"{ref.path}: no {key} given: set it in a sidecar TOML "
+                                  f"({DIR_SIDECAR} or <checkpoint>.toml) or pass --{flag}")
     if isinstance(obj, torch.jit.ScriptModule):
         net, meta["arch"], sources["arch"] = obj, "torchscript", "checkpoint"
     else:
@@ -365,9 +379,6 @@ def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
                 f"{ref.path.with_name(strip_suffix(ref.path) + '.toml')} or {DIR_SIDECAR}, or "
                 "pass --arch (`rubench list` shows the names)"
             )
-        for key in ("num_classes", "mean", "std"):
-            if key not in meta:
-                raise CheckpointError(f"{ref.path}: no {key} given (sidecar TOML or --{key})")
         try:
             net = build_arch(meta["arch"], num_classes=meta["num_classes"])
         except ValueError as exc:

@@ -89,10 +89,10 @@ def stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     if limit <= 0 or limit >= len(labels):
         return np.arange(len(labels))
     classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * limit / len(labels)
-    quota = np.floor(exact).astype(np.int64)
+    scaled = counts.astype(np.int64) * limit  # exact integers: quota = scaled / len(labels)
+    quota, remainder = np.divmod(scaled, len(labels))
     short = limit - int(quota.sum())
-    order = np.lexsort((classes, -(exact - quota)))  # largest remainder first, then class index
+    order = np.lexsort((classes, -remainder))  # largest remainder first, then class index
     quota[order[:short]] += 1
     rng = np.random.default_rng(seed)
     chosen = []

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import benchmark
+from benchmark.archs import list_archs
 from benchmark.checkpoints import CheckpointRef, discover, load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import load_dataset
@@ -118,7 +119,9 @@ def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int) -> 
                     "external_meta": ref.external_meta})[:16]
 
 
-def _check_input(data: EvalData, meta: dict[str, Any], path: Path) -> None:
+def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], path: Path,
+                device: torch.device) -> None:
+    """Fail early, with a clear message, when the model cannot take this data's images."""
     channels, height, width = data.image_shape()
     if "input_size" in meta and list(meta["input_size"]) != [height, width]:
         raise CheckpointError(f"{path}: model input size {meta['input_size']} does not match the "
@@ -126,6 +129,20 @@ def _check_input(data: EvalData, meta: dict[str, Any], path: Path) -> None:
     if len(meta["mean"]) != channels:
         raise CheckpointError(f"{path}: mean/std have {len(meta['mean'])} channels, the data "
                               f"has {channels}")
+    probe = torch.zeros((1, channels, height, width), device=device)
+    try:
+        with torch.inference_mode():
+            shape = tuple(model(probe).shape)
+    except RuntimeError as exc:
+        hint = ""
+        if f"{meta['arch']}_64" in list_archs(f"{meta['arch']}_64")["rubench"]:
+            hint = (f" For {height}x{width} inputs the Manifold-Mixup / PatchUp networks use a "
+                    f"stride-2 stem: arch {meta['arch']}_64.")
+        raise CheckpointError(f"{path}: forward pass on a {channels}x{height}x{width} image "
+                              f"failed: {exc}.{hint}") from exc
+    if shape != (1, meta["num_classes"]):
+        raise CheckpointError(f"{path}: model outputs shape {shape} for one image, expected "
+                              f"(1, {meta['num_classes']}) logits")
 
 
 def _describe(exc: BaseException) -> str:
@@ -174,16 +191,16 @@ def run(opts: RunOptions) -> RunSummary:
                 continue
             try:
                 loaded = load_model(ref, trust=opts.trust_checkpoints)
-                _check_input(data, loaded.meta, path)
+                model = loaded.model.to(device)
+                check_model(model, data, loaded.meta, path, device)
             except RubenchError as exc:
-                for task, _ in pending:
-                    failures.append(Failure(ref.name, str(path), task.name, _describe(exc)))
+                failures.append(Failure(ref.name, str(path), None, _describe(exc)))
                 store.record_failure(checkpoint=ref.name, path=str(path), sha256=ref.sha256,
                                      task=None, error=_describe(exc))
                 continue
             store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
                                   meta=loaded.meta, meta_sources=loaded.meta_sources)
-            ctx = TaskContext(model=loaded.model.to(device), data=data, seed=opts.seed,
+            ctx = TaskContext(model=model, data=data, seed=opts.seed,
                               device=device, batch_size=opts.batch_size,
                               num_workers=opts.num_workers, progress=opts.progress)
             for task, digest in pending:

@@ -58,13 +58,13 @@ def builtin_suites() -> list[str]:
 def load_suite(name_or_path: str) -> Suite:
     """Parse a built-in suite by name, or a user's suite file by path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise SuiteError(f"{path}: suite file not found")
+    if path.is_file():
         text, source = path.read_text(), str(path)
     elif name_or_path in builtin_suites():
         resource = resources.files("benchmark") / "suites" / f"{name_or_path}.toml"
         text, source = resource.read_text(), f"built-in suite {name_or_path}"
+    elif path.suffix == ".toml":
+        raise SuiteError(f"{path}: suite file not found")
     else:
         raise SuiteError(f"no suite {name_or_path!r}: not a file, and the built-in suites are "
                          f"{', '.join(builtin_suites())}")

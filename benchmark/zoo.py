@@ -25,6 +25,7 @@ from benchmark.datasets import read_digits
 
 ZOO_VERSION = 1  # bump when the training code changes the weights it produces
 ARCH = "digits_cnn"
+REGULARIZERS = ("erm", "mixup", "cutmix", "cutout", "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,16 @@ class Recipe:
     regularizer: str  # erm | mixup | cutmix | cutout | label_smoothing
     strength: float = 0.0  # mixup/cutmix alpha, cutout hole side (pixels), smoothing epsilon
     prob: float = 1.0  # share of batches the regularizer is applied to (CutMix's cutmix_prob)
-    epochs: int = 60
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 0.05
     weight_decay: float = 5e-4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"unknown regularizer {self.regularizer!r}; "
+                             f"choose one of {', '.join(REGULARIZERS)}")
 
 
 # Hyper-parameters follow each paper's CIFAR recipe, scaled to 8x8 images where they are sizes:
@@ -94,7 +100,7 @@ def regularized_batch(recipe: Recipe, images: torch.Tensor, labels: torch.Tensor
         images[:, :, y0:y1, x0:x1] = images[perm, :, y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (height * width)  # the pasted area decides the label
         return images, lam * onehot + (1 - lam) * onehot[perm]
-    raise ValueError(f"unknown regularizer {recipe.regularizer!r}")
+    raise AssertionError(f"unhandled regularizer {recipe.regularizer!r}")
 
 
 def train(recipe: Recipe, progress: bool = True) -> torch.nn.Module:
@@ -161,8 +167,9 @@ def build_zoo(zoo_dir: Path, recipes: tuple[Recipe, ...] = RECIPES, progress: bo
         else:
             net = train(recipe, progress=progress)
             state = {k: v.contiguous() for k, v in net.state_dict().items()}
-            save_file(state, str(path), metadata={"regularizer": recipe.regularizer,
-                                                  "recipe": json.dumps(asdict(recipe))})
+            # one metadata key: safetensors writes several in a random order, changing the sha256
+            save_file(state, str(path), metadata={"recipe": json.dumps(asdict(recipe),
+                                                                       sort_keys=True)})
             manifest[recipe.name] = {"recipe": recipe_hash(recipe), "sha256": sha256_file(path)}
             manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
             log(f"zoo: trained {path}")

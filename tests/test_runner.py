@@ -1,0 +1,237 @@
+"""End-to-end `rubench evaluate`: numbers, resume, invalidation, failure isolation, kill -9."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
+
+from benchmark.archs import build_arch
+from benchmark.cli import main
+from benchmark.datasets import read_digits
+from benchmark.tasks import Metric, register_task
+
+TINY = "tinynets:tiny_cnn"
+TESTS = Path(__file__).parent
+
+
+def make_zoo(folder: Path, seeds=(0, 1, 2)) -> dict[str, dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rubench.toml").write_text(
+        f'arch = "{TINY}"\nnum_classes = 10\nmean = [0.3]\nstd = [0.25]\n')
+    states = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        states[f"m{seed}"] = build_arch(TINY, num_classes=10).state_dict()
+        torch.save(states[f"m{seed}"], folder / f"m{seed}.pth")
+    return states
+
+
+def reference_logits(state, mean=0.3, std=0.25) -> np.ndarray:
+    net = build_arch(TINY, num_classes=10)
+    net.load_state_dict(state)
+    images = read_digits(split="test").images
+    with torch.no_grad():
+        return net.eval()((images - mean) / std).double().numpy()
+
+
+def evaluate(zoo: Path, out: Path, *extra: str) -> int:
+    return main(["evaluate", str(zoo), "--out", str(out), "--no-progress", *extra])
+
+
+def test_numbers_match_sklearn_on_independently_computed_logits(tmp_path):
+    states = make_zoo(tmp_path / "zoo")
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    labels = read_digits(split="test").labels
+    for name, state in states.items():
+        logits = reference_logits(state)
+        probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        rows = results[results.checkpoint == name].set_index("metric")["value"]
+        assert rows["top1_err"] == pytest.approx(100 * (1 - accuracy_score(labels,
+                                                                           logits.argmax(1))))
+        assert rows["top5_err"] == pytest.approx(
+            100 * (1 - top_k_accuracy_score(labels, logits, k=5, labels=range(10))))
+        assert rows["nll"] == pytest.approx(log_loss(labels, probs, labels=range(10)), rel=1e-5)
+        assert set(rows.index) == {"top1_err", "top5_err", "nll", "ece", "mce", "adaptive_ece",
+                                   "brier"}
+    assert (results.n == 600).all()
+    assert {"checkpoint", "task", "metric", "value", "n", "higher_is_better",
+            "checkpoint_sha256", "seed", "rubench_version", "torch_version"} <= set(results)
+    assert list(results.task.unique()) == ["clean", "calibration"]  # the suite's order
+
+
+def test_rerun_resumes_and_same_seed_gives_identical_results(tmp_path, capsys):
+    make_zoo(tmp_path / "zoo")
+    assert evaluate(tmp_path / "zoo", tmp_path / "a") == 0
+    first = (tmp_path / "a" / "results.csv").read_bytes()
+    capsys.readouterr()
+    assert evaluate(tmp_path / "zoo", tmp_path / "a") == 0
+    assert "0 task result(s) computed, 6 reused" in capsys.readouterr().out
+    assert (tmp_path / "a" / "results.csv").read_bytes() == first
+    assert evaluate(tmp_path / "zoo", tmp_path / "b") == 0
+    assert (tmp_path / "b" / "results.csv").read_bytes() == first
+
+
+def test_changed_metadata_or_weights_never_reuse_stale_numbers(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    states = make_zoo(zoo)
+    out = tmp_path / "out"
+    assert evaluate(zoo, out) == 0
+    before = pd.read_csv(out / "results.csv")
+    # a sidecar changing one checkpoint's normalization re-runs that checkpoint only
+    (zoo / "m1.toml").write_text("mean = [0.5]\n")
+    capsys.readouterr()
+    assert evaluate(zoo, out) == 0
+    assert "2 task result(s) computed, 4 reused" in capsys.readouterr().out
+    after = pd.read_csv(out / "results.csv")
+    nll = after[(after.checkpoint == "m1") & (after.metric == "nll")].value.item()
+    probs = torch.softmax(torch.from_numpy(reference_logits(states["m1"], mean=0.5)), 1).numpy()
+    assert nll == pytest.approx(log_loss(read_digits(split="test").labels, probs,
+                                         labels=range(10)), rel=1e-5)
+    # new weights under the same name: new sha256, recomputed, old rows gone from results.csv
+    torch.save(states["m2"], zoo / "m0.pth")
+    assert evaluate(zoo, out) == 0
+    final = pd.read_csv(out / "results.csv")
+    assert len(final) == len(before)
+    m0 = final[final.checkpoint == "m0"].set_index("metric").value
+    m2 = final[final.checkpoint == "m2"].set_index("metric").value
+    assert m0.equals(m2)
+    assert final[final.checkpoint == "m0"].checkpoint_sha256.nunique() == 1
+
+
+def test_bad_checkpoint_does_not_stop_the_others(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    make_zoo(zoo)
+    (zoo / "broken.pth").write_bytes(b"not a checkpoint")
+    code = evaluate(zoo, tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.pth: cannot read checkpoint" in err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(results.checkpoint.unique()) == ["m0", "m1", "m2"]
+
+
+@register_task("explode_on_m1")
+def _explode_on_m1(ctx, params):
+    """Test task: fails for one model (recognised by its first weight), succeeds otherwise."""
+    first = next(ctx.model.parameters()).flatten()[0].item()
+    if abs(first - _M1_FIRST_WEIGHT) < 1e-12:
+        raise RuntimeError("boom")
+    return [Metric("share_of_zeros", 0.0, len(ctx.data), False)]
+
+
+torch.manual_seed(1)
+_M1_FIRST_WEIGHT = next(build_arch(TINY, num_classes=10).parameters()).flatten()[0].item()
+
+
+def test_failing_task_is_isolated_recorded_and_retried(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    make_zoo(zoo)
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "t"\nversion = "1"\n[dataset]\nname = "digits"\n'
+                     "[model_defaults]\nnum_classes = 10\n"
+                     "[tasks.clean]\n[tasks.explode_on_m1]\n[tasks.calibration]\n")
+    code = evaluate(zoo, tmp_path / "out", "--suite", str(suite))
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "m1 / explode_on_m1" in captured.err and "boom" in captured.err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(results[(results.checkpoint == "m1") & (results.task == "calibration")]) == 4
+    assert len(results[results.task == "explode_on_m1"]) == 2
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM failures WHERE task='explode_on_m1'"
+                            ).fetchone() == (1,)
+    evaluate(zoo, tmp_path / "out", "--suite", str(suite))
+    assert "0 task result(s) computed, 8 reused" in capsys.readouterr().out  # only m1 retried
+
+
+def test_limit_is_stratified_shared_and_cli_zero_overrides_suite(tmp_path):
+    zoo = tmp_path / "zoo"
+    make_zoo(zoo, seeds=(0,))
+    assert evaluate(zoo, tmp_path / "a", "--limit", "100") == 0
+    assert (pd.read_csv(tmp_path / "a" / "results.csv").n == 100).all()
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "t"\nversion = "1"\n[dataset]\nname = "digits"\n'
+                     "[model_defaults]\nnum_classes = 10\n[run]\nlimit = 50\n[tasks.clean]\n")
+    assert evaluate(zoo, tmp_path / "b", "--suite", str(suite)) == 0
+    assert (pd.read_csv(tmp_path / "b" / "results.csv").n == 50).all()
+    assert evaluate(zoo, tmp_path / "c", "--suite", str(suite), "--limit", "0") == 0
+    assert (pd.read_csv(tmp_path / "c" / "results.csv").n == 600).all()
+
+
+def test_input_size_mismatch_is_a_clear_failure(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    make_zoo(zoo, seeds=(0,))
+    (zoo / "m0.toml").write_text("input_size = 32\n")
+    assert evaluate(zoo, tmp_path / "out") == 1
+    assert "model input size [32, 32] does not match the data's 8x8" in capsys.readouterr().err
+
+
+def test_unusable_input_exits_2(tmp_path, capsys):
+    assert evaluate(tmp_path / "nothing-here", tmp_path / "out") == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--suite", "nope", "--no-progress"]) == 2
+
+
+def test_report_writes_one_row_per_checkpoint_with_the_stored_numbers(tmp_path):
+    make_zoo(tmp_path / "zoo")
+    evaluate(tmp_path / "zoo", tmp_path / "out")
+    assert main(["report", str(tmp_path / "out")]) == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv", index_col="checkpoint")
+    assert list(board.index) == ["m0", "m1", "m2"]
+    for row in results.itertuples():
+        assert board.loc[row.checkpoint, f"{row.task}/{row.metric}"] == row.value
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    top1 = results[(results.checkpoint == "m2") & (results.metric == "top1_err")].value.item()
+    assert f"| m2 | {top1:.2f} |" in markdown
+    assert "clean/top1_err ↓" in markdown
+
+
+def test_kill_9_loses_nothing_and_rerun_matches_uninterrupted(tmp_path):
+    zoo = tmp_path / "zoo"
+    make_zoo(zoo, seeds=tuple(range(8)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
+        "PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "benchmark.cli", "evaluate", str(zoo), "--no-progress",
+               "--batch-size", "1"]
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen([*command, "--out", str(interrupted)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    database = interrupted / "results.sqlite"
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and process.poll() is None:
+        if database.exists():
+            try:
+                with sqlite3.connect(database) as conn:
+                    done = conn.execute("SELECT COUNT(*) FROM completed").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 3:
+                break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with sqlite3.connect(database) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM completed").fetchone()[0]
+        rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    assert 3 <= stored < 16
+    assert rows == sum(3 if i % 2 == 0 else 4 for i in range(stored))  # whole units only
+    subprocess.run([*command, "--out", str(interrupted)], env=env, check=True,
+                   capture_output=True)
+    subprocess.run([*command, "--out", str(tmp_path / "clean")], env=env, check=True,
+                   capture_output=True)
+    resumed = pd.read_csv(interrupted / "results.csv")
+    uninterrupted = pd.read_csv(tmp_path / "clean" / "results.csv")
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
