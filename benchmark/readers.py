@@ -111,7 +111,8 @@ def read_imagenet_val(root: Path | str, num_classes: int = 1000) -> EvalData:
 
     Label = position of the folder name among the sorted class folders (torchvision
     `ImageFolder` convention); hidden folders and files (`.name`) and non-image files are skipped.
-    With fewer folders than `num_classes`, labels are positions among the folders present.
+    The number of class folders must equal `num_classes`: with some folders missing, positions
+    among the folders present would not be the model's class indices, a silently wrong label.
     """
     root = Path(root)
     expected = "expected ImageNet val sorted into one folder per class (root/<wnid>/*.JPEG)"
@@ -122,9 +123,10 @@ def read_imagenet_val(root: Path | str, num_classes: int = 1000) -> EvalData:
         loose = any(_is_image(p) for p in root.iterdir())
         hint = " (found loose images: the flat val release must be sorted first)" if loose else ""
         raise DataError(f"{root}: no class folders{hint}; {expected}")
-    if len(class_dirs) > num_classes:
+    if len(class_dirs) != num_classes:
         raise DataError(
-            f"{root}: {len(class_dirs)} class folders but num_classes is {num_classes}; {expected}"
+            f"{root}: {len(class_dirs)} class folders but the model has {num_classes} classes; "
+            f"{expected}, all {num_classes} of them (a partial copy would shift the labels)"
         )
     paths: list[str] = []
     labels: list[int] = []

@@ -1,0 +1,1 @@
+"""Adversarial evaluation: FGSM, PGD, DeepFool, CW, DDN, transfer, with sanity checks (issue 3)."""
