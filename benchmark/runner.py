@@ -200,9 +200,11 @@ def run(opts: RunOptions) -> RunSummary:
                 continue
             store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
                                   meta=loaded.meta, meta_sources=loaded.meta_sources)
-            ctx = TaskContext(model=model, data=data, seed=opts.seed,
-                              device=device, batch_size=opts.batch_size,
-                              num_workers=opts.num_workers, progress=opts.progress)
+            ctx = TaskContext(model=model, data=data, seed=opts.seed, device=device,
+                              batch_size=opts.batch_size, num_workers=opts.num_workers,
+                              progress=opts.progress, meta=loaded.meta,
+                              data_root=opts.data_root, ckpt_dir=opts.ckpt_dir,
+                              trust_checkpoints=opts.trust_checkpoints, data_id=data_id)
             for task, digest in pending:
                 start = time.perf_counter()
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +42,11 @@ class TaskContext:
     batch_size: int
     num_workers: int = 0
     progress: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)  # arch, num_classes, mean, std, input_size
+    data_root: Path | None = None  # where tasks find extra data sets (OOD sets, corrupted copies)
+    ckpt_dir: Path | None = None  # where relative checkpoint paths (e.g. a surrogate) resolve
+    trust_checkpoints: bool = False  # for checkpoints a task loads itself
+    data_id: str = ""  # hash of the evaluated examples: a key for caches shared across models
     _clean_logits: torch.Tensor | None = field(default=None, repr=False)
 
     def clean_logits(self) -> torch.Tensor:
