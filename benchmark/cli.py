@@ -1,7 +1,8 @@
-"""The `rubench` command line: evaluate, report, list, demo.
+"""The `rubench` command line: evaluate, report, baseline, check, list, demo.
 
-Exit codes: 0 all done, 1 some checkpoint or task failed (the rest was still evaluated and
-stored), 2 unusable input (bad suite, missing data, bad flags).
+Exit codes: 0 all done; 1 some checkpoint or task failed (the rest was still evaluated and
+stored) or, for `check`, a metric regressed; 2 unusable input (bad suite, missing data, bad flags,
+unreadable results or baseline).
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ from benchmark.errors import RubenchError
 from benchmark.runner import RunOptions, RunSummary, run
 from benchmark.suites import builtin_suites, load_suite
 from benchmark.tasks import list_tasks
+from reports.check import (
+    CheckInputError,
+    compare,
+    failed,
+    format_table,
+    read_baseline,
+    read_results,
+    write_baseline,
+)
 from reports.leaderboard import write_leaderboard
 
 
@@ -63,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write leaderboard.md / .csv from DIR/results.csv")
     report.add_argument("out_dir", type=Path)
 
+    baseline = sub.add_parser("baseline", help="store DIR/results.csv as a JSON baseline")
+    baseline.add_argument("out_dir", type=Path)
+    baseline.add_argument("-o", "--output", type=Path, required=True, help="baseline JSON file")
+
+    check = sub.add_parser("check", help="exit 1 if DIR/results.csv regressed against a baseline")
+    check.add_argument("out_dir", type=Path)
+    check.add_argument("--baseline", type=Path, required=True)
+    check.add_argument("--tolerance", type=float, default=0.5,
+                       help="allowed worsening in absolute points (default 0.5)")
+    check.add_argument("--tolerance-for", action="append", default=[], metavar="METRIC=POINTS",
+                       help="per-metric tolerance, e.g. ece=1.0 (repeatable)")
+    check.add_argument("--allow-missing", action="store_true",
+                       help="do not fail when a baseline metric is absent now")
+    check.add_argument("--all", action="store_true", help="list unchanged metrics too")
+
     listing = sub.add_parser("list", help="show suites, tasks and architectures")
     listing.add_argument("pattern", nargs="?", default="*",
                          help="filter architectures, e.g. 'res*'")
@@ -108,6 +133,21 @@ def _list(pattern: str) -> None:
         print(f"architectures ({source}):", ", ".join(names) or "-")
 
 
+def _check(args: argparse.Namespace) -> int:
+    per_metric = {}
+    for item in args.tolerance_for:
+        name, _, points = item.partition("=")
+        try:
+            per_metric[name] = float(points)
+        except ValueError:
+            raise CheckInputError(f"--tolerance-for {item!r}: expected METRIC=POINTS") from None
+    current = read_results(args.out_dir)
+    verdicts = compare(read_baseline(args.baseline), current, args.tolerance, per_metric,
+                       args.allow_missing)
+    print(format_table(verdicts, everything=args.all))
+    return 1 if failed(verdicts) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -119,6 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in write_leaderboard(args.out_dir):
                 print(f"wrote {path}")
             return 0
+        if args.command == "baseline":
+            count = write_baseline(args.out_dir, args.output)
+            print(f"wrote {count} metrics to {args.output}")
+            return 0
+        if args.command == "check":
+            return _check(args)
         if args.command == "evaluate":
             cli_meta = {"arch": args.arch, "num_classes": args.num_classes, "mean": args.mean,
                         "std": args.std, "input_size": args.input_size}
@@ -135,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         markdown, _ = write_leaderboard(out)
         print("\n" + markdown.read_text())
         return code
-    except (RubenchError, FileNotFoundError) as exc:
+    except (RubenchError, FileNotFoundError, CheckInputError) as exc:
         print(f"rubench: error: {exc}", file=sys.stderr)
         return 2
 

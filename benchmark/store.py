@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS results (
     conditions TEXT NOT NULL,
     value REAL,
     n INTEGER NOT NULL,
-    higher_is_better INTEGER NOT NULL
+    higher_is_better INTEGER NOT NULL,
+    ci_low REAL,
+    ci_high REAL
 );
 CREATE INDEX IF NOT EXISTS results_key ON results (checkpoint_sha256, task, config_hash);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -61,7 +63,8 @@ CREATE TABLE IF NOT EXISTS failures (
 
 # Leading columns of results.csv; condition columns follow `metric`, provenance comes last.
 _FRONT = ["checkpoint", "task", "metric"]
-_BACK = ["value", "n", "higher_is_better", "checkpoint_sha256", "config_hash"]
+_BACK = ["value", "ci_low", "ci_high", "n", "higher_is_better", "checkpoint_sha256",
+         "config_hash"]
 
 
 class Store:
@@ -89,12 +92,14 @@ class Store:
              metrics: Iterable[Metric], provenance: dict[str, Any], elapsed_s: float) -> None:
         """Store one finished (checkpoint, task) atomically: its rows and its completion mark."""
         rows = [(sha256, task, config_hash, m.metric, json.dumps(m.conditions, sort_keys=True),
-                 float(m.value), int(m.n), int(m.higher_is_better)) for m in metrics]
+                 float(m.value), int(m.n), int(m.higher_is_better), m.ci_low, m.ci_high)
+                for m in metrics]
         with self.conn:
             key = (sha256, task, config_hash)
             self.conn.execute("DELETE FROM results WHERE checkpoint_sha256=? AND task=? AND "
                               "config_hash=?", key)
-            self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  rows)
             self.conn.execute(
                 "INSERT OR REPLACE INTO completed VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*key, checkpoint, json.dumps(provenance, sort_keys=True), time.time(),

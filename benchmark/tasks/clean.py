@@ -10,10 +10,10 @@ from benchmark.tasks.registry import Metric, TaskContext, register_task
 from ood.calibration import adaptive_ece, brier, ece, mce, nll
 
 
-def topk_error(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Share (0-1) of samples whose label is not among the k highest logits."""
+def topk_errors(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
+    """Number of samples whose label is not among the k highest logits."""
     topk = logits.topk(k, dim=1).indices
-    return 1.0 - (topk == labels[:, None]).any(dim=1).double().mean().item()
+    return int((~(topk == labels[:, None]).any(dim=1)).sum())
 
 
 @register_task("clean", defaults={"topk": [1, 5]})
@@ -21,7 +21,7 @@ def clean(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-k error (percent) and NLL (nats) on the clean data."""
     logits, labels = ctx.clean_logits(), ctx.labels()
     n, num_classes = logits.shape
-    metrics = [Metric(f"top{k}_err", 100.0 * topk_error(logits, labels, k), n, False)
+    metrics = [Metric.rate(f"top{k}_err", topk_errors(logits, labels, k), n)
                for k in params["topk"] if k == 1 or k < num_classes]
     metrics.append(Metric("nll", nll(logits.double().numpy(), labels.numpy()), n, False))
     return metrics

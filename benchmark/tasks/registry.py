@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,38 @@ Condition = str | int | float
 
 @dataclass(frozen=True)
 class Metric:
-    """One number a task measured, with the conditions it was measured under (eps, severity...)."""
+    """One number a task measured, with the conditions it was measured under (eps, severity...).
+
+    `ci_low` / `ci_high` bound a 95 % confidence interval where the task can state one (Wilson
+    for rates, see `Metric.rate`; bootstrap for AUROC-type metrics); None where it cannot.
+    """
 
     metric: str
     value: float
     n: int
     higher_is_better: bool
     conditions: dict[str, Condition] = field(default_factory=dict)
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    @classmethod
+    def rate(cls, metric: str, count: int, n: int, *, higher_is_better: bool = False,
+             conditions: dict[str, Condition] | None = None) -> Metric:
+        """A rate `count / n` in percent with its 95 % Wilson score interval."""
+        low, high = wilson_interval(count, n)
+        return cls(metric, 100.0 * count / n, n, higher_is_better, dict(conditions or {}),
+                   100.0 * low, 100.0 * high)
+
+
+def wilson_interval(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval (default 95 %) for a binomial proportion `count / n`, as fractions."""
+    if n <= 0 or not 0 <= count <= n:
+        raise ValueError(f"need 0 <= count <= n and n > 0, got count={count}, n={n}")
+    p = count / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""Wilson intervals on rate metrics, checked against scipy's binomtest."""
+
+import pytest
+from scipy.stats import binomtest
+
+from benchmark.tasks import Metric
+from benchmark.tasks.registry import wilson_interval
+
+
+@pytest.mark.parametrize(("count", "n"), [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (7, 600),
+                                          (299, 600), (4999, 10000)])
+def test_wilson_matches_scipy(count, n):
+    reference = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(count, n)
+    assert low == pytest.approx(reference.low, abs=1e-12)
+    assert high == pytest.approx(reference.high, abs=1e-12)
+
+
+def test_rate_metric_is_percent_with_interval_around_it():
+    metric = Metric.rate("top1_err", 30, 600, conditions={"eps": 0.1})
+    assert metric.value == pytest.approx(5.0)
+    assert metric.ci_low < 5.0 < metric.ci_high
+    assert (metric.n, metric.higher_is_better, metric.conditions) == (600, False, {"eps": 0.1})
+
+
+@pytest.mark.parametrize(("count", "n"), [(-1, 5), (6, 5), (0, 0)])
+def test_wilson_rejects_impossible_counts(count, n):
+    with pytest.raises(ValueError, match="count"):
+        wilson_interval(count, n)
