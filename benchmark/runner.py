@@ -116,7 +116,7 @@ def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int) -> 
     definition = get_task(task.task)
     return _digest({"task": task.task, "task_version": definition.version,
                     "params": task.params, "seed": seed, "data": data_id,
-                    "external_meta": ref.external_meta})[:16]
+                    "external_meta": {key: value for key, value, _ in ref.external_meta}})[:16]
 
 
 def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], path: Path,
@@ -151,77 +151,100 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).strip()
 
 
+class _Session:
+    """One run's state: the store, the shared data, and what was computed, reused or failed."""
+
+    def __init__(self, opts: RunOptions, store: Store, data: EvalData, data_id: str,
+                 device: torch.device) -> None:
+        self.opts, self.store, self.data, self.data_id, self.device = (
+            opts, store, data, data_id, device)
+        suite = opts.suite
+        self.provenance = {
+            "suite": suite.name, "suite_version": suite.version, "seed": opts.seed,
+            "dataset": suite.dataset["name"], "split": suite.dataset["split"],
+            "n_data": len(data), "limit": opts.limit, "device": device.type,
+            "rubench_version": benchmark.__version__, "torch_version": torch.__version__,
+            "git_hash": git_hash(),
+        }
+        self.computed = self.reused = 0
+        self.failures: list[Failure] = []
+        self.keys: list[tuple[str, str, str]] = []
+        self.names_seen: dict[str, Path] = {}
+
+    def fail(self, name: str, path: Path, sha256: str | None, task: str | None,
+             error: BaseException | str) -> None:
+        """Record a failed checkpoint (task None) or task; the next run retries it."""
+        message = error if isinstance(error, str) else _describe(error)
+        self.failures.append(Failure(name, str(path), task, message))
+        self.store.record_failure(checkpoint=name, path=str(path), sha256=sha256, task=task,
+                                  error=message)
+
+    def evaluate(self, path: Path) -> None:
+        """Run the suite's pending tasks on one checkpoint, storing each as it finishes."""
+        opts = self.opts
+        try:
+            ref = make_ref(path, opts.ckpt_dir, opts.cli_meta, opts.suite.model_defaults)
+        except RubenchError as exc:
+            self.fail(str(path), path, None, None, exc)
+            return
+        if ref.name in self.names_seen:
+            self.fail(ref.name, path, ref.sha256, None,
+                      f"{path}: its name {ref.name!r} is already taken by "
+                      f"{self.names_seen[ref.name]}; give one of them a `name` in a sidecar TOML")
+            return
+        self.names_seen[ref.name] = path
+        units = [(task, config_hash(task, ref, self.data_id, opts.seed))
+                 for task in opts.suite.tasks]
+        self.keys.extend((ref.sha256, task.name, digest) for task, digest in units)
+        pending = [(task, digest) for task, digest in units
+                   if not self.store.is_done(ref.sha256, task.name, digest)]
+        self.reused += len(units) - len(pending)
+        if not pending:
+            return
+        try:
+            loaded = load_model(ref, trust=opts.trust_checkpoints)
+            model = loaded.model.to(self.device)
+            check_model(model, self.data, loaded.meta, path, self.device)
+        except RubenchError as exc:
+            self.fail(ref.name, path, ref.sha256, None, exc)
+            return
+        self.store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
+                                   meta=loaded.meta, meta_sources=loaded.meta_sources)
+        ctx = TaskContext(model=model, data=self.data, seed=opts.seed, device=self.device,
+                          batch_size=opts.batch_size, num_workers=opts.num_workers,
+                          progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
+                          ckpt_dir=opts.ckpt_dir, trust_checkpoints=opts.trust_checkpoints,
+                          data_id=self.data_id)
+        for task, digest in pending:
+            start = time.perf_counter()
+            try:
+                torch.manual_seed(opts.seed)
+                metrics = get_task(task.task).fn(ctx, task.params)
+            except Exception as exc:  # one task's failure must not stop the others
+                self.fail(ref.name, path, ref.sha256, task.name, exc)
+                continue
+            provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"]}
+            self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
+                            config_hash=digest, metrics=metrics, provenance=provenance,
+                            elapsed_s=time.perf_counter() - start)
+            self.computed += 1
+
+
 def run(opts: RunOptions) -> RunSummary:
     """Evaluate every checkpoint under `opts.ckpt_dir` on every task of the suite."""
     device = resolve_device(opts.device)
-    suite = opts.suite
-    data = prepare_data(suite, opts.data_root, opts.limit, opts.seed)
-    data_id = data_identity(data, suite, opts.limit, opts.seed)
+    data = prepare_data(opts.suite, opts.data_root, opts.limit, opts.seed)
     store = Store(opts.out_dir)
-    base_provenance = {
-        "suite": suite.name, "suite_version": suite.version, "seed": opts.seed,
-        "dataset": suite.dataset["name"], "split": suite.dataset["split"],
-        "n_data": len(data), "limit": opts.limit, "device": device.type,
-        "rubench_version": benchmark.__version__, "torch_version": torch.__version__,
-        "git_hash": git_hash(),
-    }
-    computed = reused = 0
-    failures: list[Failure] = []
-    keys: list[tuple[str, str, str]] = []
+    session = _Session(opts, store, data, data_identity(data, opts.suite, opts.limit, opts.seed),
+                       device)
     try:
         paths = discover(opts.ckpt_dir)
         if not paths:
             raise CheckpointError(f"{opts.ckpt_dir}: no checkpoint files "
                                   "(.pt, .pth, .pth.tar, .ckpt, .safetensors) found")
         for path in tqdm(paths, desc="checkpoints", unit="ckpt", disable=not opts.progress):
-            fallback_name = str(path)
-            try:
-                ref = make_ref(path, opts.ckpt_dir, opts.cli_meta, suite.model_defaults)
-            except RubenchError as exc:
-                failures.append(Failure(fallback_name, str(path), None, _describe(exc)))
-                store.record_failure(checkpoint=fallback_name, path=str(path), sha256=None,
-                                     task=None, error=_describe(exc))
-                continue
-            units = [(task, config_hash(task, ref, data_id, opts.seed)) for task in suite.tasks]
-            keys.extend((ref.sha256, task.name, digest) for task, digest in units)
-            pending = [(task, digest) for task, digest in units
-                       if not store.is_done(ref.sha256, task.name, digest)]
-            reused += len(units) - len(pending)
-            if not pending:
-                continue
-            try:
-                loaded = load_model(ref, trust=opts.trust_checkpoints)
-                model = loaded.model.to(device)
-                check_model(model, data, loaded.meta, path, device)
-            except RubenchError as exc:
-                failures.append(Failure(ref.name, str(path), None, _describe(exc)))
-                store.record_failure(checkpoint=ref.name, path=str(path), sha256=ref.sha256,
-                                     task=None, error=_describe(exc))
-                continue
-            store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
-                                  meta=loaded.meta, meta_sources=loaded.meta_sources)
-            ctx = TaskContext(model=model, data=data, seed=opts.seed, device=device,
-                              batch_size=opts.batch_size, num_workers=opts.num_workers,
-                              progress=opts.progress, meta=loaded.meta,
-                              data_root=opts.data_root, ckpt_dir=opts.ckpt_dir,
-                              trust_checkpoints=opts.trust_checkpoints, data_id=data_id)
-            for task, digest in pending:
-                start = time.perf_counter()
-                try:
-                    torch.manual_seed(opts.seed)
-                    metrics = get_task(task.task).fn(ctx, task.params)
-                except Exception as exc:  # one task's failure must not stop the others
-                    failures.append(Failure(ref.name, str(path), task.name, _describe(exc)))
-                    store.record_failure(checkpoint=ref.name, path=str(path), sha256=ref.sha256,
-                                         task=task.name, error=_describe(exc))
-                    continue
-                provenance = {**base_provenance, "task_type": task.task,
-                              "arch": loaded.meta["arch"]}
-                store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
-                           config_hash=digest, metrics=metrics, provenance=provenance,
-                           elapsed_s=time.perf_counter() - start)
-                computed += 1
+            session.evaluate(path)
     finally:
-        csv_path = store.export(keys)
+        csv_path = store.export(session.keys)
         store.close()
-    return RunSummary(computed, reused, tuple(failures), csv_path)
+    return RunSummary(session.computed, session.reused, tuple(session.failures), csv_path)

@@ -235,3 +235,13 @@ def test_kill_9_loses_nothing_and_rerun_matches_uninterrupted(tmp_path):
     resumed = pd.read_csv(interrupted / "results.csv")
     uninterrupted = pd.read_csv(tmp_path / "clean" / "results.csv")
     pd.testing.assert_frame_equal(resumed, uninterrupted)
+
+
+def test_two_files_with_the_same_name_are_not_mixed(tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    states = make_zoo(zoo, seeds=(0, 1))
+    torch.save(states["m1"], zoo / "m0.pt")  # also named "m0"
+    assert evaluate(zoo, tmp_path / "out") == 1
+    assert "name 'm0' is already taken" in capsys.readouterr().err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert results.groupby("checkpoint").checkpoint_sha256.nunique().max() == 1
