@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write leaderboard.md / .csv from DIR/results.csv")
     report.add_argument("out_dir", type=Path)
+    report.add_argument("--baseline", default=None, metavar="CHECKPOINT",
+                        help="show each value's difference to this checkpoint's row")
 
     baseline = sub.add_parser("baseline", help="store DIR/results.csv as a JSON baseline")
     baseline.add_argument("out_dir", type=Path)
@@ -156,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _list(args.pattern)
             return 0
         if args.command == "report":
-            for path in write_leaderboard(args.out_dir):
+            for path in write_leaderboard(args.out_dir, baseline=args.baseline):
                 print(f"wrote {path}")
             return 0
         if args.command == "baseline":
@@ -181,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         markdown, _ = write_leaderboard(out)
         print("\n" + markdown.read_text())
         return code
-    except (RubenchError, FileNotFoundError, CheckInputError) as exc:
+    except (RubenchError, FileNotFoundError, CheckInputError, ValueError) as exc:
         print(f"rubench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -186,15 +186,17 @@ def test_report_writes_one_row_per_checkpoint_with_the_stored_numbers(tmp_path):
     make_zoo(tmp_path / "zoo")
     evaluate(tmp_path / "zoo", tmp_path / "out")
     assert main(["report", str(tmp_path / "out")]) == 0
-    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    results = pd.read_csv(tmp_path / "out" / "results.csv").set_index(["checkpoint", "metric"])
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv", index_col="checkpoint")
     assert list(board.index) == ["m0", "m1", "m2"]
-    for row in results.itertuples():
-        assert board.loc[row.checkpoint, f"{row.task}/{row.metric}"] == row.value
+    for name in board.index:
+        assert board.at[name, "Clean err"] == results.at[(name, "top1_err"), "value"]
+        assert board.at[name, "ECE"] == results.at[(name, "ece"), "value"]
+        assert board.at[name, "Clean err ci_low"] == results.at[(name, "top1_err"), "ci_low"]
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
-    top1 = results[(results.checkpoint == "m2") & (results.metric == "top1_err")].value.item()
-    assert f"| m2 | {top1:.2f} |" in markdown
-    assert "clean/top1_err ↓" in markdown
+    top1 = results.at[("m2", "top1_err"), "value"]
+    assert f"| m2 | {top1:.2f}" in markdown or f"| m2 | **{top1:.2f}**" in markdown
+    assert "Clean err ↓" in markdown and "Suite `digits` v1" in markdown
 
 
 def test_kill_9_loses_nothing_and_rerun_matches_uninterrupted(tmp_path):
