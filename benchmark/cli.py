@@ -18,7 +18,6 @@ from benchmark.runner import RunOptions, RunSummary, run
 from benchmark.suites import builtin_suites, load_suite
 from benchmark.tasks import list_tasks
 from reports.check import (
-    CheckInputError,
     compare,
     failed,
     format_table,
@@ -26,6 +25,7 @@ from reports.check import (
     read_results,
     write_baseline,
 )
+from reports.errors import ReportError
 from reports.leaderboard import write_leaderboard
 
 
@@ -142,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
         try:
             per_metric[name] = float(points)
         except ValueError:
-            raise CheckInputError(f"--tolerance-for {item!r}: expected METRIC=POINTS") from None
+            raise ReportError(f"--tolerance-for {item!r}: expected METRIC=POINTS") from None
     current = read_results(args.out_dir)
     verdicts = compare(read_baseline(args.baseline), current, args.tolerance, per_metric,
                        args.allow_missing)
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         markdown, _ = write_leaderboard(out)
         print("\n" + markdown.read_text())
         return code
-    except (RubenchError, FileNotFoundError, CheckInputError, ValueError) as exc:
+    except (RubenchError, ReportError) as exc:
         print(f"rubench: error: {exc}", file=sys.stderr)
         return 2
 

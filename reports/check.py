@@ -17,14 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from reports.errors import ReportError
 from reports.leaderboard import condition_columns
 
 BASELINE_FORMAT = 1
 _KEY = ["checkpoint", "task", "metric", "conditions"]
-
-
-class CheckInputError(Exception):
-    """A results or baseline file that cannot be used (exit code 2)."""
 
 
 def _conditions(row: pd.Series, columns: list[str]) -> str:
@@ -47,14 +44,14 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     """The comparison records of `out_dir/results.csv`."""
     path = Path(out_dir) / "results.csv"
     if not path.is_file():
-        raise CheckInputError(f"{path}: no results.csv; run `rubench evaluate` first")
+        raise ReportError(f"{path}: no results.csv; run `rubench evaluate` first")
     try:
         results = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CheckInputError(f"{path}: unreadable CSV: {exc}") from exc
+        raise ReportError(f"{path}: unreadable CSV: {exc}") from exc
     missing = {"checkpoint", "task", "metric", "value", "n", "higher_is_better"} - set(results)
     if missing:
-        raise CheckInputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     return _records(results)
 
 
@@ -73,14 +70,14 @@ def read_baseline(path: Path) -> pd.DataFrame:
     try:
         payload = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise CheckInputError(f"{path}: baseline file not found") from exc
+        raise ReportError(f"{path}: baseline file not found") from exc
     except json.JSONDecodeError as exc:
-        raise CheckInputError(f"{path}: not JSON: {exc}") from exc
+        raise ReportError(f"{path}: not JSON: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != BASELINE_FORMAT:
-        raise CheckInputError(f"{path}: not a rubench baseline (format {BASELINE_FORMAT})")
+        raise ReportError(f"{path}: not a rubench baseline (format {BASELINE_FORMAT})")
     frame = pd.DataFrame(payload["metrics"])
     if frame.empty:
-        raise CheckInputError(f"{path}: the baseline holds no metrics")
+        raise ReportError(f"{path}: the baseline holds no metrics")
     return frame
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports.errors import ReportError
+
 ARROWS = {True: "↑", False: "↓"}
 
 
@@ -124,7 +126,7 @@ def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
     """Markdown: arrow per column, best value per column in bold, deltas vs `baseline` row."""
     frame = table.values
     if baseline is not None and baseline not in frame.index:
-        raise ValueError(f"baseline {baseline!r} is not a checkpoint of these results "
+        raise ReportError(f"--baseline {baseline!r} is not a checkpoint of these results "
                          f"({', '.join(frame.index)})")
     header = ["checkpoint", *(f"{c} {ARROWS[table.higher_is_better[c]]}" for c in frame)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(frame.columns)]
@@ -176,7 +178,7 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None) -> tuple[Path,
     out_dir = Path(out_dir)
     source = out_dir / "results.csv"
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no results.csv; run `rubench evaluate` first")
+        raise ReportError(f"{source}: no results.csv; run `rubench evaluate` first")
     results = pd.read_csv(source)
     table = leaderboard(results)
     notes = ["Rates in percent; ↓ lower is better, ↑ higher is better; best per column in bold."]
