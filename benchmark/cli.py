@@ -26,7 +26,7 @@ from reports.check import (
     write_baseline,
 )
 from reports.errors import ReportError
-from reports.leaderboard import write_leaderboard
+from reports.html import write_report
 
 
 def _floats(text: str) -> list[float]:
@@ -158,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _list(args.pattern)
             return 0
         if args.command == "report":
-            for path in write_leaderboard(args.out_dir, baseline=args.baseline):
-                print(f"wrote {path}")
+            written = write_report(args.out_dir, baseline=args.baseline)
+            print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} files in "
+                  f"{args.out_dir / 'report'} (open report/index.html)")
             return 0
         if args.command == "baseline":
             count = write_baseline(args.out_dir, args.output)
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_zoo(zoo, progress=not args.no_progress)
         args.out = out
         code = _finish(run(_options(args, zoo, "digits")))
-        markdown, _ = write_leaderboard(out)
+        markdown = write_report(out)[0]
         print("\n" + markdown.read_text())
         return code
     except (RubenchError, ReportError) as exc:
