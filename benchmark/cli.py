@@ -1,4 +1,4 @@
-"""The `rubench` command line: evaluate, report, baseline, check, list, demo.
+"""The `rubench` command line: evaluate, report, baseline, check, corrupt, list, demo.
 
 Exit codes: 0 all done; 1 some checkpoint or task failed (the rest was still evaluated and
 stored) or, for `check`, a metric regressed; 2 unusable input (bad suite, missing data, bad flags,
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.archs import list_archs
-from benchmark.errors import RubenchError
+from benchmark.errors import RubenchError, SuiteError
 from benchmark.runner import RunOptions, RunSummary, run
 from benchmark.suites import builtin_suites, load_suite
 from benchmark.tasks import list_tasks
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--input-size", type=_ints, default=None, help="e.g. 32 or 224x224")
     evaluate.add_argument("--trust-checkpoints", action="store_true",
                           help="allow full unpickling and TorchScript: can run code in the files")
+    evaluate.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
+                          help="OOD set for the `ood` task (repeatable; replaces the suite's sets)")
     _add_run_flags(evaluate)
 
     report = sub.add_parser("report", help="write leaderboard.md / .csv from DIR/results.csv")
@@ -94,16 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("pattern", nargs="?", default="*",
                          help="filter architectures, e.g. 'res*'")
 
+    corrupt = sub.add_parser("corrupt", help="generate a <NAME>-C corrupted copy of a data set")
+    corrupt.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | ...")
+    corrupt.add_argument("--out", type=Path, required=True, help="folder to write <NAME>-C into")
+    corrupt.add_argument("--data-root", type=Path, default=None)
+    corrupt.add_argument("--path", default=None, help="the clean data's folder (as in a suite)")
+    corrupt.add_argument("--split", default=None)
+    corrupt.add_argument("--table", default="auto", help="severity table: imagenet | cifar | "
+                         "tinyimagenet | auto (by image size)")
+    corrupt.add_argument("--seed", type=int, default=0)
+    corrupt.add_argument("--corruptions", default="all", help="all | benchmark | extra | a,b,c")
+    corrupt.add_argument("--layout", default="auto", help="npy (CIFAR-C) | tree (JPEG) | auto")
+    corrupt.add_argument("--frost-textures", type=Path, default=None,
+                         help="folder of frost photographs (default: synthetic textures)")
+    corrupt.add_argument("--batch-size", type=int, default=256)
+    corrupt.add_argument("--overwrite", action="store_true")
+    corrupt.add_argument("--no-progress", action="store_true")
+
     demo = sub.add_parser("demo", help="train the digits zoo (once) and evaluate it")
     demo.add_argument("--zoo", type=Path, default=None, help="zoo folder (default OUT/zoo)")
     _add_run_flags(demo)
     return parser
 
 
+def _ood_sets(items: list[str]) -> dict[str, str]:
+    """`--ood NAME=PATH` flags as the `sets` parameter of the `ood` task."""
+    sets = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SuiteError(f"--ood {item!r}: expected NAME=PATH")
+        sets[name] = path
+    return sets
+
+
 def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra) -> RunOptions:
     suite = load_suite(suite_name)
     if args.tasks is not None:
         suite = suite.select([t.strip() for t in args.tasks.split(",") if t.strip()])
+    if getattr(args, "ood", None):
+        suite = suite.with_params("ood", sets=_ood_sets(args.ood))
 
     def pick(flag: object, key: str) -> object:
         return flag if flag is not None else suite.run[key]
@@ -168,19 +200,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "check":
             return _check(args)
+        if args.command == "corrupt":
+            from benchmark.corrupt import materialize
+
+            corruptions = args.corruptions if args.corruptions in ("all", "benchmark", "extra") \
+                else [c.strip() for c in args.corruptions.split(",") if c.strip()]
+            folder = materialize(args.dataset, args.out, data_root=args.data_root,
+                                 path=args.path, split=args.split, table=args.table,
+                                 seed=args.seed, corruptions=corruptions, layout=args.layout,
+                                 frost_textures=args.frost_textures, batch_size=args.batch_size,
+                                 overwrite=args.overwrite, progress=not args.no_progress)
+            print(f"wrote {folder}")
+            return 0
         if args.command == "evaluate":
             cli_meta = {"arch": args.arch, "num_classes": args.num_classes, "mean": args.mean,
                         "std": args.std, "input_size": args.input_size}
             opts = _options(args, args.ckpt_dir, args.suite, data_root=args.data_root,
                             trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta)
             return _finish(run(opts))
+        from benchmark.corrupt import materialize
         from benchmark.zoo import build_zoo
 
         out = args.out or Path("rubench-demo")
         zoo = args.zoo or out / "zoo"
         build_zoo(zoo, progress=not args.no_progress)
+        materialize("digits", out / "data", progress=not args.no_progress)  # digits-C, once
         args.out = out
-        code = _finish(run(_options(args, zoo, "digits")))
+        code = _finish(run(_options(args, zoo, "digits", data_root=out / "data")))
         markdown = write_report(out)[0]
         print("\n" + markdown.read_text())
         return code

@@ -39,6 +39,12 @@ class Suite:
     run: dict[str, Any]
     tasks: tuple[TaskSpec, ...]
 
+    def with_params(self, task_type: str, **params: Any) -> Suite:
+        """The suite with `params` overriding those of every task of type `task_type`."""
+        tasks = tuple(TaskSpec(t.name, t.task, {**t.params, **params}) if t.task == task_type
+                      else t for t in self.tasks)
+        return Suite(**{**self.__dict__, "tasks": tasks})
+
     def select(self, names: list[str]) -> Suite:
         """The suite restricted to the tasks named, in the suite's order."""
         known = [t.name for t in self.tasks]

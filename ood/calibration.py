@@ -1,4 +1,5 @@
-"""Calibration metrics (ECE, MCE, adaptive ECE, NLL, Brier) as pure functions over numpy arrays.
+"""Calibration metrics (ECE, MCE, adaptive ECE, NLL, Brier) and temperature scaling, as pure
+functions over numpy arrays.
 
 All results are fractions in [0, 1] (Brier: [0, 2]); callers convert to percent. Binning follows
 Guo et al. 2017's reference: bin i of n is (edges[i], edges[i + 1]] with
@@ -12,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize_scalar
 
 __all__ = [
     "ReliabilityBins",
     "adaptive_ece",
     "brier",
     "ece",
+    "fit_temperature",
     "mce",
     "nll",
     "reliability_bins",
@@ -187,3 +190,28 @@ def brier(probs: ArrayLike, labels: ArrayLike) -> float:
     diff = p.copy()
     diff[np.arange(lab.size), lab] -= 1.0
     return float(np.mean(np.sum(diff * diff, axis=1)))
+
+
+def fit_temperature(logits: ArrayLike, labels: ArrayLike,
+                    bounds: tuple[float, float] = (0.01, 100.0)) -> float:
+    """Temperature T minimizing the NLL of logits / T (Guo et al. 2017), fit on held-out data.
+
+    NLL is convex in 1 / T, so a bounded scalar search over 1 / T in [1 / bounds[1], 1 / bounds[0]]
+    finds the global minimum on that interval; a result at a bound means the optimum lies beyond.
+    """
+    z = _check_scores(logits, "logits")
+    lab = _check_labels(labels, z.shape[0], z.shape[1])
+    low, high = bounds
+    if not 0.0 < low < high:
+        raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    true_logit = z[np.arange(lab.size), lab]
+
+    def nll_at(beta: float) -> float:
+        scaled = beta * z
+        top = scaled.max(axis=1)
+        lse = top + np.log(np.exp(scaled - top[:, None]).sum(axis=1))
+        return float(np.mean(lse - beta * true_logit))
+
+    result = minimize_scalar(nll_at, bounds=(1.0 / high, 1.0 / low), method="bounded",
+                             options={"xatol": 1e-10})
+    return float(1.0 / result.x)

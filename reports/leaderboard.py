@@ -48,7 +48,7 @@ HEADLINE = (
            error=False),
     Column("OOD det. acc", "ood", "detection_acc", {"ood_set": "mean", "scorer": "msp"},
            error=False),
-    Column("ECE", "calibration", "ece", error=False),
+    Column("ECE", "calibration", "ece", {"scaling": "none"}, error=False),
 )
 AVERAGE_NOTE = ("Average: the mean of the error columns (clean, adversarial, occlusion, "
                 "corruption-category and affine errors, in percent) present for a checkpoint, "
@@ -94,7 +94,8 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
     for column in columns:
         rows = results[(task_type == column.task) & (results["metric"] == column.metric)]
         for key, wanted in column.where.items():
-            rows = rows[rows[key] == wanted] if key in rows else rows.iloc[0:0]
+            if key in rows:  # a condition the results do not have at all constrains nothing
+                rows = rows[rows[key] == wanted]
         if rows.empty:
             continue
         split = [c for c in conditions if c not in column.where and rows[c].nunique() > 1]

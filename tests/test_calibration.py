@@ -16,6 +16,7 @@ from ood.calibration import (
     adaptive_ece,
     brier,
     ece,
+    fit_temperature,
     mce,
     nll,
     reliability_bins,
@@ -295,6 +296,56 @@ def test_top_label_stable_for_huge_logits() -> None:
     conf, pred = top_label(np.array([[1e5, 0.0], [1e5, 1e5]]))
     np.testing.assert_array_equal(conf, [1.0, 0.5])
     np.testing.assert_array_equal(pred, [0, 0])
+
+
+# --- temperature scaling ---
+
+
+def _sampled_labels(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
+    """Labels drawn from softmax(logits): these logits are calibrated by construction."""
+    probs = softmax(logits)
+    return (rng.random((len(probs), 1)) > probs.cumsum(axis=1)).sum(axis=1)
+
+
+def test_fit_temperature_recovers_a_known_overconfidence() -> None:
+    """Labels drawn from softmax(z): logits 3z need T = 3, z / 2 needs T = 0.5 (up to noise)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(20000, 10)) * 2
+    labels = _sampled_labels(rng, z)
+    assert fit_temperature(3 * z, labels) == pytest.approx(3.0, rel=0.03)
+    assert fit_temperature(z / 2, labels) == pytest.approx(0.5, rel=0.03)
+
+
+def test_fit_temperature_matches_torch_lbfgs_and_is_a_minimum() -> None:
+    """An independent fit (LBFGS on log T, torch cross-entropy) lands on the same T."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(500, 5)) * 4
+    labels = _sampled_labels(rng, logits / 2.5)
+    ours = fit_temperature(logits, labels)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    z, y = torch.from_numpy(logits), torch.from_numpy(labels)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, tolerance_grad=1e-12,
+                                  tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert ours == pytest.approx(log_t.exp().item(), rel=1e-5)
+    for step in (0.99, 1.01):
+        assert nll(logits / ours, labels) < nll(logits / (ours * step), labels)
+
+
+def test_fit_temperature_stops_at_the_bound_when_all_predictions_are_right() -> None:
+    """Every top-1 prediction correct: NLL keeps falling as T -> 0, so T is the lower bound."""
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    assert fit_temperature(logits, np.array([0, 1, 0]), bounds=(0.05, 10.0)) == pytest.approx(
+        0.05, rel=1e-6)
+    with pytest.raises(ValueError, match="bounds"):
+        fit_temperature(logits, np.array([0, 1, 0]), bounds=(1.0, 0.5))
 
 
 # --- input validation ---

@@ -1,4 +1,4 @@
-"""Clean accuracy and calibration tasks, both from the one shared clean forward pass."""
+"""Clean accuracy task (top-k error, NLL) from the shared clean forward pass."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from benchmark.tasks.registry import Metric, TaskContext, register_task
-from ood.calibration import adaptive_ece, brier, ece, mce, nll
+from ood.calibration import nll
 
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
@@ -25,19 +25,3 @@ def clean(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
                for k in params["topk"] if k == 1 or k < num_classes]
     metrics.append(Metric("nll", nll(logits.double().numpy(), labels.numpy()), n, False))
     return metrics
-
-
-@register_task("calibration", defaults={"bins": 15})
-def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
-    """ECE / MCE (equal-width bins), adaptive ECE (equal-mass bins) in percent, and Brier score."""
-    logits, labels = ctx.clean_logits().double(), ctx.labels()
-    probs = torch.softmax(logits, dim=1)
-    confidence, predicted = probs.max(dim=1)
-    conf, correct = confidence.numpy(), (predicted == labels).numpy()
-    n, bins = len(labels), params["bins"]
-    return [
-        Metric("ece", 100.0 * ece(conf, correct, n_bins=bins), n, False),
-        Metric("mce", 100.0 * mce(conf, correct, n_bins=bins), n, False),
-        Metric("adaptive_ece", 100.0 * adaptive_ece(conf, correct, n_bins=bins), n, False),
-        Metric("brier", brier(probs.numpy(), labels.numpy()), n, False),
-    ]

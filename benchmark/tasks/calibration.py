@@ -1,0 +1,139 @@
+"""Task `calibration`: ECE / MCE / adaptive ECE / Brier, reliability-diagram data, and optional
+temperature scaling fit on a held-out split, all from the shared clean forward pass.
+
+Rows (rates in percent):
+
+- condition ``scaling = "none"``: ``ece``, ``mce``, ``adaptive_ece``, ``brier`` of the raw
+  logits (Guo et al.: equal-width bins (i/B, (i+1)/B], top label, L1, weighted by bin size;
+  adaptive ECE: B equal-mass bins);
+- with ``reliability = true`` (default false, which keeps one row per metric): per bin,
+  condition ``bin`` = i (0-based, bin (i/B, (i+1)/B]), ``reliability_count`` (samples) and, for
+  non-empty bins, ``reliability_confidence`` (mean top-label confidence) and
+  ``reliability_accuracy`` (share correct, with its Wilson interval). Diagram data: the direction
+  flag of count and confidence carries no ranking meaning;
+- with ``temperature_split = "<split>"`` (default ``"none"``): T fit by NLL on that split of the
+  suite's data set (its own forward pass), then the same rows plus ``nll`` (nats) for logits / T
+  under ``scaling = "temperature"``, and the fitted ``temperature`` (a parameter, not a score).
+  The raw NLL is `clean`'s ``nll``. Digits has a ``val`` split; CIFAR only ``train`` (fitting on
+  training images biases T); ImageNet and Tiny-ImageNet have no held-out split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.data import EvalData
+from benchmark.datasets import DATASETS
+from benchmark.errors import SuiteError
+from benchmark.tasks.registry import Metric, TaskContext, predict, register_task
+from ood.calibration import (
+    adaptive_ece,
+    brier,
+    ece,
+    fit_temperature,
+    mce,
+    nll,
+    reliability_bins,
+    softmax,
+    top_label,
+)
+
+NO_SPLIT = "none"
+
+
+def load_heldout(ctx: TaskContext, split: str, param: str) -> EvalData:
+    """Split `split` of the data set under evaluation, refused if it is the evaluated data.
+
+    `param` names the task parameter in error messages. The check is on pixels: when at least
+    half of the evaluated images occur unchanged in the held-out split, it is the same split.
+    """
+    info = DATASETS.get(ctx.data.name)
+    if info is None:
+        raise SuiteError(f"{param} = {split!r}: data set {ctx.data.name!r} has no named splits")
+    if len(info.splits) == 1:
+        raise SuiteError(f"{param} = {split!r}: {ctx.data.name} has only the evaluated split "
+                         f"{info.splits[0]!r}, no held-out one")
+    if split not in info.splits:
+        raise SuiteError(f"{param} = {split!r}: {ctx.data.name} has the splits "
+                         f"{', '.join(info.splits)}")
+    if info.default_folder is None:
+        heldout = info.reader(split=split)
+    else:
+        heldout = info.reader(Path(ctx.data.source), split=split)
+    if ctx.data.images is not None and heldout.images is not None:
+        evaluated = {_digest(row) for row in ctx.data.images}
+        shared = sum(_digest(row) in evaluated for row in heldout.images)
+        if 2 * shared >= len(evaluated):
+            raise SuiteError(f"{param} = {split!r}: {shared} of the {len(evaluated)} evaluated "
+                             "images are in that split; fit on data you do not evaluate")
+    return heldout
+
+
+def _digest(image: torch.Tensor) -> bytes:
+    """A content hash of one image tensor."""
+    return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
+
+
+def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, reliability: bool,
+                        conditions: dict[str, Any]) -> list[Metric]:
+    """ECE, MCE, adaptive ECE (percent), Brier and optionally the reliability bins of `logits`.
+
+    float64 numpy throughout (for a few thousand rows torch's thread pool costs more than the
+    arithmetic).
+    """
+    probs = softmax(logits)
+    conf, predicted = top_label(probs, from_logits=False)
+    correct = predicted == labels
+    n = len(labels)
+    metrics = [
+        Metric("ece", 100.0 * ece(conf, correct, n_bins=bins), n, False, dict(conditions)),
+        Metric("mce", 100.0 * mce(conf, correct, n_bins=bins), n, False, dict(conditions)),
+        Metric("adaptive_ece", 100.0 * adaptive_ece(conf, correct, n_bins=bins), n, False,
+               dict(conditions)),
+        Metric("brier", brier(probs, labels), n, False, dict(conditions)),
+    ]
+    if reliability:
+        table = reliability_bins(conf, correct, n_bins=bins)
+        for i in range(bins):
+            where = {**conditions, "bin": i}
+            count = int(table.count[i])
+            metrics.append(Metric("reliability_count", count, n, False, where))
+            if count:
+                metrics.append(Metric("reliability_confidence", 100.0 * table.confidence[i],
+                                      count, False, where))
+                metrics.append(Metric.rate("reliability_accuracy",
+                                           round(table.accuracy[i] * count), count,
+                                           higher_is_better=True, conditions=where))
+    return metrics
+
+
+@register_task("calibration", defaults={"bins": 15, "reliability": False,
+                                        "temperature_split": NO_SPLIT}, version=2)
+def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+    """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
+    bins, split = params["bins"], params["temperature_split"]
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise SuiteError(f"calibration: bins must be an integer >= 1, got {bins!r}")
+    if not isinstance(params["reliability"], bool):
+        raise SuiteError(f"calibration: reliability must be true or false, got "
+                         f"{params['reliability']!r}")
+    logits, labels = ctx.clean_logits().double().numpy(), ctx.data.labels
+    metrics = calibration_metrics(logits, labels, bins, params["reliability"],
+                                  {"scaling": "none"})
+    if split == NO_SPLIT:
+        return metrics
+    heldout = load_heldout(ctx, split, "calibration: temperature_split")
+    heldout_logits = predict(ctx.model, heldout, ctx.device, ctx.batch_size, ctx.num_workers,
+                             ctx.progress)
+    temperature = fit_temperature(heldout_logits.double().numpy(), heldout.labels)
+    scaled = logits / temperature
+    where = {"scaling": "temperature"}
+    metrics.append(Metric("temperature", temperature, len(heldout), False, where))
+    metrics.extend(calibration_metrics(scaled, labels, bins, params["reliability"], where))
+    metrics.append(Metric("nll", nll(scaled, labels), len(labels), False, dict(where)))
+    return metrics

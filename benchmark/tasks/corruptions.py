@@ -1,0 +1,227 @@
+"""Task `corruptions`: top-1 error on a corrupted copy of the evaluated set, with mCE summaries.
+
+The corrupted set is read from a folder (released CIFAR-10/100-C, Tiny-ImageNet-C, ImageNet-C,
+or one made by `benchmark.corrupt.materialize`, which leaves a `GENERATED.json` manifest: its
+results carry `source = "generated"`, the released sets' `source = "released"`).
+
+Subset (`--limit`): the runner's clean data is a seeded class-stratified subset of the test split.
+For the `.npy` layout, whose rows follow test-set order, the same test indices are taken at every
+(corruption, severity); they are recomputed from `labels.npy` with the run's seed and checked
+against the clean subset's labels. For JPEG trees (whose images are not the clean files for
+Tiny-ImageNet-C), each (corruption, severity) gets the same seeded stratified subset of its own
+files, as many as the clean subset holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.data import EvalData, stratified_subset
+from benchmark.errors import DataError, SuiteError
+from benchmark.tasks.registry import Metric, TaskContext, predict, register_task
+from corruptions import metrics
+from corruptions.catalog import BENCHMARK, CATEGORY_OF, SEVERITIES, select
+from corruptions.released import (
+    CorruptedSetError,
+    ImageFileDataset,
+    NpyCorruptions,
+    TreeCorruptions,
+    detect_layout,
+)
+
+# The folder each data set's corrupted copy extracts to (released) or is written to (generated).
+DEFAULT_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C",
+                   "tinyimagenet": "Tiny-ImageNet-C", "imagenet": "ImageNet-C",
+                   "digits": "digits-C"}
+MANIFEST = "GENERATED.json"
+
+
+def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> Path:
+    """`path` (absolute, or relative to `data_root`), else the data set's default folder."""
+    folder = Path(path).expanduser() if path else Path(DEFAULT_FOLDERS.get(dataset,
+                                                                          f"{dataset}-C"))
+    if folder.is_absolute():
+        return folder
+    return (Path(data_root) if data_root is not None else Path.cwd()) / folder
+
+
+@register_task("corruptions", defaults={
+    "path": "",             # corrupted-set folder; "" = DEFAULT_FOLDERS[dataset] under data root
+    "corruptions": "all",   # "all" (19) | "benchmark" (15) | "extra" (4) | list of names
+    "categories": [],       # restrict to categories: noise, blur, weather, digital, extra
+    "severities": [1, 2, 3, 4, 5],
+    "wnids": "",            # JPEG trees: class list file (one wnid a line, sorted = index)
+    "generate": False,      # make the set with benchmark.corrupt.materialize when missing
+    "table": "auto",        # severity table used when generating
+}, version=1)
+def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+    """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
+    names = _checked(lambda: select(params["corruptions"], list(params["categories"])))
+    severities = sorted(set(params["severities"]))
+    if not severities or not set(severities) <= set(SEVERITIES):
+        raise SuiteError(f"corruptions: severities must be a subset of {list(SEVERITIES)}, "
+                         f"got {params['severities']}")
+    folder = corrupted_folder(ctx.data.name, params["path"] or None, ctx.data_root)
+    if params["generate"] and not folder.exists():
+        from benchmark.corrupt import materialize
+
+        materialize(ctx.data.name, folder.parent, data_root=ctx.data_root, folder=folder.name,
+                    table=params["table"], progress=ctx.progress)
+    source = "generated" if (folder / MANIFEST).is_file() else "released"
+    if source == "generated":
+        _check_manifest(folder, ctx)
+    layout = _checked(lambda: detect_layout(folder), hint=_missing_hint(ctx.data.name, folder))
+    evaluate = _npy_sets if layout == "npy" else _tree_sets
+    errors: dict[tuple[str, int], float] = {}
+    counts: dict[tuple[str, int], int] = {}
+    pairs = [(c, s) for c in names for s in severities]
+    sets = evaluate(ctx, folder, params)
+    for corruption, severity in tqdm(pairs, desc="corruptions", leave=False,
+                                     disable=not ctx.progress):
+        data = _checked(lambda c=corruption, s=severity: sets(c, s))
+        logits = _checked(lambda d=data: predict(ctx.model, d, ctx.device, ctx.batch_size,
+                                                 ctx.num_workers))
+        errors[corruption, severity] = metrics.top1_err(logits.numpy(), data.labels)
+        counts[corruption, severity] = len(data)
+    return summarize(errors, counts, source, severities, ctx, imagenet_c=(
+        ctx.data.name == "imagenet" and source == "released"))
+
+
+def summarize(errors: dict[tuple[str, int], float], counts: dict[tuple[str, int], int],
+              source: str, severities: list[int], ctx: TaskContext, imagenet_c: bool
+              ) -> list[Metric]:
+    """Records: per (corruption, severity), per corruption, per category, and over the 15."""
+    out = [Metric("top1_err", value, counts[c, s], False,
+                  {"corruption": c, "severity": s, "category": CATEGORY_OF[c], "source": source})
+           for (c, s), value in errors.items()]
+    per_corruption = metrics.corruption_errors(errors)
+    sums = metrics.corruption_error_sums(errors)
+    n_of = {c: sum(n for (name, _), n in counts.items() if name == c) for c in per_corruption}
+    for c, value in per_corruption.items():
+        cond = {"corruption": c, "category": CATEGORY_OF[c], "source": source}
+        out.append(Metric("corruption_err", value, n_of[c], False, cond))
+        out.append(Metric("corruption_err_sum", sums[c], n_of[c], False, cond))
+    for category, value in metrics.category_errors(per_corruption).items():
+        n = sum(n_of[c] for c in n_of if CATEGORY_OF[c] == category)
+        out.append(Metric("category_err", value, n, False,
+                          {"category": category, "source": source}))
+    if all(c in per_corruption for c in BENCHMARK):
+        n = sum(n_of[c] for c in BENCHMARK)
+        out.append(Metric("mean_corruption_err", metrics.mean_corruption_err(per_corruption), n,
+                          False, {"source": source}))
+        out.append(Metric("mean_corruption_err_sum",
+                          float(np.mean([sums[c] for c in BENCHMARK])), n, False,
+                          {"source": source}))
+        if imagenet_c and list(severities) == list(SEVERITIES):
+            logits, labels = ctx.clean_logits(), ctx.labels()
+            clean = metrics.top1_err(logits.numpy(), labels.numpy())
+            out.append(Metric("mce", metrics.alexnet_mce(per_corruption), n, False,
+                              {"source": source}))
+            out.append(Metric("relative_mce",
+                              metrics.alexnet_relative_mce(per_corruption, clean), n, False,
+                              {"source": source}))
+    return out
+
+
+def _npy_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
+    """A function (corruption, severity) -> EvalData over the `.npy` layout's matching rows."""
+    store = NpyCorruptions(folder, image_shape=_hwc(ctx.data))
+    test_labels = store.test_labels
+    if len(ctx.data) > store.n:
+        raise DataError(f"{folder / 'labels.npy'}: {store.n} images per severity, fewer than "
+                        f"the {len(ctx.data)} evaluated clean images")
+    indices = None if len(ctx.data) == store.n else \
+        stratified_subset(test_labels, len(ctx.data), ctx.seed)
+    chosen = test_labels if indices is None else test_labels[indices]
+    if not np.array_equal(chosen, ctx.data.labels):
+        raise DataError(f"{folder / 'labels.npy'}: labels disagree with the evaluated data set's "
+                        f"({int((chosen != ctx.data.labels).sum())} of {len(chosen)} differ); "
+                        "is this the corrupted copy of this split, in test-set order?")
+
+    def load(corruption: str, severity: int) -> EvalData:
+        images = store.images(corruption, severity, indices)
+        tensor = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # writable, contiguous
+        return EvalData(name=f"{ctx.data.name}-C", labels=chosen, num_classes=ctx.data.num_classes,
+                        source=str(folder / f"{corruption}.npy"), images=tensor)
+
+    return load
+
+
+def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
+    """A function (corruption, severity) -> EvalData over one JPEG-tree folder (seeded subset)."""
+    classes = _class_list(ctx, params)
+    tree = TreeCorruptions(folder, classes=classes, num_classes=ctx.data.num_classes)
+    if classes is not None and len(classes) != ctx.data.num_classes:
+        raise DataError(f"{params['wnids'] or 'wnids.txt'}: {len(classes)} classes, the data set "
+                        f"has {ctx.data.num_classes}")
+    shape = ctx.data.image_shape()
+
+    def load(corruption: str, severity: int) -> EvalData:
+        paths, labels = tree.files(corruption, severity)
+        if len(ctx.data) < len(labels):
+            keep = stratified_subset(labels, len(ctx.data), ctx.seed)
+            paths, labels = [paths[i] for i in keep], labels[keep]
+        return EvalData(name=f"{ctx.data.name}-C", labels=labels, num_classes=ctx.data.num_classes,
+                        source=str(folder / corruption / str(severity)),
+                        dataset=ImageFileDataset(paths, labels, shape))
+
+    return load
+
+
+def _class_list(ctx: TaskContext, params: dict[str, Any]) -> list[str] | None:
+    """Sorted wnids from the `wnids` file, Tiny-ImageNet's own wnids.txt, or None (folders)."""
+    if params["wnids"]:
+        path = Path(params["wnids"]).expanduser()
+        if not path.is_absolute() and ctx.data_root is not None:
+            path = ctx.data_root / path
+    elif ctx.data.name == "tinyimagenet" and ctx.data_root is not None:
+        path = ctx.data_root / "tiny-imagenet-200" / "wnids.txt"
+        if not path.is_file():
+            return None
+    else:
+        return None
+    if not path.is_file():
+        raise DataError(f"{path}: wnids file not found")
+    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return sorted(wnids)
+
+
+def _hwc(data: EvalData) -> tuple[int, int, int]:
+    channels, height, width = data.image_shape()
+    return height, width, channels
+
+
+def _check_manifest(folder: Path, ctx: TaskContext) -> None:
+    """A generated set must have been made from this data set."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc})") from exc
+    if manifest.get("dataset") != ctx.data.name:
+        raise DataError(f"{path}: generated from data set {manifest.get('dataset')!r}, "
+                        f"evaluating {ctx.data.name!r}")
+
+
+def _missing_hint(dataset: str, folder: Path) -> str:
+    if dataset in ("cifar10", "cifar100", "tinyimagenet", "imagenet"):
+        return (f"; extract the released {DEFAULT_FOLDERS[dataset]} archive there, or set the "
+                "task's `path`")
+    return (f"; make it once with `rubench corrupt --dataset {dataset} --out {folder.parent}` "
+            "(or set the task's `generate = true`)")
+
+
+def _checked(fn, hint: str = ""):
+    """Run `fn`, turning the library's ValueErrors about files or names into rubench errors."""
+    try:
+        return fn()
+    except CorruptedSetError as exc:
+        raise DataError(f"{exc}{hint}") from exc
+    except ValueError as exc:
+        raise SuiteError(f"corruptions: {exc}") from exc

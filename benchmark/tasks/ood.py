@@ -1,0 +1,361 @@
+"""Task `ood`: out-of-distribution detection, ID positive (ODIN / Lee et al. / CutMix Table 12).
+
+For each scorer (`msp`, `maxlogit`, `energy`, `odin`) and each OOD set, rows (percent)
+``tnr_at_tpr95``, ``auroc``, ``aupr_in``, ``aupr_out``, ``detection_acc`` and OpenOOD's OOD-positive
+``fpr_at_tpr95_ood_positive`` (definitions in `ood.metrics`), with conditions ``scorer`` and
+``ood_set``; ``ood_set = "mean"`` is the unweighted mean of the per-set values (every set weighs
+the same whatever its size: CutMix Table 12's "average over the 7 OOD sets"). ``n`` = ID + OOD
+samples; per-set ``auroc`` rows carry DeLong's 95 % interval. ID scores come from the shared
+clean forward pass; ODIN needs its own forward and backward passes over the ID data.
+
+Parameters:
+
+- ``scorers``: any of msp, maxlogit, energy (``energy_temperature``, default 1), odin.
+- ``sets``: table name -> spec. A spec string is a built-in (``uniform`` / ``gaussian``: ODIN's
+  noise; ``natural_crops``: crops of photographs shipped with scikit-image / scikit-learn;
+  ``cifar10`` / ``cifar100``: that test set, from its default folder under --data-root) or a path
+  (absolute, or under --data-root) read by what it holds: a CIFAR pickle folder, a folder of
+  images (the ODIN layout), an SVHN ``.mat`` file, an OpenOOD list ``.txt`` whose paths are
+  relative to --data-root. A spec table names its ``kind`` (uniform, gaussian, natural_crops,
+  cifar10, cifar100, folder, list, svhn) with ``path``; ``root`` (list: the image root),
+  ``split`` (cifar, default "test"), ``n`` (generated sets), ``levels`` (natural_crops, default
+  256; 17 = the digits' 0..16 grey scale).
+- ``resize``: how images reach the model's input size, see `ood.datasets` (default ``none``,
+  like ODIN: a set of another size is an error).
+- ``ood_limit``: at most this many images per OOD set, a seeded subset (0 = all). Generated sets
+  have ``n`` images, by default ``ood_limit``, or 10,000 (ODIN's size) when that is 0.
+- ODIN: fixed ``odin_temperature`` = 1000 and ``odin_eps`` = 0.0014 (the ODIN paper's CIFAR
+  setting; eps in [0, 1] pixel units) unless ``odin_tune_split`` names a held-out split of the
+  suite's data set (e.g. "val" for digits; default "none"): then (T, eps) maximize TNR@TPR95 over
+  ``odin_temperatures`` x ``odin_eps_grid`` (ODIN's grid) on ``odin_tune_n`` images of that split
+  against ``odin_tune_n`` images of ``odin_tune_ood`` (default ``natural_crops``), drawn from a
+  separate random stream, never from a file-based test set. Rows ``odin_temperature`` and
+  ``odin_eps`` record the values used (parameters, not scores).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from benchmark.data import EvalData, stratified_subset
+from benchmark.errors import DataError, SuiteError
+from benchmark.readers import read_cifar10, read_cifar100
+from benchmark.tasks.calibration import NO_SPLIT, load_heldout
+from benchmark.tasks.registry import Metric, TaskContext, predict, register_task
+from ood import datasets as oodsets
+from ood.metrics import METRICS, auroc_ci, ood_metrics
+from ood.scores import (
+    ODIN_EPS,
+    ODIN_EPS_GRID,
+    ODIN_TEMPERATURE,
+    ODIN_TEMPERATURES,
+    energy,
+    maxlogit,
+    msp,
+    odin,
+    tune_odin,
+)
+
+SCORERS = ("msp", "maxlogit", "energy", "odin")
+MEAN_SET = "mean"
+GENERATED = ("uniform", "gaussian", "natural_crops")
+CIFAR = {"cifar10": (read_cifar10, "cifar-10-batches-py"),
+         "cifar100": (read_cifar100, "cifar-100-python")}
+SPEC_KEYS = {
+    "uniform": {"n"}, "gaussian": {"n"}, "natural_crops": {"n", "levels"},
+    "cifar10": {"path", "split"}, "cifar100": {"path", "split"},
+    "folder": {"path"}, "list": {"path", "root"}, "svhn": {"path"},
+}
+DEFAULT_GENERATED_N = 10_000  # ODIN's noise sets
+TEST_STREAM, TUNE_STREAM = 0, 1  # random streams of generated sets: test sets vs ODIN tuning
+_MATERIALIZE_BYTES = 256 * 2**20  # sets up to this size are decoded / generated once, in memory
+_CACHE: OrderedDict[str, oodsets.OODSet] = OrderedDict()  # OOD sets shared across checkpoints
+_CACHE_SIZE = 16
+
+DEFAULTS: dict[str, Any] = {
+    "scorers": list(SCORERS),
+    "sets": {},
+    "resize": "none",
+    "ood_limit": 0,
+    "energy_temperature": 1.0,
+    "odin_temperature": ODIN_TEMPERATURE,
+    "odin_eps": ODIN_EPS,
+    "odin_tune_split": NO_SPLIT,
+    "odin_tune_ood": "natural_crops",
+    "odin_tune_n": 1000,
+    "odin_temperatures": list(ODIN_TEMPERATURES),
+    "odin_eps_grid": list(ODIN_EPS_GRID),
+}
+
+
+def _bad(param: str, problem: str) -> SuiteError:
+    return SuiteError(f"task 'ood', parameter {param!r}: {problem}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
+    """A set's spec as a table with `kind` (``auto`` for a path string to inspect later)."""
+    where = f"sets.{name}"
+    if isinstance(spec, str):
+        if not spec:
+            raise _bad(where, "empty spec")
+        return {"kind": spec} if spec in GENERATED or spec in CIFAR else {"kind": "auto",
+                                                                          "path": spec}
+    if not isinstance(spec, dict):
+        raise _bad(where, f"expected a string or a table, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind not in SPEC_KEYS:
+        raise _bad(where, f"kind {kind!r} is not one of {', '.join(SPEC_KEYS)}")
+    unknown = sorted(set(spec) - SPEC_KEYS[kind] - {"kind"})
+    if unknown:
+        raise _bad(where, f"unknown key(s) {', '.join(unknown)} for kind {kind!r}; allowed: "
+                          f"{', '.join(sorted(SPEC_KEYS[kind]))}")
+    if kind in ("folder", "list", "svhn") and "path" not in spec:
+        raise _bad(where, f"kind {kind!r} needs a path")
+    if kind == "list" and "root" not in spec:
+        raise _bad(where, "kind 'list' needs root, the folder its relative paths start from")
+    for key in ("n", "levels"):
+        if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool)
+                            or spec[key] < (1 if key == "n" else 2)):
+            raise _bad(where, f"{key} must be an integer >= {1 if key == 'n' else 2}")
+    return dict(spec)
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Reject malformed parameters with a message naming the parameter."""
+    scorers = params["scorers"]
+    if not isinstance(scorers, list) or not scorers or len(set(scorers)) != len(scorers) \
+            or not set(scorers) <= set(SCORERS):
+        raise _bad("scorers", f"expected distinct names among {', '.join(SCORERS)}, got "
+                              f"{scorers!r}")
+    sets = params["sets"]
+    if not isinstance(sets, dict) or not sets:
+        raise _bad("sets", "no OOD sets; name them in the suite ([tasks.ood] sets = {name = "
+                           "\"path-or-builtin\"}) or with --ood NAME=PATH")
+    if MEAN_SET in sets:
+        raise _bad("sets", f"{MEAN_SET!r} is reserved for the average over sets")
+    if params["resize"] not in oodsets.RESIZE_MODES:
+        raise _bad("resize", f"{params['resize']!r} is not one of "
+                             f"{', '.join(oodsets.RESIZE_MODES)}")
+    for key, low in (("ood_limit", 0), ("odin_tune_n", 1)):
+        if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < low:
+            raise _bad(key, f"expected an integer >= {low}, got {params[key]!r}")
+    for key in ("energy_temperature", "odin_temperature"):
+        if not _is_number(params[key]) or params[key] <= 0:
+            raise _bad(key, f"expected a number > 0, got {params[key]!r}")
+    if not _is_number(params["odin_eps"]) or params["odin_eps"] < 0:
+        raise _bad("odin_eps", f"expected a number >= 0, got {params['odin_eps']!r}")
+    for key, positive in (("odin_temperatures", True), ("odin_eps_grid", False)):
+        grid = params[key]
+        if not isinstance(grid, list) or not grid or not all(
+                _is_number(v) and (v > 0 if positive else v >= 0) for v in grid):
+            raise _bad(key, f"expected a non-empty list of numbers "
+                            f"{'> 0' if positive else '>= 0'}, got {grid!r}")
+    if not isinstance(params["odin_tune_split"], str):
+        raise _bad("odin_tune_split", "expected a split name or \"none\"")
+
+
+def _resolve(path: str, data_root: Path | None) -> Path:
+    """An absolute path as given; a relative one under --data-root (else the working dir)."""
+    location = Path(path).expanduser()
+    if location.is_absolute():
+        return location
+    return (Path(data_root) if data_root is not None else Path.cwd()) / location
+
+
+def _detect(path: Path) -> str:
+    """The kind of set a path holds, from its content."""
+    if path.is_dir():
+        if (path / "test_batch").is_file():
+            return "cifar10"
+        if (path / "test").is_file() and (path / "meta").is_file():
+            return "cifar100"
+        return "folder"
+    if path.suffix.lower() == ".mat":
+        return "svhn"
+    if path.suffix.lower() == ".txt":
+        return "list"
+    if not path.exists():
+        raise DataError(f"{path}: OOD set not found")
+    raise DataError(f"{path}: not an OOD set rubench can read (a folder of images or CIFAR "
+                    "batches, an SVHN .mat file, an OpenOOD .txt list)")
+
+
+def _build(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit: int,
+           stream: int) -> oodsets.OODSet:
+    """Read or generate one OOD set at the ID images' shape."""
+    channels, height, width = ctx.data.image_shape()
+    size = (height, width)
+    kind = spec["kind"]
+    path = _resolve(spec["path"], ctx.data_root) if "path" in spec else None
+    if kind == "auto":
+        kind = _detect(path)
+    if kind in GENERATED:
+        n = spec.get("n", limit or DEFAULT_GENERATED_N)
+        lazy = n * channels * height * width * 4 > _MATERIALIZE_BYTES  # float32
+        options = {"levels": spec.get("levels", 256)} if kind == "natural_crops" else {}
+        made = getattr(oodsets, kind)(n, channels, size, ctx.seed, stream, lazy=lazy, **options)
+        return oodsets.OODSet(name, made.source, images=made.images, dataset=made.dataset)
+    if kind in CIFAR:
+        if ctx.data.name == kind:
+            raise SuiteError(f"sets.{name}: {kind} is the data set under evaluation")
+        reader, folder = CIFAR[kind]
+        data = reader(path or _resolve(folder, ctx.data_root), split=spec.get("split", "test"))
+        made = oodsets.from_array(name, data.images, data.source, channels, size, resize)
+    elif kind == "svhn":
+        made = oodsets.svhn_mat(path, channels, size, resize, name)
+    elif kind == "folder":
+        made = oodsets.image_folder(path, channels, size, resize, name)
+    else:
+        root = _resolve(spec["root"], ctx.data_root) if "root" in spec else _resolve(
+            ".", ctx.data_root)
+        made = oodsets.image_list(path, root, channels, size, resize, name)
+    if limit and limit < len(made):
+        chosen = np.random.default_rng([ctx.seed, stream]).permutation(len(made))[:limit]
+        made = made.subset(np.sort(chosen))
+    return _materialize(made, ctx.num_workers)
+
+
+def _materialize(made: oodsets.OODSet, workers: int) -> oodsets.OODSet:
+    """Decode a small lazy set once into a uint8 tensor (large ones stay lazy)."""
+    if made.dataset is None:
+        return made
+    channels, height, width = made.dataset[0][0].shape
+    if len(made) * channels * height * width > _MATERIALIZE_BYTES:
+        return made
+    loader = DataLoader(made.dataset, batch_size=256, shuffle=False, num_workers=workers)
+    images = torch.cat([batch for batch, _ in loader])
+    return oodsets.OODSet(made.name, made.source, images=images)
+
+
+def load_set(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit: int,
+             stream: int = TEST_STREAM) -> oodsets.OODSet:
+    """One OOD set, memoized across checkpoints (same spec, data root, input shape and seed)."""
+    key = json.dumps([name, spec, str(ctx.data_root), list(ctx.data.image_shape()), ctx.data.name,
+                      resize, limit, stream, ctx.seed], sort_keys=True)
+    if key not in _CACHE:
+        try:
+            _CACHE[key] = _build(name, spec, ctx, resize, limit, stream)
+        except ValueError as exc:  # library errors name the file and the problem
+            raise DataError(f"OOD set {name!r}: {exc}") from exc
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
+
+
+def _as_data(made: oodsets.OODSet, num_classes: int) -> EvalData:
+    """An OOD set as harness data (label -1), to reuse its batching."""
+    return EvalData(name=made.name, labels=np.full(len(made), -1, dtype=np.int64),
+                    num_classes=num_classes, source=made.source, images=made.images,
+                    dataset=made.dataset)
+
+
+def _odin_scores(ctx: TaskContext, data: EvalData, temperature: float, eps: float,
+                 desc: str) -> np.ndarray:
+    """ODIN scores of every image of `data`, in order."""
+    chunks = [odin(ctx.model, images, temperature, eps)
+              for images, _ in tqdm(data.batches(ctx.batch_size, ctx.device, ctx.num_workers),
+                                    desc=desc, total=-(-len(data) // ctx.batch_size),
+                                    leave=False, disable=not ctx.progress)]
+    return np.concatenate(chunks)
+
+
+def _all_images(data: EvalData, ctx: TaskContext) -> torch.Tensor:
+    """Every image of `data` as one float [0, 1] tensor on the CPU."""
+    return torch.cat([images for images, _ in data.batches(ctx.batch_size, "cpu",
+                                                           ctx.num_workers)])
+
+
+def _tune_spec(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The held-out OOD source for ODIN tuning; a file-based test set is refused."""
+    tune_spec = normalize_spec("odin_tune_ood", params["odin_tune_ood"])
+    if tune_spec["kind"] not in GENERATED:
+        clash = [name for name, spec in specs.items() if spec == tune_spec]
+        if clash:
+            raise _bad("odin_tune_ood", f"it is the test OOD set {clash[0]!r}; tune on a "
+                                        "held-out source")
+    return tune_spec
+
+
+def _tune_odin(ctx: TaskContext, params: dict[str, Any], tune_spec: dict[str, Any]
+               ) -> tuple[float, float, int]:
+    """(T, eps, samples used) tuned on the held-out ID split and held-out OOD images."""
+    n = params["odin_tune_n"]
+    heldout = load_heldout(ctx, params["odin_tune_split"], "ood: odin_tune_split")
+    heldout = heldout.subset(stratified_subset(heldout.labels, n, ctx.seed))
+    tune_set = load_set("odin_tune_ood", tune_spec, ctx, params["resize"], n, TUNE_STREAM)
+    id_images = _all_images(heldout, ctx)
+    ood_images = _all_images(_as_data(tune_set, ctx.data.num_classes), ctx)
+    temperature, eps, _ = tune_odin(ctx.model, id_images, ood_images, ctx.batch_size,
+                                    ctx.device, params["odin_temperatures"],
+                                    params["odin_eps_grid"])
+    return temperature, eps, len(id_images) + len(ood_images)
+
+
+LOGIT_SCORERS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
+    "msp": lambda logits, params: msp(logits),
+    "maxlogit": lambda logits, params: maxlogit(logits),
+    "energy": lambda logits, params: energy(logits, params["energy_temperature"]),
+}
+
+
+@register_task("ood", defaults=DEFAULTS, version=1)
+def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+    """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
+    check_params(params)
+    scorers = params["scorers"]
+    specs = {name: normalize_spec(name, spec) for name, spec in params["sets"].items()}
+    tuned = "odin" in scorers and params["odin_tune_split"] != NO_SPLIT
+    tune_spec = _tune_spec(params, specs) if tuned else None
+    sets = {name: load_set(name, spec, ctx, params["resize"], params["ood_limit"])
+            for name, spec in specs.items()}
+    id_logits = ctx.clean_logits().double().numpy()
+    id_scores = {s: LOGIT_SCORERS[s](id_logits, params) for s in scorers if s in LOGIT_SCORERS}
+    ood_scores: dict[str, dict[str, np.ndarray]] = {}
+    for name, made in sets.items():
+        data = _as_data(made, ctx.data.num_classes)
+        logits = predict(ctx.model, data, ctx.device, ctx.batch_size, ctx.num_workers,
+                         ctx.progress).double().numpy()
+        ood_scores[name] = {s: LOGIT_SCORERS[s](logits, params) for s in id_scores}
+    metrics: list[Metric] = []
+    if "odin" in scorers:
+        if tuned:
+            temperature, eps, n_tune = _tune_odin(ctx, params, tune_spec)
+        else:
+            temperature, eps, n_tune = params["odin_temperature"], params["odin_eps"], 0
+        id_scores["odin"] = _odin_scores(ctx, ctx.data, temperature, eps, "odin ID")
+        for name, made in sets.items():
+            ood_scores[name]["odin"] = _odin_scores(
+                ctx, _as_data(made, ctx.data.num_classes), temperature, eps, f"odin {name}")
+        metrics += [Metric("odin_temperature", float(temperature), n_tune, False,
+                           {"scorer": "odin"}),
+                    Metric("odin_eps", float(eps), n_tune, False, {"scorer": "odin"})]
+    n_id = len(id_logits)
+    for scorer in scorers:
+        per_set = {name: ood_metrics(id_scores[scorer], ood_scores[name][scorer])
+                   for name in sets}
+        for name, values in per_set.items():
+            where = {"scorer": scorer, "ood_set": name}
+            low, high = auroc_ci(id_scores[scorer], ood_scores[name][scorer])
+            intervals = {"auroc": (100.0 * low, 100.0 * high)} if np.isfinite(low) else {}
+            metrics += [Metric(metric, 100.0 * values[metric], n_id + len(sets[name]), higher,
+                               dict(where), *intervals.get(metric, (None, None)))
+                        for metric, higher in METRICS.items()]
+        n_all = n_id + sum(len(made) for made in sets.values())
+        metrics += [Metric(metric, 100.0 * float(np.mean([v[metric] for v in per_set.values()])),
+                           n_all, higher, {"scorer": scorer, "ood_set": MEAN_SET})
+                    for metric, higher in METRICS.items()]
+    return metrics

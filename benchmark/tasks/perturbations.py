@@ -1,0 +1,266 @@
+"""Occlusion, affine-deformation and in-between-class tasks (CutMix, Chun et al., PatchUp).
+
+Each task reads the evaluation data once, batch by batch, and builds every perturbed copy of a
+batch from it (cheap tensor ops) right before its forward pass; perturbations that leave the
+images unchanged reuse the shared clean forward pass, and an all-fill image is evaluated once.
+Per-image randomness comes from `corruptions.per_index` (seed, image index), so every checkpoint
+of a run sees identical perturbed images whatever the batch size. No cache of perturbed images
+is kept across checkpoints: building them costs a few percent of the forward passes (see
+bench/bench_perturbations.py), less than a cache would save, and keeps memory flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.errors import SuiteError
+from benchmark.tasks.registry import Metric, TaskContext, register_task
+from corruptions.affine import affine, affine_params
+from corruptions.inbetween import (
+    MIXES,
+    PLACEMENTS,
+    cut_boxes,
+    cutmix,
+    mixup,
+    neither_count,
+    partners,
+)
+from corruptions.occlusion import MODES, hole_box, occlude
+
+FILLS = ("black", "mean")
+
+
+def _numbers(task: str, name: str, values: Any, low: float, high: float,
+             low_open: bool = False, empty_ok: bool = False) -> list[float]:
+    """A list of distinct numbers in [low, high] (or (low, high]), as floats; non-empty unless
+    `empty_ok`."""
+    if not isinstance(values, list) or not (values or empty_ok):
+        kind = "list" if empty_ok else "non-empty list"
+        raise SuiteError(f"task {task}: parameter {name} must be a {kind} of numbers, "
+                         f"got {values!r}")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SuiteError(f"task {task}: parameter {name} holds {value!r}, not a number")
+        if not (low < value if low_open else low <= value) or value > high:
+            bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+            raise SuiteError(f"task {task}: parameter {name} holds {value}, outside {bound}")
+        out.append(float(value))
+    if len(set(out)) != len(out):
+        raise SuiteError(f"task {task}: parameter {name} repeats a value: {values}")
+    return out
+
+
+def _choices(task: str, name: str, values: Any, allowed: Sequence[str]) -> list[str]:
+    """A non-empty list of distinct names from `allowed`."""
+    if not isinstance(values, list) or not values or len(set(values)) != len(values) \
+            or any(v not in allowed for v in values):
+        raise SuiteError(f"task {task}: parameter {name} must be a list of distinct values from "
+                         f"{', '.join(allowed)}; got {values!r}")
+    return list(values)
+
+
+def _choice(task: str, name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise SuiteError(f"task {task}: parameter {name} must be one of {', '.join(allowed)}; "
+                         f"got {value!r}")
+    return value
+
+
+def _batches(ctx: TaskContext, desc: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    total = -(-len(ctx.data) // ctx.batch_size)
+    return tqdm(ctx.data.batches(ctx.batch_size, ctx.device, ctx.num_workers), desc=desc,
+                total=total, leave=False, disable=not ctx.progress)
+
+
+def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    return int((logits.argmax(dim=1) != labels).sum())
+
+
+@register_task("occlusion", defaults={
+    "hole_fracs": [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
+    "modes": ["center", "boundary"],
+    "fill": "mean",
+    "occ_err_mode": "center",
+    "occ_err_frac": "mean",
+})
+def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+    """Top-1 error under centred center / boundary occlusion, swept over hole sizes.
+
+    `hole_fracs`: hole side as a fraction of the image side (pixels: `corruptions.occlusion`,
+    rounded half up, centred, half a pixel up/left when the border is odd). `modes`: `center`
+    fills the hole, `boundary` fills outside it. `fill`: `mean` (default; the checkpoint's
+    normalization mean, i.e. 0 after normalization: the papers "fill zeros", and Cutout's
+    reference code cuts its holes in normalized tensors) or `black` (0 in pixel space).
+    Metrics (percent): `top1_err` per (mode, fill, hole_frac); `mean_err` per mode = mean over
+    the sweep (the normalized area under the error curve on a uniform grid); `occlusion_err`,
+    the single "Occ." number of Chun et al. (2019) as rubench defines it: `occ_err_mode`
+    (default center) at `occ_err_frac` — `mean` (default: the sweep mean) or one hole_frac.
+    """
+    fracs = _numbers("occlusion", "hole_fracs", params["hole_fracs"], 0.0, 1.0)
+    modes = _choices("occlusion", "modes", params["modes"], MODES)
+    fill_name = _choice("occlusion", "fill", params["fill"], FILLS)
+    err_mode = _choice("occlusion", "occ_err_mode", params["occ_err_mode"], modes)
+    err_frac = params["occ_err_frac"]
+    if err_frac != "mean" and (isinstance(err_frac, bool) or not isinstance(err_frac, int | float)
+                               or float(err_frac) not in fracs):
+        raise SuiteError(f"task occlusion: parameter occ_err_frac must be \"mean\" or one of "
+                         f"hole_fracs {fracs}; got {err_frac!r}")
+    if fill_name == "mean":
+        if "mean" not in ctx.meta:
+            raise SuiteError("task occlusion: fill = \"mean\" needs the checkpoint's "
+                             "normalization mean, which its metadata lacks")
+        fill = [float(v) for v in ctx.meta["mean"]]
+    else:
+        fill = [0.0]
+    channels, height, width = ctx.data.image_shape()
+    labels = ctx.labels()
+    n = len(labels)
+
+    # Which (mode, frac) leave the image unchanged, make it all fill, or need their own pass;
+    # fracs that round to the same hole share one pass.
+    kind: dict[tuple[str, float], str] = {}
+    passes: dict[tuple[str, tuple[int, int, int, int]], float] = {}
+    for mode in modes:
+        for frac in fracs:
+            top, bottom, left, right = box = hole_box(frac, height, width)
+            hole = (bottom - top) * (right - left)
+            if hole in (0, height * width):  # no hole or no border: clean or all fill
+                kind[mode, frac] = "clean" if (hole == 0) == (mode == "center") else "constant"
+            else:
+                kind[mode, frac] = "pass"
+                passes.setdefault((mode, box), frac)
+    wrong = dict.fromkeys(passes, 0)
+    with torch.inference_mode():
+        if "pass" in kind.values():
+            for images, targets in _batches(ctx, "occlusion"):
+                for (mode, box), frac in passes.items():
+                    wrong[mode, box] += _wrong(ctx.model(occlude(images, frac, mode, fill)),
+                                               targets)
+        clean_wrong = _wrong(ctx.clean_logits(), labels) if "clean" in kind.values() else 0
+        constant_wrong = 0
+        if "constant" in kind.values():
+            blank = occlude(torch.zeros((1, channels, height, width), device=ctx.device), 1.0,
+                            "center", fill)
+            constant_wrong = int((labels != ctx.model(blank).argmax(dim=1).cpu()).sum())
+
+    metrics, rates = [], {}
+    for mode in modes:
+        for frac in fracs:
+            if kind[mode, frac] == "clean":
+                count = clean_wrong
+            elif kind[mode, frac] == "constant":
+                count = constant_wrong
+            else:
+                count = wrong[mode, hole_box(frac, height, width)]
+            rates[mode, frac] = 100.0 * count / n
+            metrics.append(Metric.rate("top1_err", count, n, conditions={
+                "mode": mode, "fill": fill_name, "hole_frac": frac}))
+    means = {mode: float(np.mean([rates[mode, f] for f in fracs])) for mode in modes}
+    metrics += [Metric("mean_err", means[mode], n, False, {"mode": mode, "fill": fill_name})
+                for mode in modes]
+    if err_frac == "mean":
+        metrics.append(Metric("occlusion_err", means[err_mode], n, False,
+                              {"mode": err_mode, "fill": fill_name}))
+    else:
+        metrics.append(Metric("occlusion_err", rates[err_mode, float(err_frac)], n, False,
+                              {"mode": err_mode, "fill": fill_name, "hole_frac": float(err_frac)}))
+    return metrics
+
+
+@register_task("affine", defaults={
+    "rotations": [20.0, 40.0],
+    "shears": [28.6, 57.3],
+    "scales": [0.6, 0.8, 1.2, 1.4],
+    "scale_convention": "torchvision",
+})
+def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+    """Top-1 error under PatchUp's affine sets: random rotation, random x-shear, fixed scale.
+
+    `rotations` / `shears`: maximum angles a in degrees, each image drawing U(-a, a) once from
+    (seed, image index); `scales`: fixed factors. Nearest interpolation, black fill, torchvision
+    semantics (`corruptions.affine`). `scale_convention`: `torchvision` (default; scale 0.6
+    shrinks the image, rows say transform = "scale") or `zoom` (Manifold Mixup's Zoom: 0.6
+    magnifies, rows say transform = "zoom"). Metrics (percent): `top1_err` per (transform,
+    magnitude) and `mean_err`, the mean over the sets.
+    """
+    convention = _choice("affine", "scale_convention", params["scale_convention"],
+                         ("torchvision", "zoom"))
+    sets = [("rotation", m) for m in _numbers("affine", "rotations", params["rotations"], 0, 180,
+                                              empty_ok=True)]
+    sets += [("shear", m) for m in _numbers("affine", "shears", params["shears"], 0, 89,
+                                           empty_ok=True)]
+    sets += [("scale", m) for m in _numbers("affine", "scales", params["scales"], 0, 100,
+                                            low_open=True, empty_ok=True)]
+    if not sets:
+        raise SuiteError("task affine: no set to evaluate (rotations, shears and scales are all "
+                         "empty)")
+    n = len(ctx.data)
+    everyone = np.arange(n)
+    drawn = {s: affine_params(*s, everyone, ctx.seed, convention) for s in sets}
+    wrong = dict.fromkeys(sets, 0)
+    offset = 0
+    with torch.inference_mode():
+        for images, targets in _batches(ctx, "affine"):
+            part = slice(offset, offset + len(targets))
+            for s in sets:
+                angle, scale, shear = (v[part] for v in drawn[s])
+                wrong[s] += _wrong(ctx.model(affine(images, angle, scale, shear)), targets)
+            offset += len(targets)
+    metrics = []
+    for transform, magnitude in sets:
+        name = "zoom" if transform == "scale" and convention == "zoom" else transform
+        metrics.append(Metric.rate("top1_err", wrong[transform, magnitude], n, conditions={
+            "transform": name, "magnitude": magnitude}))
+    mean = float(np.mean([m.value for m in metrics]))
+    metrics.append(Metric("mean_err", mean, n, False))
+    return metrics
+
+
+@register_task("inbetween", defaults={
+    "lams": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "mixes": ["mixup", "cutmix"],
+    "box": "inside",
+})
+def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+    """Share of in-between-class samples (two classes mixed) predicted as neither class.
+
+    Image i is paired with a seeded partner of another class (`corruptions.inbetween`); `mixes`:
+    `mixup` (lam * x1 + (1 - lam) * x2) and `cutmix` (a box of area 1 - lam from x2 pasted into
+    x1; `box`: `inside` (default, exact area up to pixel rounding) or `clipped` (CutMix's
+    sampler)); `lams` in (0, 0.5]. Metric: `neither_rate` (percent) per (mix, lam).
+    """
+    lams = _numbers("inbetween", "lams", params["lams"], 0.0, 0.5, low_open=True)
+    mixes = _choices("inbetween", "mixes", params["mixes"], MIXES)
+    placement = _choice("inbetween", "box", params["box"], PLACEMENTS)
+    _, height, width = ctx.data.image_shape()
+    labels = ctx.data.labels
+    n = len(labels)
+    partner = partners(labels, ctx.seed)
+    everyone = np.arange(n)
+    boxes = {lam: cut_boxes(everyone, height, width, lam, ctx.seed, placement) for lam in lams}
+    # CutMix ratios whose boxes round to the same pixels (small images) share a forward pass
+    source = {}
+    for mix in mixes:
+        for i, lam in enumerate(lams):
+            twin = next((prev for prev in lams[:i] if mix == "cutmix"
+                         and np.array_equal(boxes[prev], boxes[lam])), lam)
+            source[mix, lam] = (mix, twin)
+    neither = dict.fromkeys(source.values(), 0)
+    second = ctx.data.subset(partner).batches(ctx.batch_size, ctx.device, ctx.num_workers)
+    offset = 0
+    with torch.inference_mode():
+        for (x1, y1), (x2, y2) in zip(_batches(ctx, "inbetween"), second, strict=True):
+            part = slice(offset, offset + len(y1))
+            for mix, lam in neither:
+                mixed = mixup(x1, x2, lam) if mix == "mixup" else cutmix(x1, x2, boxes[lam][part])
+                neither[mix, lam] += neither_count(ctx.model(mixed).argmax(dim=1), y1, y2)
+            offset += len(y1)
+    return [Metric.rate("neither_rate", neither[source[mix, lam]], n, conditions={
+        "mix": mix, "lam": lam, **({"box": placement} if mix == "cutmix" else {})})
+        for mix, lam in source]

@@ -1,0 +1,217 @@
+"""Task `corruptions` end to end through the CLI: numbers, --limit subsets, errors naming files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fixtures import write_cifar10, write_tinyimagenet
+from fixtures_corruptions import cifar_test_images, write_npy_c, write_tree_c
+from sklearn.metrics import accuracy_score
+
+import benchmark.tasks.corruptions  # noqa: F401  (registers the task)
+from benchmark.archs import build_arch
+from benchmark.cli import main
+from benchmark.data import stratified_subset
+from benchmark.tasks.corruptions import summarize
+from benchmark.tasks.registry import TaskContext
+from corruptions.catalog import ALEXNET_ERR, ALL, BENCHMARK, CATEGORY_OF
+
+TINY32 = "tinynets:tiny_cnn32"
+MEAN, STD = 0.45, 0.25
+
+
+def _zoo(folder: Path, arch: str, num_classes: int, seeds=(0,)) -> dict[str, dict]:
+    folder.mkdir(parents=True)
+    (folder / "rubench.toml").write_text(
+        f'arch = "{arch}"\nnum_classes = {num_classes}\nmean = [{MEAN}, {MEAN}, {MEAN}]\n'
+        f"std = [{STD}, {STD}, {STD}]\n")
+    states = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        states[f"m{seed}"] = build_arch(arch, num_classes=num_classes).state_dict()
+        torch.save(states[f"m{seed}"], folder / f"m{seed}.pth")
+    return states
+
+
+def _suite(path: Path, dataset: str, task_table: str, num_classes: int, size: int) -> Path:
+    path.write_text(f'name = "t"\nversion = "1"\n[dataset]\nname = "{dataset}"\nsplit = '
+                    f'"{"val" if dataset == "tinyimagenet" else "test"}"\n[model_defaults]\n'
+                    f"num_classes = {num_classes}\ninput_size = [{size}, {size}]\n[run]\n"
+                    f"batch_size = 16\n[tasks.clean]\n[tasks.corruptions]\n{task_table}")
+    return path
+
+
+def _predict(state: dict, arch: str, num_classes: int, images_nhwc: np.ndarray) -> np.ndarray:
+    net = build_arch(arch, num_classes=num_classes)
+    net.load_state_dict(state)
+    x = torch.from_numpy(images_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    with torch.no_grad():
+        return net.eval()((x - MEAN) / STD).argmax(1).numpy()
+
+
+@pytest.fixture
+def cifar_c(tmp_path: Path):
+    data_root = tmp_path / "data"
+    cifar = write_cifar10(data_root, n_train_per_batch=2, n_test=40, seed=3)
+    images, labels = cifar_test_images(cifar)
+    write_npy_c(data_root, "CIFAR-10-C", images, labels)
+    states = _zoo(tmp_path / "zoo", TINY32, 10, seeds=(0, 1))
+    return data_root, states, labels
+
+
+def _run(tmp_path: Path, data_root: Path, suite: Path, *extra: str) -> int:
+    return main(["evaluate", str(tmp_path / "zoo"), "--suite", str(suite), "--data-root",
+                 str(data_root), "--out", str(tmp_path / "out"), "--no-progress", *extra])
+
+
+def test_cifar_c_numbers_match_independent_forward_passes(tmp_path: Path, cifar_c) -> None:
+    data_root, states, labels = cifar_c
+    suite = _suite(tmp_path / "s.toml", "cifar10", "", 10, 32)
+    assert _run(tmp_path, data_root, suite) == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    rows = results[results.task == "corruptions"]
+    assert set(rows.source) == {"released"}
+    for name, state in states.items():
+        mine = rows[rows.checkpoint == name]
+        cells = mine[mine.metric == "top1_err"]
+        assert len(cells) == 19 * 5
+        expected = {}
+        for corruption in ALL:
+            array = np.load(data_root / "CIFAR-10-C" / f"{corruption}.npy")  # no memory map
+            for s in range(1, 6):
+                predicted = _predict(state, TINY32, 10, array[(s - 1) * 40:s * 40])
+                expected[corruption, s] = 100 * (1 - accuracy_score(labels, predicted))
+        got = {(r.corruption, int(r.severity)): r.value for r in cells.itertuples()}
+        assert got == pytest.approx(expected)
+        assert set(cells.category) == set(CATEGORY_OF.values())
+        assert (cells.n == 40).all()
+        per_c = mine[mine.metric == "corruption_err"].set_index("corruption").value
+        assert per_c["fog"] == pytest.approx(np.mean([expected["fog", s] for s in range(1, 6)]))
+        sums = mine[mine.metric == "corruption_err_sum"].set_index("corruption").value
+        assert sums["snow"] == pytest.approx(sum(expected["snow", s] for s in range(1, 6)))
+        mean15 = mine[mine.metric == "mean_corruption_err"].value.item()
+        assert mean15 == pytest.approx(np.mean([per_c[c] for c in BENCHMARK]))
+        cats = mine[mine.metric == "category_err"].set_index("category").value
+        assert cats["blur"] == pytest.approx(np.mean([per_c[c] for c in
+                                                      ("defocus_blur", "glass_blur",
+                                                       "motion_blur", "zoom_blur")]))
+        assert "mce" not in set(mine.metric)  # AlexNet normalization is ImageNet-C only
+
+
+def test_limit_takes_the_clean_subsets_test_indices_at_every_severity(tmp_path: Path,
+                                                                      cifar_c) -> None:
+    data_root, states, labels = cifar_c
+    table = 'corruptions = ["fog", "contrast"]\nseverities = [2, 5]\n'
+    suite = _suite(tmp_path / "s.toml", "cifar10", table, 10, 32)
+    assert _run(tmp_path, data_root, suite, "--limit", "20", "--seed", "7") == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    cells = results[(results.metric == "top1_err") & (results.task == "corruptions")
+                    & (results.checkpoint == "m0")]
+    assert sorted(zip(cells.corruption, cells.severity, strict=True)) == [
+        ("contrast", 2), ("contrast", 5), ("fog", 2), ("fog", 5)]
+    keep = stratified_subset(labels, 20, 7)  # the runner's clean subset: same rows everywhere
+    for r in cells.itertuples():
+        array = np.load(data_root / "CIFAR-10-C" / f"{r.corruption}.npy")
+        rows = array[(int(r.severity) - 1) * 40 + keep]
+        predicted = _predict(states["m0"], TINY32, 10, rows)
+        assert r.value == pytest.approx(100 * (1 - accuracy_score(labels[keep], predicted)))
+        assert r.n == 20
+    # only fog and contrast at two severities: no category or 15-corruption summary
+    assert not {"category_err", "mean_corruption_err"} & set(results.metric)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"CIFAR-10-C/fog\.npy: file not found"),
+    ("labels", r"CIFAR-10-C/labels\.npy: labels disagree with the evaluated data set's"),
+    ("folder", r"CIFAR-10-C: folder not found.*extract the released CIFAR-10-C archive"),
+])
+def test_bad_set_fails_the_task_only_naming_the_file(tmp_path: Path, cifar_c, capsys,
+                                                     damage: str, message: str) -> None:
+    data_root, _, labels = cifar_c
+    folder = data_root / "CIFAR-10-C"
+    if damage == "missing":
+        (folder / "fog.npy").unlink()
+    elif damage == "labels":
+        np.save(folder / "labels.npy", np.tile((labels + 1) % 10, 5))
+    else:
+        folder.rename(data_root / "elsewhere")
+    suite = _suite(tmp_path / "s.toml", "cifar10", 'corruptions = ["snow", "fog"]\n', 10, 32)
+    assert _run(tmp_path, data_root, suite) == 1
+    assert len(pytest.importorskip("re").findall(message, capsys.readouterr().err)) == 2
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(results.task) == {"clean"}  # the other task of each checkpoint went on
+
+
+def test_bad_parameters_are_named(tmp_path: Path, cifar_c, capsys) -> None:
+    data_root, _, _ = cifar_c
+    suite = _suite(tmp_path / "s.toml", "cifar10", 'corruptions = ["rain"]\n', 10, 32)
+    assert _run(tmp_path, data_root, suite) == 1
+    assert "corruptions: corruptions: unknown name(s) ['rain']" in capsys.readouterr().err
+    suite = _suite(tmp_path / "s.toml", "cifar10", "severities = [0, 6]\n", 10, 32)
+    assert _run(tmp_path, data_root, suite) == 1
+    assert "severities must be a subset of [1, 2, 3, 4, 5]" in capsys.readouterr().err
+
+
+def tiny_cnn64(num_classes: int = 4) -> torch.nn.Module:
+    """A tiny CNN for 64x64 RGB images (importable as `test_corruptions_task:tiny_cnn64`)."""
+    from tinynets import tiny_cnn
+
+    return tiny_cnn(num_classes, in_channels=3, side=64)
+
+
+def test_tiny_imagenet_c_tree_with_frost_defect_and_limit(tmp_path: Path, capsys) -> None:
+    wnids = ["n09999999", "n01443537", "n04067472", "n02123045"]
+    data_root = tmp_path / "data"
+    write_tinyimagenet(data_root, wnids, n_per_class=3)
+    root = write_tree_c(data_root, "Tiny-ImageNet-C", wnids, n_per_class=3, size=64,
+                        corruptions=("frost", "fog"), severities=(1, 3),
+                        defect_wnids=("n00000001", "n00000002"))
+    states = _zoo(tmp_path / "zoo", "test_corruptions_task:tiny_cnn64", 4)
+    table = 'corruptions = ["frost", "fog"]\nseverities = [1, 3]\n'
+    suite = _suite(tmp_path / "s.toml", "tinyimagenet", table, 4, 64)
+    assert _run(tmp_path, data_root, suite, "--limit", "8") == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    cells = results[results.metric == "top1_err"].dropna(subset=["corruption"])
+    classes = sorted(wnids)  # label = position in the sorted wnids.txt
+    from PIL import Image
+
+    for r in cells.itertuples():
+        folder = root / r.corruption / str(int(r.severity))
+        paths = [p for wnid in classes for p in sorted((folder / wnid).iterdir())]
+        labels = np.repeat(np.arange(4), 3)
+        keep = stratified_subset(labels, 8, 0)
+        images = np.stack([np.asarray(Image.open(paths[i]).convert("RGB")) for i in keep])
+        predicted = _predict(states["m0"], "test_corruptions_task:tiny_cnn64", 4, images)
+        assert r.value == pytest.approx(100 * (1 - accuracy_score(labels[keep], predicted)))
+        assert r.n == 8
+    # an unreadable JPEG fails the task with an error naming it (read lazily, during predict)
+    broken = sorted((root / "fog" / "3" / classes[0]).iterdir())[0]
+    broken.write_bytes(b"not a jpeg")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "zoo"), "--suite", str(suite), "--data-root",
+                 str(data_root), "--out", str(tmp_path / "out2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}: unreadable image" in err and "Traceback" not in err
+
+
+def test_imagenet_c_summary_reports_alexnet_mce_and_relative_mce() -> None:
+    # E(f, c, s) = half of AlexNet's mean error at every severity -> mCE 50 (hand-computed);
+    # clean error 10 % (one image of ten wrong).
+    errors = {(c, s): 50.0 * ALEXNET_ERR[c] for c in ALL for s in range(1, 6)}
+    counts = dict.fromkeys(errors, 10)
+    logits = torch.eye(10)
+    logits[0] = torch.roll(logits[0], 1)
+    ctx = TaskContext(model=torch.nn.Identity(), data=None, seed=0, device=torch.device("cpu"),
+                      batch_size=10, _clean_logits=logits)
+    ctx.labels = lambda: torch.arange(10)
+    out = {m.metric: m for m in summarize(errors, counts, "released", [1, 2, 3, 4, 5], ctx,
+                                          imagenet_c=True)}
+    assert out["mce"].value == pytest.approx(50.0)
+    expected_rel = 100 * np.mean([(50 * ALEXNET_ERR[c] - 10) / (100 * ALEXNET_ERR[c] - 43.45)
+                                  for c in BENCHMARK])
+    assert out["relative_mce"].value == pytest.approx(expected_rel)
+    assert out["mce"].n == 15 * 5 * 10

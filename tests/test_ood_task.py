@@ -1,0 +1,276 @@
+"""Tasks `ood` and `calibration` end to end: numbers vs independent computations, errors, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fixtures import write_cifar10, write_cifar100
+from PIL import Image
+from scipy.io import savemat
+from scipy.special import softmax
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_auc_score
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from benchmark.archs import build_arch
+from benchmark.checkpoints import NormalizedModel
+from benchmark.cli import main
+from benchmark.data import stratified_subset
+from benchmark.datasets import load_dataset, read_digits
+from benchmark.errors import DataError, SuiteError
+from benchmark.readers import read_cifar100
+from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import ood as ood_task
+from benchmark.tasks.ood import DEFAULTS
+from ood.calibration import fit_temperature
+from ood.datasets import natural_crops
+from ood.metrics import METRICS, ood_metrics
+from ood.scores import odin, tune_odin
+from reports.leaderboard import leaderboard
+
+TINY, TINY32 = "tinynets:tiny_cnn", "tinynets:tiny_cnn32"
+
+
+def tiny_model(arch: str = TINY, seed: int = 0, channels: int = 1) -> NormalizedModel:
+    torch.manual_seed(seed)
+    return NormalizedModel(build_arch(arch, num_classes=10), [0.3] * channels,
+                           [0.25] * channels).eval()
+
+
+def digits_ctx(model: torch.nn.Module, batch_size: int = 600, data_root: Path | None = None
+               ) -> TaskContext:
+    return TaskContext(model=model, data=read_digits(split="test"), seed=0,
+                       device=torch.device("cpu"), batch_size=batch_size, progress=False,
+                       data_root=data_root)
+
+
+def run_ood(ctx: TaskContext, **params) -> list:
+    return get_task("ood").fn(ctx, {**DEFAULTS, **params})
+
+
+def by_condition(metrics: list) -> dict[tuple, float]:
+    return {(m.metric, m.conditions.get("scorer"), m.conditions.get("ood_set")): m
+            for m in metrics}
+
+
+def logits_of(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(images.float() / (255 if images.dtype == torch.uint8 else 1)).double().numpy()
+
+
+def test_digits_ood_numbers_match_sklearn_on_independently_generated_noise():
+    model = tiny_model()
+    metrics = run_ood(digits_ctx(model), ood_limit=60,
+                      sets={"uniform": "uniform", "crops": {"kind": "natural_crops",
+                                                            "levels": 17}})
+    rows = by_condition(metrics)
+    scorers, sets = DEFAULTS["scorers"], ["uniform", "crops", "mean"]
+    assert {key for key in rows if key[0] in METRICS} == {
+        (metric, scorer, name) for metric in METRICS for scorer in scorers for name in sets}
+    # ODIN's uniform set, regenerated from its definition: image i ~ default_rng([0, 1, 0, i]).
+    noise = torch.from_numpy(np.stack([np.random.default_rng([0, 1, 0, i]).random((1, 8, 8))
+                                       for i in range(60)])).float()
+    id_logits = logits_of(model, read_digits(split="test").images)
+    ood_logits = logits_of(model, noise)
+    is_id = np.r_[np.ones(600), np.zeros(60)]
+    for scorer, score in (("msp", lambda z: softmax(z, axis=1).max(1)),
+                          ("maxlogit", lambda z: z.max(1))):
+        scores = np.r_[score(id_logits), score(ood_logits)]
+        auroc = rows["auroc", scorer, "uniform"]
+        assert auroc.value == pytest.approx(100 * roc_auc_score(is_id, scores), abs=1e-6)
+        assert auroc.ci_low < auroc.value < auroc.ci_high and auroc.n == 660
+    odin_rows = ood_metrics(odin(model, read_digits(split="test").images), odin(model, noise))
+    for metric, value in odin_rows.items():
+        assert rows[metric, "odin", "uniform"].value == pytest.approx(100 * value, abs=1e-6)
+    for metric in METRICS:  # "mean": every set weighs the same
+        for scorer in scorers:
+            expected = (rows[metric, scorer, "uniform"].value + rows[metric, scorer, "crops"].value)
+            assert rows[metric, scorer, "mean"].value == pytest.approx(expected / 2)
+            assert rows[metric, scorer, "mean"].n == 720
+    assert rows["odin_temperature", "odin", None].value == 1000.0
+    assert rows["odin_eps", "odin", None].value == 0.0014
+
+
+def test_results_do_not_depend_on_batch_size():
+    sets = {"gaussian": "gaussian"}
+    big = run_ood(digits_ctx(tiny_model(seed=1)), sets=sets, ood_limit=50,
+                  scorers=["msp", "energy"])
+    small = run_ood(digits_ctx(tiny_model(seed=1), batch_size=7), sets=sets, ood_limit=50,
+                    scorers=["msp", "energy"])
+    assert [(m.metric, m.conditions) for m in big] == [(m.metric, m.conditions) for m in small]
+    assert [m.value for m in big] == pytest.approx([m.value for m in small], abs=1e-6)
+
+
+def test_large_sets_stay_lazy_and_give_the_same_numbers(tmp_path, monkeypatch):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    params = {"sets": {"pngs": "pngs", "gaussian": "gaussian"}, "ood_limit": 40,
+              "scorers": ["msp", "energy"]}
+    eager = run_ood(digits_ctx(tiny_model(), batch_size=300, data_root=tmp_path), **params)
+    monkeypatch.setattr(ood_task, "_MATERIALIZE_BYTES", 0)
+    monkeypatch.setattr(ood_task, "_CACHE", type(ood_task._CACHE)())
+    ctx = digits_ctx(tiny_model(), batch_size=300, data_root=tmp_path)
+    assert ood_task.load_set("pngs", {"kind": "auto", "path": "pngs"}, ctx, "none", 0).images \
+        is None
+    lazy = run_ood(ctx, **params)
+    assert [m.value for m in lazy] == pytest.approx([m.value for m in eager], abs=1e-9)
+
+
+def test_cifar10_against_cifar100_svhn_and_an_image_folder(tmp_path):
+    write_cifar10(tmp_path, n_test=12)
+    write_cifar100(tmp_path, n_test=9)
+    rng = np.random.default_rng(0)
+    svhn = rng.integers(0, 256, (32, 32, 3, 7), dtype=np.uint8)
+    savemat(tmp_path / "test_32x32.mat", {"X": svhn, "y": np.ones((7, 1))})
+    for i in range(5):
+        folder = tmp_path / "LSUN_resize" / "test"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png")
+    model = tiny_model(TINY32, channels=3)
+    data = load_dataset("cifar10", "test", None, tmp_path)
+    ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"), batch_size=4,
+                      progress=False, data_root=tmp_path)
+    rows = by_condition(run_ood(ctx, scorers=["msp"], sets={
+        "cifar100": "cifar-100-python", "svhn": "test_32x32.mat", "lsun": "LSUN_resize"}))
+    assert rows["auroc", "msp", "cifar100"].n == 12 + 9
+    assert rows["auroc", "msp", "svhn"].n == 12 + 7
+    assert rows["auroc", "msp", "lsun"].n == 12 + 5
+    id_scores = softmax(logits_of(model, data.images), axis=1).max(1)
+    ood_scores = softmax(logits_of(model, read_cifar100(tmp_path / "cifar-100-python").images),
+                         axis=1).max(1)
+    expected = ood_metrics(id_scores, ood_scores)
+    for metric in METRICS:
+        assert rows[metric, "msp", "cifar100"].value == pytest.approx(100 * expected[metric])
+    with pytest.raises(SuiteError, match="cifar10 is the data set under evaluation"):
+        run_ood(ctx, sets={"self": "cifar10"})
+
+
+def test_bad_parameters_and_sets_are_clear_errors(tmp_path):
+    ctx = digits_ctx(tiny_model(), data_root=tmp_path)
+    cases = [
+        ({"sets": {}}, SuiteError, "no OOD sets"),
+        ({"sets": {"mean": "uniform"}}, SuiteError, "reserved"),
+        ({"sets": {"u": "uniform"}, "scorers": ["msp", "mahalanobis"]}, SuiteError, "scorers"),
+        ({"sets": {"u": {"kind": "noise"}}}, SuiteError, "kind 'noise'"),
+        ({"sets": {"u": {"kind": "uniform", "path": "x"}}}, SuiteError, "unknown key"),
+        ({"sets": {"u": "uniform"}, "resize": "stretch"}, SuiteError, "resize"),
+        ({"sets": {"u": "uniform"}, "odin_eps": -1}, SuiteError, "odin_eps"),
+        ({"sets": {"x": "missing_folder"}}, DataError, "missing_folder: OOD set not found"),
+    ]
+    for params, error, message in cases:
+        with pytest.raises(error, match=message):
+            run_ood(ctx, **params)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.fromarray(np.zeros((12, 12), dtype=np.uint8)).save(folder / "a.png")
+    with pytest.raises(DataError, match=r"OOD set 'big'.*image is 12x12 but the model takes 8x8"):
+        run_ood(ctx, sets={"big": "big"})
+    rows = by_condition(run_ood(ctx, sets={"big": "big"}, resize="resize", scorers=["msp"]))
+    assert rows["auroc", "msp", "big"].n == 601
+    with pytest.raises(SuiteError, match=r"odin_tune_ood.*test OOD set 'big'"):
+        run_ood(ctx, sets={"big": "big"}, odin_tune_split="val", odin_tune_ood="big")
+
+
+def test_odin_tuning_uses_the_held_out_split_and_a_separate_noise_stream():
+    model = tiny_model(seed=2)
+    grid = {"odin_temperatures": [1.0, 1000.0], "odin_eps_grid": [0.0, 0.004]}
+    metrics = run_ood(digits_ctx(model), sets={"u": "uniform"}, ood_limit=40, scorers=["odin"],
+                      odin_tune_split="val", odin_tune_n=50, **grid)
+    rows = by_condition(metrics)
+    val = read_digits(split="val")
+    chosen = val.images[torch.from_numpy(stratified_subset(val.labels, 50, 0))]
+    tune_ood = natural_crops(50, 1, (8, 8), seed=0, stream=1).images
+    temperature, eps, _ = tune_odin(model, chosen, tune_ood, 600,
+                                    temperatures=grid["odin_temperatures"],
+                                    eps_grid=grid["odin_eps_grid"])
+    assert rows["odin_temperature", "odin", None].value == temperature
+    assert rows["odin_eps", "odin", None].value == eps
+    assert rows["odin_eps", "odin", None].n == 100
+    with pytest.raises(SuiteError, match="evaluated images are in that split"):
+        run_ood(digits_ctx(model), sets={"u": "uniform"}, scorers=["odin"],
+                odin_tune_split="test")
+
+
+def test_calibration_temperature_scaling_and_reliability_bins():
+    model = tiny_model(seed=3)
+    ctx = digits_ctx(model)
+    task = get_task("calibration")
+    metrics = task.fn(ctx, {**task.defaults, "temperature_split": "val", "reliability": True})
+    test, val = read_digits(split="test"), read_digits(split="val")
+    temperature = fit_temperature(logits_of(model, val.images), val.labels)
+    rows = {(m.metric, m.conditions.get("scaling"), m.conditions.get("bin")): m for m in metrics}
+    assert rows["temperature", "temperature", None].value == pytest.approx(temperature)
+    logits = logits_of(model, test.images)
+    for scaling, t in (("none", 1.0), ("temperature", temperature)):
+        reference = multiclass_calibration_error(
+            torch.from_numpy(softmax(logits / t, axis=1)), torch.from_numpy(test.labels),
+            num_classes=10, n_bins=15, norm="l1")
+        assert rows["ece", scaling, None].value == pytest.approx(100 * reference.item(),
+                                                                 abs=1e-4)
+        confidence = softmax(logits / t, axis=1).max(1)
+        correct = softmax(logits / t, axis=1).argmax(1) == test.labels
+        accuracy, mean_conf = calibration_curve(correct, confidence, n_bins=15,
+                                                strategy="uniform")
+        filled = sorted(b for (name, s, b) in rows if name == "reliability_accuracy"
+                        and s == scaling)
+        assert [rows["reliability_accuracy", scaling, b].value for b in filled] == \
+            pytest.approx(100 * accuracy)
+        assert [rows["reliability_confidence", scaling, b].value for b in filled] == \
+            pytest.approx(100 * mean_conf)
+        assert sum(rows["reliability_count", scaling, b].value for b in range(15)) == 600
+    assert rows["nll", "temperature", None].value < 2.5
+    with pytest.raises(SuiteError, match="evaluated images are in that split"):
+        task.fn(ctx, {**task.defaults, "temperature_split": "test"})
+    with pytest.raises(SuiteError, match="digits has the splits train, val, test"):
+        task.fn(ctx, {**task.defaults, "temperature_split": "holdout"})
+    plain = task.fn(ctx, task.defaults)
+    assert [m.metric for m in plain] == ["ece", "mce", "adaptive_ece", "brier"]
+
+
+SUITE = """\
+name = "digits-ood"
+version = "1"
+[dataset]
+name = "digits"
+[model_defaults]
+num_classes = 10
+[tasks.clean]
+[tasks.calibration]
+temperature_split = "val"
+reliability = true
+[tasks.ood]
+scorers = ["msp", "energy"]
+ood_limit = 100
+sets = {crops = {kind = "natural_crops", levels = 17}, uniform = "uniform"}
+"""
+
+
+def test_cli_run_writes_condition_columns_and_feeds_the_leaderboard(tmp_path):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "rubench.toml").write_text(f'arch = "{TINY}"\nnum_classes = 10\nmean = [0.3]\n'
+                                      "std = [0.25]\n")
+    for seed in (0, 1):
+        torch.save(tiny_model(seed=seed).net.state_dict(), zoo / f"m{seed}.pth")
+    (tmp_path / "suite.toml").write_text(SUITE)
+    out = tmp_path / "out"
+    assert main(["evaluate", str(zoo), "--suite", str(tmp_path / "suite.toml"), "--out",
+                 str(out), "--no-progress"]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert {"scorer", "ood_set", "bin", "scaling"} <= set(results.columns)
+    ood = results[results.task == "ood"]
+    assert len(ood) == 2 * 2 * 3 * len(METRICS)  # checkpoints x scorers x (2 sets + mean)
+    assert set(ood.ood_set) == {"crops", "uniform", "mean"}
+    table = leaderboard(results).values
+    for name in ("m0", "m1"):
+        mean_auroc = ood[(ood.checkpoint == name) & (ood.scorer == "msp")
+                         & (ood.ood_set == "mean") & (ood.metric == "auroc")].value.item()
+        assert table.at[name, "OOD AUROC"] == mean_auroc
