@@ -41,7 +41,7 @@ HEADLINE = (
     Column("Weather err", "corruptions", "category_err", {"category": "weather"}),
     Column("Digital err", "corruptions", "category_err", {"category": "digital"}),
     Column("mCE", "corruptions", "mce", error=False),
-    Column("Corruption err", "corruptions", "mean_corruption_err"),
+    Column("Corruption err", "corruptions", "mean_corruption_err", error=False),
     Column("Affine err", "affine", "mean_err"),
     Column("OOD AUROC", "ood", "auroc", {"ood_set": "mean", "scorer": "msp"}, error=False),
     Column("OOD TNR@TPR95", "ood", "tnr_at_tpr95", {"ood_set": "mean", "scorer": "msp"},
@@ -52,8 +52,8 @@ HEADLINE = (
 )
 AVERAGE_NOTE = ("Average: the mean of the error columns (clean, adversarial, occlusion, "
                 "corruption-category and affine errors, in percent) present for a checkpoint, "
-                "as in Chun et al.'s ImageNet table; mCE, OOD and calibration columns are not in "
-                "it.")
+                "as in Chun et al.'s ImageNet table; the mean corruption error and mCE (already "
+                "summaries of the categories), OOD and calibration columns are not in it.")
 
 
 def condition_columns(results: pd.DataFrame) -> list[str]:
