@@ -5,7 +5,7 @@ target is <= 1.10. Workloads: the digits zoo's architecture (5 models, 600 test 
 CIFAR-style ResNet-18 (PreActResNet-18) on 32x32 inputs. Both timings run in this process on
 the same model objects and the same in-memory tensors, interleaved so drift hits both alike.
 
-    python bench/bench_clean.py [--reps 5] [--resnet-images 256]
+    python bench/bench_clean.py [--reps 5] [--resnet-images 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -67,7 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--resnet-images", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (1 gives stable figures on a busy machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
 
