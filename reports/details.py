@@ -85,9 +85,13 @@ def plot(detail: Detail, path: Path) -> Path | None:
     long = long.dropna().rename("value").reset_index()
     panels_by = [n for n in detail.table.columns.names if n != x]
     panels = list(long.groupby(panels_by, dropna=False)) if panels_by else [((), long)]
-    figure = Figure(figsize=(4.2 * len(panels), 3.4))
-    axes = figure.subplots(1, len(panels), squeeze=False)
-    for axis, (key, panel) in zip(axes[0], panels, strict=True):
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.4 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[len(panels):]:
+        axis.set_visible(False)
+    for axis, (key, panel) in zip(axes, panels, strict=False):
         for name, line in panel.groupby("checkpoint"):
             line = line.sort_values(x)
             axis.plot(line[x], line["value"], marker="o", markersize=3, label=name)
@@ -97,7 +101,7 @@ def plot(detail: Detail, path: Path) -> Path | None:
         axis.set_xlabel(x)
         axis.set_ylabel(detail.metric)
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="best")
     figure.suptitle(f"{detail.task}: {detail.metric} vs {x}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
