@@ -90,13 +90,13 @@ class TaskContext:
 def predict(model: torch.nn.Module, data: EvalData, device: torch.device, batch_size: int,
             num_workers: int = 0, progress: bool = False) -> torch.Tensor:
     """Logits of `model` over `data` (no gradients), float32 on the CPU, in data order."""
-    chunks = [torch.empty((0, 0))]
+    chunks = []
     with torch.inference_mode():
         for images, _ in tqdm(data.batches(batch_size, device, num_workers), desc="forward",
                               total=-(-len(data) // batch_size), leave=False,
                               disable=not progress):
             chunks.append(model(images).float().cpu())
-    return torch.cat(chunks[1:]) if len(chunks) > 1 else chunks[0]
+    return torch.cat(chunks) if chunks else torch.empty((0, 0))
 
 
 TaskFn = Callable[[TaskContext, dict[str, Any]], list[Metric]]
