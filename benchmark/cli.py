@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--input-size", type=_ints, default=None, help="e.g. 32 or 224x224")
     evaluate.add_argument("--trust-checkpoints", action="store_true",
                           help="allow full unpickling and TorchScript: can run code in the files")
+    evaluate.add_argument("--surrogate", type=Path, default=None,
+                          help="checkpoint the `transfer` task crafts its examples on")
     evaluate.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
                           help="OOD set for the `ood` task (repeatable; replaces the suite's sets)")
     _add_run_flags(evaluate)
@@ -136,6 +138,8 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
         suite = suite.select([t.strip() for t in args.tasks.split(",") if t.strip()])
     if getattr(args, "ood", None):
         suite = suite.with_params("ood", sets=_ood_sets(args.ood))
+    if getattr(args, "surrogate", None) is not None:
+        suite = suite.with_params("transfer", surrogate=str(args.surrogate.resolve()))
 
     def pick(flag: object, key: str) -> object:
         return flag if flag is not None else suite.run[key]

@@ -1,6 +1,6 @@
 """Registered evaluation tasks (importing this package registers them all)."""
 
-from benchmark.tasks import calibration, clean, corruptions, ood, perturbations
+from benchmark.tasks import attacks, calibration, clean, corruptions, ood, perturbations
 from benchmark.tasks.registry import (
     Metric,
     TaskContext,
@@ -12,5 +12,6 @@ from benchmark.tasks.registry import (
     resolve_params,
 )
 
-__all__ = ["Metric", "TaskContext", "TaskDef", "calibration", "clean", "corruptions", "get_task",
-           "list_tasks", "ood", "perturbations", "predict", "register_task", "resolve_params"]
+__all__ = ["Metric", "TaskContext", "TaskDef", "attacks", "calibration", "clean", "corruptions",
+           "get_task", "list_tasks", "ood", "perturbations", "predict", "register_task",
+           "resolve_params"]

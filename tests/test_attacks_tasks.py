@@ -1,0 +1,349 @@
+"""The attack tasks in the harness: numbers vs the library, flags on crafted models, budget
+enforcement, transfer caching, determinism and batch-size independence, end to end via the CLI."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tinynets import tiny_cnn
+
+import benchmark.tasks.attacks as attack_tasks
+from attacks.common import BudgetError
+from attacks.gradient import fgsm
+from attacks.minimal import deepfool
+from benchmark.checkpoints import NormalizedModel
+from benchmark.cli import main
+from benchmark.data import EvalData, stratified_subset
+from benchmark.datasets import read_digits
+from benchmark.errors import SuiteError
+from benchmark.tasks import TaskContext, get_task
+
+MEAN, STD = [0.3], [0.4]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_net(seed: int) -> nn.Module:
+    """tinynets.tiny_cnn on normalized digits ((x - 0.3) / 0.4), full-batch Adam, 100 steps."""
+    torch.manual_seed(seed)
+    net = tiny_cnn()
+    train = read_digits(split="train")
+    x, y = (train.images.float() - MEAN[0]) / STD[0], torch.from_numpy(train.labels)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(100):
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return [train_net(0), train_net(1)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = read_digits(split="test")
+    return data.subset(stratified_subset(data.labels, 150, 0))
+
+
+def context(model, data, batch_size=64, **extra) -> TaskContext:
+    meta = {"arch": "tinynets:tiny_cnn", "num_classes": data.num_classes, "mean": MEAN,
+            "std": STD}
+    return TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
+                       batch_size=batch_size, progress=False, meta=meta, data_id="test",
+                       **extra)
+
+
+def run(ctx, name, **params):
+    task = get_task(name)
+    return task.fn(ctx, {**task.defaults, **params})
+
+
+def table(metrics) -> dict:
+    """{(metric, eps or None): value}."""
+    return {(m.metric, m.conditions.get("eps")): m.value for m in metrics}
+
+
+def test_fgsm_task_equals_library_fgsm_with_clean_mistakes_counted(nets, digits):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    values = table(run(context(model, digits), "fgsm", eps=[0.05, 0.1]))
+    x, y = digits.images.float(), torch.from_numpy(digits.labels)
+    with torch.no_grad():
+        clean = model(x)
+        for eps in (0.05, 0.1):
+            adv = model(fgsm(model, x, y, eps))
+            top1 = (clean.argmax(1) != y) | (adv.argmax(1) != y)
+            top5 = ~((clean.topk(5, 1).indices == y[:, None]).any(1)
+                     & (adv.topk(5, 1).indices == y[:, None]).any(1))
+            assert values[("top1_err", eps)] == pytest.approx(100 * top1.double().mean().item())
+            assert values[("top5_err", eps)] == pytest.approx(100 * top5.double().mean().item())
+    assert values[("top1_err", 0.1)] > values[("top1_err", 0.05)] > 100 * (
+        clean.argmax(1) != y).double().mean().item()
+    flags = {k: v for k, v in values.items() if k[0].startswith("flag")}
+    assert set(flags) == {("flag_below_clean", 0.05), ("flag_below_clean", 0.1),
+                          ("flag_not_monotone", None), ("flag_zero_grad", None),
+                          ("flag_randomized", None), ("flag_softmax_output", None)}
+    assert not any(flags.values())
+
+
+def test_pgd_task_conditions_fgsm_comparison_and_batch_size_independence(nets, digits):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    big = run(context(model, digits, batch_size=150), "pgd", eps=[0.05, 0.1], steps=5)
+    small = run(context(model, digits, batch_size=32), "pgd", eps=[0.05, 0.1], steps=5)
+    assert table(big) == table(small)
+    values = table(big)
+    for eps in (0.05, 0.1):
+        assert values[("top1_err", eps)] >= values[("fgsm_top1_err", eps)]
+        assert values[("flag_below_fgsm", eps)] == 0
+    first = big[0]
+    assert first.metric == "top1_err" and first.n == 150
+    assert first.conditions == {"eps": 0.05, "space": "pixel", "norm": "linf"}
+
+
+def test_too_small_a_step_is_flagged_as_pgd_below_fgsm(nets, digits):
+    # foolbox's pitfall in miniature: steps that cannot reach the boundary.
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    values = table(run(context(model, digits), "pgd", eps=[0.1], steps=5, step_factor=0.1))
+    assert values[("top1_err", 0.1)] < values[("fgsm_top1_err", 0.1)]
+    assert values[("flag_below_fgsm", 0.1)] == 1
+
+
+def test_normalized_space_and_bce_loss_run_within_their_budget(nets, digits):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    metrics = run(context(model, digits), "pgd", eps=[0.25], steps=5, space="normalized",
+                  loss="bce")
+    assert metrics[0].conditions == {"eps": 0.25, "space": "normalized", "norm": "linf"}
+    # 0.25 in normalized units is 0.1 in pixels here (std 0.4): about the pixel-space error.
+    pixel = table(run(context(model, digits), "pgd", eps=[0.1], steps=5, loss="bce"))
+    assert table(metrics)[("top1_err", 0.25)] == pytest.approx(pixel[("top1_err", 0.1)], abs=5)
+
+
+def test_limit_attacks_a_stratified_subset(nets, digits):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    metrics = run(context(model, digits), "fgsm", eps=[0.1], limit=50)
+    assert {m.n for m in metrics} == {50}
+
+
+def test_minimal_task_numbers_equal_the_library_distances(nets, digits):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    values = table(run(context(model, digits), "deepfool", eps=[0.3, 0.6], steps=20))
+    x, y = digits.images.float(), torch.from_numpy(digits.labels)
+    distances = deepfool(model, x, y, steps=20).norms
+    assert values[("median_norm", None)] == pytest.approx(distances.median().item(), rel=1e-6)
+    for eps in (0.3, 0.6):
+        assert values[("top1_err", eps)] == pytest.approx(
+            100 * (distances <= eps).double().mean().item())
+    assert values[("fail_rate", None)] == pytest.approx(
+        100 * torch.isinf(distances).double().mean().item())
+
+
+class Periodic(nn.Module):
+    """Two classes, logits (0, sin(2 pi * sum of pixels)): FGSM can overshoot into the right class.
+
+    Golden cases, for a 2x2 image of 0.45 (pixel sum s = 1.8, sin(3.6 pi) < 0: class 0) and the
+    sign of the gradient of sin at 1.8 (cos(3.6 pi) > 0), so FGSM moves s by +-4 eps:
+    - label 0: the loss grows with s: eps 0.1 -> s = 2.2, sin(4.4 pi) > 0, wrong; eps 0.2 ->
+      s = 2.6, sin(5.2 pi) < 0, right again: error 100 % then 0 % (not monotone);
+    - label 1 (already wrong): s moves down: eps 0.1 -> s = 1.4, sin(2.8 pi) > 0, right: the
+      attacked inputs are classified better than the clean ones.
+    """
+
+    def forward(self, x):
+        s = x.flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(s), torch.sin(2 * math.pi * s)], dim=1)
+
+
+def periodic_data(label: int) -> EvalData:
+    return EvalData(name="periodic", labels=np.array([label]), num_classes=2, source="test",
+                    images=torch.full((1, 1, 2, 2), 0.45))
+
+
+def test_not_monotone_and_below_clean_flags_fire_on_golden_cases():
+    values = table(run(context(Periodic(), periodic_data(0)), "fgsm", eps=[0.1, 0.2]))
+    assert (values[("top1_err", 0.1)], values[("top1_err", 0.2)]) == (100.0, 0.0)
+    assert values[("flag_not_monotone", None)] == 1
+    values = table(run(context(Periodic(), periodic_data(1)), "fgsm", eps=[0.1]))
+    assert values[("top1_err", 0.1)] == 100.0  # counted as an error: wrong when clean
+    assert values[("flag_below_clean", 0.1)] == 1
+
+
+def test_model_flags_fire_on_crafted_models(nets, digits):
+    net = nets[0]
+    randomized = NormalizedModel(nn.Sequential(net, nn.Dropout(0.5)), MEAN, STD).train()
+    softmaxed = NormalizedModel(nn.Sequential(net, nn.Softmax(dim=1)), MEAN, STD).eval()
+
+    class Quantized(nn.Module):
+        """Rounds inputs to 1/16 grey levels first: zero input gradients (gradient masking)."""
+
+        def forward(self, x):
+            return net((torch.round(x * 16) / 16 - MEAN[0]) / STD[0])
+
+    normal = NormalizedModel(net, MEAN, STD).eval()
+    for model, flag in ((randomized, "flag_randomized"), (softmaxed, "flag_softmax_output"),
+                        (Quantized(), "flag_zero_grad"), (normal, None)):
+        values = table(run(context(model, digits), "fgsm", eps=[0.05]))
+        fired = {k[0] for k, v in values.items() if k[0].startswith("flag") and v == 1}
+        fired.discard("flag_below_clean")  # a dropout model may beat its own noisy clean pass
+        assert fired == ({flag} if flag else set()), flag
+    values = table(run(context(Quantized(), digits), "deepfool", eps=[0.5], steps=3))
+    assert values[("flag_zero_grad", None)] == 1
+    assert values[("zero_grad_rate", None)] > 80
+
+
+def test_a_budget_violation_fails_the_task(nets, digits, monkeypatch):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+
+    def overshooting(model, x, y, eps, **kwargs):
+        return (x + 1.5 * eps).clamp(0, 1)
+
+    monkeypatch.setattr(attack_tasks, "pgd", overshooting)
+    with pytest.raises(BudgetError, match=r"task pgd, pgd at eps=0\.1: .* exceed the budget"):
+        run(context(model, digits), "pgd", eps=[0.1])
+    monkeypatch.setattr(attack_tasks, "pgd", lambda model, x, y, eps, **kw: x + eps)
+    with pytest.raises(BudgetError, match="leave the input bounds"):
+        run(context(model, digits), "pgd", eps=[0.1])
+
+
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("fgsm", {"eps": []}, "`eps` must be a non-empty list"),
+    ("fgsm", {"eps": [0.1, 0.1]}, "lists a value twice"),
+    ("pgd", {"norm": "l1"}, "`norm` must be one of"),
+    ("pgd", {"steps": 0}, "`steps` must be an integer >= 1"),
+    ("pgd", {"restarts": 2, "random_start": False}, "restarts > 1 needs random_start"),
+    ("fgsm", {"space": "normalised"}, "`space` must be one of"),
+    ("transfer", {}, "`surrogate` must name"),
+    ("transfer", {"surrogate": "missing.pth"}, "not found"),
+    ("transfer", {"surrogate": "x.pth", "attack": "pgd", "attack_params": {"stepz": 1}},
+     "pgd has no parameter"),
+])
+def test_bad_parameters_are_named(nets, digits, tmp_path, name, params, message):
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    with pytest.raises(SuiteError, match=message):
+        run(context(model, digits, ckpt_dir=tmp_path), name, **params)
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def write_zoo(folder, nets):
+    folder.mkdir()
+    (folder / "rubench.toml").write_text(
+        f'arch = "tinynets:tiny_cnn"\nnum_classes = 10\nmean = {MEAN}\nstd = {STD}\n')
+    for i, net in enumerate(nets):
+        torch.save(net.state_dict(), folder / f"m{i}.pth")
+
+
+SUITE = """
+name = "attacks-test"
+version = "1"
+[dataset]
+name = "digits"
+[model_defaults]
+num_classes = 10
+input_size = [8, 8]
+[run]
+seed = 0
+batch_size = 64
+limit = 90
+[tasks.clean]
+[tasks.fgsm]
+eps = [0.05, 0.1]
+[tasks.pgd]
+eps = [0.1]
+steps = 4
+[tasks.pgd_l2]
+task = "pgd"
+norm = "l2"
+eps = [0.5]
+steps = 4
+[tasks.ifgsm]
+eps = [0.1]
+steps = 4
+[tasks.deepfool]
+eps = [0.5]
+steps = 10
+[tasks.cw]
+eps = [0.5]
+binary_search_steps = 2
+steps = 10
+limit = 20
+[tasks.ddn]
+eps = [0.5]
+steps = 10
+limit = 20
+[tasks.transfer]
+surrogate = "m1.pth"
+attack = "ifgsm"
+attack_params = { steps = 3 }
+eps = [0.1]
+[tasks.transfer_fgsm]
+task = "transfer"
+surrogate = "m1.pth"
+eps = [0.1]
+"""
+
+
+def test_end_to_end_all_tasks_deterministic_and_transfer_crafted_once(nets, tmp_path,
+                                                                      monkeypatch):
+    write_zoo(tmp_path / "zoo", nets)
+    (tmp_path / "suite.toml").write_text(SUITE)
+    loads = []
+    original = attack_tasks._load_surrogate
+    monkeypatch.setattr(attack_tasks, "_load_surrogate",
+                        lambda ctx, path: loads.append(path) or original(ctx, path))
+    attack_tasks._CRAFTED.clear()
+    args = ["evaluate", str(tmp_path / "zoo"), "--suite", str(tmp_path / "suite.toml"),
+            "--no-progress", "--out"]
+    assert main([*args, str(tmp_path / "a")]) == 0
+    assert len(loads) == 2  # each attack crafted on the surrogate once, for both targets
+    results = pd.read_csv(tmp_path / "a" / "results.csv")
+    assert set(results.checkpoint) == {"m0", "m1"}
+    assert {"eps", "space", "norm", "attack", "surrogate"} <= set(results.columns)
+    rows = results.set_index(["checkpoint", "task", "metric"])
+    for ckpt in ("m0", "m1"):
+        clean = rows.loc[(ckpt, "clean", "top1_err"), "value"]
+        for task in ("fgsm", "pgd", "pgd_l2", "ifgsm", "deepfool", "cw", "ddn", "transfer",
+                     "transfer_fgsm"):
+            top1 = rows.loc[(ckpt, task, "top1_err"), "value"]
+            assert (np.atleast_1d(top1) >= clean).all(), task
+        flags = results[(results.checkpoint == ckpt) & results.metric.str.startswith("flag")]
+        assert (flags.value == 0).all(), flags[flags.value != 0]
+    transfer = results[(results.task == "transfer") & (results.metric == "top1_err")]
+    assert set(results[results.task == "transfer_fgsm"].attack.dropna()) == {"fgsm"}
+    assert set(transfer.surrogate) == {"m1"} and set(transfer.attack) == {"ifgsm"}
+    # white-box on the surrogate itself is stronger than the transfer to the other model
+    white = transfer.set_index("checkpoint").value
+    assert white["m1"] >= white["m0"]
+    assert main([*args, str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "results.csv").read_bytes() == \
+        (tmp_path / "b" / "results.csv").read_bytes()
+
+
+def test_transfer_cache_drops_the_least_recently_used_sets(monkeypatch):
+    monkeypatch.setattr(attack_tasks, "_CRAFTED", attack_tasks.OrderedDict())
+    monkeypatch.setattr(attack_tasks, "CACHE_BYTES", 2 * 400)  # two sets of 100 float32
+
+    def crafted(key):
+        return attack_tasks._Crafted(key, "s", {}, {0.1: torch.zeros(100)})
+
+    for key in ("a", "b"):
+        attack_tasks._remember(crafted(key))
+    attack_tasks._CRAFTED.move_to_end("a")  # "a" used again: "b" is now the oldest
+    attack_tasks._remember(crafted("c"))
+    assert list(attack_tasks._CRAFTED) == ["a", "c"]
+    monkeypatch.setattr(attack_tasks, "CACHE_BYTES", 0)
+    attack_tasks._remember(crafted("d"))
+    assert list(attack_tasks._CRAFTED) == ["d"]  # the newest set is always kept
