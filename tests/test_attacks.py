@@ -23,14 +23,7 @@ from attacks.minimal import carlini_wagner, ddn, deepfool
 from benchmark.checkpoints import NormalizedModel
 from benchmark.datasets import read_digits
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ from benchmark.tasks import TaskContext, get_task
 MEAN, STD = [0.3], [0.4]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def train_net(seed: int) -> nn.Module:
