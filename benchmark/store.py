@@ -20,6 +20,21 @@ import pandas as pd
 
 from benchmark.tasks import Metric
 
+_RESULTS_TABLE = """
+CREATE TABLE IF NOT EXISTS results (
+    checkpoint_sha256 TEXT NOT NULL,
+    task TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    conditions TEXT NOT NULL,
+    value REAL,
+    n INTEGER NOT NULL,
+    higher_is_better INTEGER,
+    ci_low REAL,
+    ci_high REAL
+)"""
+_RESULTS_INDEX = ("CREATE INDEX IF NOT EXISTS results_key ON results "
+                  "(checkpoint_sha256, task, config_hash)")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completed (
     checkpoint_sha256 TEXT NOT NULL,
@@ -31,19 +46,7 @@ CREATE TABLE IF NOT EXISTS completed (
     elapsed_s REAL NOT NULL,
     PRIMARY KEY (checkpoint_sha256, task, config_hash)
 );
-CREATE TABLE IF NOT EXISTS results (
-    checkpoint_sha256 TEXT NOT NULL,
-    task TEXT NOT NULL,
-    config_hash TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    conditions TEXT NOT NULL,
-    value REAL,
-    n INTEGER NOT NULL,
-    higher_is_better INTEGER NOT NULL,
-    ci_low REAL,
-    ci_high REAL
-);
-CREATE INDEX IF NOT EXISTS results_key ON results (checkpoint_sha256, task, config_hash);
+""" + _RESULTS_TABLE + ";\n" + _RESULTS_INDEX + ";" + """
 CREATE TABLE IF NOT EXISTS checkpoints (
     checkpoint_sha256 TEXT PRIMARY KEY,
     checkpoint TEXT NOT NULL,
@@ -76,6 +79,22 @@ class Store:
         self.path = self.out_dir / "results.sqlite"
         self.conn = sqlite3.connect(self.path)
         self.conn.executescript(_SCHEMA)
+        self._allow_no_direction()
+
+    def _allow_no_direction(self) -> None:
+        """Migrate a store written before rows could have no direction (higher_is_better was
+        NOT NULL): copy the results table into the current schema, keeping every row."""
+        columns = self.conn.execute("PRAGMA table_info(results)").fetchall()
+        if not any(name == "higher_is_better" and notnull for _, name, _, notnull, _, _
+                   in columns):
+            return
+        with self.conn:
+            self.conn.execute("ALTER TABLE results RENAME TO results_old")
+            self.conn.execute("DROP INDEX IF EXISTS results_key")
+            self.conn.execute(_RESULTS_TABLE)
+            self.conn.execute(_RESULTS_INDEX)
+            self.conn.execute("INSERT INTO results SELECT * FROM results_old")
+            self.conn.execute("DROP TABLE results_old")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -92,7 +111,9 @@ class Store:
              metrics: Iterable[Metric], provenance: dict[str, Any], elapsed_s: float) -> None:
         """Store one finished (checkpoint, task) atomically: its rows and its completion mark."""
         rows = [(sha256, task, config_hash, m.metric, json.dumps(m.conditions, sort_keys=True),
-                 float(m.value), int(m.n), int(m.higher_is_better), m.ci_low, m.ci_high)
+                 float(m.value), int(m.n),
+                 None if m.higher_is_better is None else int(m.higher_is_better), m.ci_low,
+                 m.ci_high)
                 for m in metrics]
         with self.conn:
             key = (sha256, task, config_hash)
@@ -147,7 +168,7 @@ class Store:
                                   index=frame.index)
         provenance = pd.DataFrame([json.loads(p) for p in frame.pop("provenance")],
                                   index=frame.index)
-        frame["higher_is_better"] = frame["higher_is_better"].astype(bool)
+        frame["higher_is_better"] = frame["higher_is_better"].map({1: True, 0: False})
         condition_cols = sorted(conditions.columns)
         provenance_cols = sorted(set(provenance.columns) - set(frame.columns))
         frame = pd.concat([frame, conditions[condition_cols], provenance[provenance_cols]],

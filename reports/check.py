@@ -5,6 +5,8 @@ than the statistical noise: the combined half-width of the two 95 % intervals,
 sqrt(h_base^2 + h_now^2), where both rows carry one (Wilson for rates). A metric without an
 interval is judged by the tolerance alone. Metrics that vanished fail the check (a gate that
 passes when its numbers disappear protects nothing) unless allowed; new metrics are reported.
+Rows without a direction (a fitted temperature, a histogram bin) never fail: a change beyond
+the tolerance is reported as "changed".
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from reports.errors import ReportError
-from reports.leaderboard import condition_columns
+from reports.leaderboard import condition_columns, direction
 
 BASELINE_FORMAT = 1
 _KEY = ["checkpoint", "task", "metric", "conditions"]
@@ -90,7 +92,7 @@ class Verdict:
     now: float | None
     noise: float
     tolerance: float
-    verdict: str  # ok | improved | within-noise | REGRESSED | MISSING | new
+    verdict: str  # ok | improved | within-noise | changed | REGRESSED | MISSING | new
 
     @property
     def delta(self) -> float | None:
@@ -127,9 +129,11 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float,
         old, new = base[key], now[key]
         widths = [w for w in (_half_width(old), _half_width(new)) if w is not None]
         noise = math.sqrt(sum(w * w for w in widths))
-        worse = (old["value"] - new["value"]) if bool(new["higher_is_better"]) else \
-            (new["value"] - old["value"])
-        if worse > limit and worse > noise:
+        higher = direction(new["higher_is_better"])
+        worse = (old["value"] - new["value"]) if higher else (new["value"] - old["value"])
+        if higher is None:
+            verdict = "changed" if abs(worse) > limit else "ok"
+        elif worse > limit and worse > noise:
             verdict = "REGRESSED"
         elif worse > limit:
             verdict = "within-noise"

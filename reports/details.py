@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.leaderboard import condition_columns
+from reports.leaderboard import ARROWS, condition_columns, direction
 
 # Numeric conditions that form a curve when they vary, in order of preference for the x axis.
 SWEEPS = ("eps", "severity", "hole_frac", "lam", "bin")
@@ -21,7 +21,7 @@ class Detail:
     task: str
     metric: str
     table: pd.DataFrame
-    higher_is_better: bool
+    higher_is_better: bool | None
 
 
 def details(results: pd.DataFrame) -> list[Detail]:
@@ -36,7 +36,7 @@ def details(results: pd.DataFrame) -> list[Detail]:
         table = rows.pivot_table(index="checkpoint", columns=varying, values="value",
                                  aggfunc="first", dropna=False)
         table = table.dropna(axis=1, how="all")
-        out.append(Detail(task, metric, table, bool(rows["higher_is_better"].iloc[0])))
+        out.append(Detail(task, metric, table, direction(rows["higher_is_better"].iloc[0])))
     return out
 
 
@@ -60,7 +60,7 @@ def flat(detail: Detail) -> pd.DataFrame:
 def to_markdown(detail: Detail, digits: int = 2) -> str:
     """A Markdown table of one detail."""
     table = flat(detail)
-    lines = [f"### {detail.task} / {detail.metric} {'↑' if detail.higher_is_better else '↓'}",
+    lines = [f"### {detail.task} / {detail.metric} {ARROWS[detail.higher_is_better]}",
              "", "| checkpoint | " + " | ".join(table.columns) + " |",
              "|---|" + "---:|" * len(table.columns)]
     for name, row in table.iterrows():

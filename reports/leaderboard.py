@@ -15,7 +15,16 @@ import pandas as pd
 
 from reports.errors import ReportError
 
-ARROWS = {True: "↑", False: "↓"}
+ARROWS = {True: "↑", False: "↓", None: ""}
+
+
+def direction(value: object) -> bool | None:
+    """A `higher_is_better` cell of results.csv: True, False, or None (no direction)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return bool(value)
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class Table:
     values: pd.DataFrame
     ci_low: pd.DataFrame
     ci_high: pd.DataFrame
-    higher_is_better: dict[str, bool]
+    higher_is_better: dict[str, bool | None]
     in_average: list[str]
 
 
@@ -110,7 +119,7 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
             values[header] = indexed["value"]
             lows[header] = indexed.get("ci_low", pd.Series(np.nan, index=indexed.index))
             highs[header] = indexed.get("ci_high", pd.Series(np.nan, index=indexed.index))
-            directions[header] = bool(group["higher_is_better"].iloc[0])
+            directions[header] = direction(group["higher_is_better"].iloc[0])
             if column.error:
                 averaged.append(header)
     frame = pd.DataFrame(values, index=checkpoints)

@@ -9,8 +9,8 @@ Rows (rates in percent):
 - with ``reliability = true`` (default false, which keeps one row per metric): per bin,
   condition ``bin`` = i (0-based, bin (i/B, (i+1)/B]), ``reliability_count`` (samples) and, for
   non-empty bins, ``reliability_confidence`` (mean top-label confidence) and
-  ``reliability_accuracy`` (share correct, with its Wilson interval). Diagram data: the direction
-  flag of count and confidence carries no ranking meaning;
+  ``reliability_accuracy`` (share correct, with its Wilson interval). Diagram rows and the
+  fitted ``temperature`` have no better direction (``higher_is_better`` empty);
 - with ``temperature_split = "<split>"`` (default ``"none"``): T fit by NLL on that split of the
   suite's data set (its own forward pass), then the same rows plus ``nll`` (nats) for logits / T
   under ``scaling = "temperature"``, and the fitted ``temperature`` (a parameter, not a score).
@@ -102,18 +102,18 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, relia
         for i in range(bins):
             where = {**conditions, "bin": i}
             count = int(table.count[i])
-            metrics.append(Metric("reliability_count", count, n, False, where))
+            metrics.append(Metric("reliability_count", count, n, None, where))
             if count:
                 metrics.append(Metric("reliability_confidence", 100.0 * table.confidence[i],
-                                      count, False, where))
+                                      count, None, where))
                 metrics.append(Metric.rate("reliability_accuracy",
                                            round(table.accuracy[i] * count), count,
-                                           higher_is_better=True, conditions=where))
+                                           higher_is_better=None, conditions=where))
     return metrics
 
 
 @register_task("calibration", defaults={"bins": 15, "reliability": False,
-                                        "temperature_split": NO_SPLIT}, version=2)
+                                        "temperature_split": NO_SPLIT}, version=3)
 def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
     bins, split = params["bins"], params["temperature_split"]
@@ -133,7 +133,7 @@ def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     temperature = fit_temperature(heldout_logits.double().numpy(), heldout.labels)
     scaled = logits / temperature
     where = {"scaling": "temperature"}
-    metrics.append(Metric("temperature", temperature, len(heldout), False, where))
+    metrics.append(Metric("temperature", temperature, len(heldout), None, where))
     metrics.extend(calibration_metrics(scaled, labels, bins, params["reliability"], where))
     metrics.append(Metric("nll", nll(scaled, labels), len(labels), False, dict(where)))
     return metrics

@@ -340,9 +340,9 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         for name, made in sets.items():
             ood_scores[name]["odin"] = _odin_scores(
                 ctx, _as_data(made, ctx.data.num_classes), temperature, eps, f"odin {name}")
-        metrics += [Metric("odin_temperature", float(temperature), n_tune, False,
+        metrics += [Metric("odin_temperature", float(temperature), n_tune, None,
                            {"scorer": "odin"}),
-                    Metric("odin_eps", float(eps), n_tune, False, {"scorer": "odin"})]
+                    Metric("odin_eps", float(eps), n_tune, None, {"scorer": "odin"})]
     n_id = len(id_logits)
     for scorer in scorers:
         per_set = {name: ood_metrics(id_scores[scorer], ood_scores[name][scorer])
