@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from benchmark.archs import list_archs
 from benchmark.errors import RubenchError, SuiteError
 from benchmark.runner import RunOptions, RunSummary, run
@@ -47,6 +49,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                         help="evaluate a seeded class-stratified subset of N images (0 = all)")
     parser.add_argument("--tasks", default=None, help="comma-separated task names of the suite")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is often "
+                             "fastest for small models on a busy laptop)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -78,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("out_dir", type=Path)
     report.add_argument("--baseline", default=None, metavar="CHECKPOINT",
                         help="show each value's difference to this checkpoint's row")
+    report.add_argument("--ci", action="store_true",
+                        help="show each value's 95 %% interval as ± in leaderboard.md")
 
     baseline = sub.add_parser("baseline", help="store DIR/results.csv as a JSON baseline")
     baseline.add_argument("out_dir", type=Path)
@@ -133,6 +140,10 @@ def _ood_sets(items: list[str]) -> dict[str, str]:
 
 
 def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra) -> RunOptions:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SuiteError(f"--threads {args.threads}: expected an integer >= 1")
+        torch.set_num_threads(args.threads)
     suite = load_suite(suite_name)
     if args.tasks is not None:
         suite = suite.select([t.strip() for t in args.tasks.split(",") if t.strip()])
@@ -194,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _list(args.pattern)
             return 0
         if args.command == "report":
-            written = write_report(args.out_dir, baseline=args.baseline)
+            written = write_report(args.out_dir, baseline=args.baseline, show_ci=args.ci)
             print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} files in "
                   f"{args.out_dir / 'report'} (open report/index.html)")
             return 0

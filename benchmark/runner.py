@@ -21,9 +21,10 @@ from benchmark.checkpoints import CheckpointRef, discover, load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import load_dataset
 from benchmark.errors import CheckpointError, RubenchError
+from benchmark.fingerprint import fingerprint
 from benchmark.store import Store
 from benchmark.suites import Suite, TaskSpec
-from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import TaskContext, TaskPlaces, get_task
 
 
 @dataclass(frozen=True)
@@ -105,17 +106,22 @@ def prepare_data(suite: Suite, data_root: Path | None, limit: int, seed: int) ->
 
 
 def data_identity(data: EvalData, suite: Suite, limit: int, seed: int) -> str:
-    """A hash naming exactly which examples are evaluated (data set, split, subset, labels)."""
+    """A hash naming exactly which examples are evaluated (data set, split, subset, labels) and
+    the state of the files they come from (see `benchmark.fingerprint`)."""
     labels = hashlib.sha256(np.ascontiguousarray(data.labels).tobytes()).hexdigest()
+    source = Path(data.source)
     return _digest({"dataset": suite.dataset["name"], "split": suite.dataset["split"],
-                    "limit": limit, "seed": seed, "n": len(data), "labels": labels})
+                    "limit": limit, "seed": seed, "n": len(data), "labels": labels,
+                    "files": fingerprint([source]) if source.exists() else None})
 
 
-def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int) -> str:
-    """Key of one unit's configuration: a change in any part re-runs it."""
+def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
+                inputs: str | None = None) -> str:
+    """Key of one unit's configuration: a change in any part re-runs it. `inputs` is the
+    fingerprint of the files the task reads besides the evaluated data (OOD sets, surrogate)."""
     definition = get_task(task.task)
     return _digest({"task": task.task, "task_version": definition.version,
-                    "params": task.params, "seed": seed, "data": data_id,
+                    "params": task.params, "seed": seed, "data": data_id, "inputs": inputs,
                     "external_meta": {key: value for key, value, _ in ref.external_meta}})[:16]
 
 
@@ -170,6 +176,7 @@ class _Session:
         self.failures: list[Failure] = []
         self.keys: list[tuple[str, str, str]] = []
         self.names_seen: dict[str, Path] = {}
+        self.fingerprints: dict[tuple[Path, ...], str] = {}
 
     def fail(self, name: str, path: Path, sha256: str | None, task: str | None,
              error: BaseException | str) -> None:
@@ -178,6 +185,18 @@ class _Session:
         self.failures.append(Failure(name, str(path), task, message))
         self.store.record_failure(checkpoint=name, path=str(path), sha256=sha256, task=task,
                                   error=message)
+
+    def inputs(self, task: TaskSpec) -> str | None:
+        """Fingerprint of the files `task` reads besides the evaluated data, once per run."""
+        declare = get_task(task.task).inputs
+        if declare is None:
+            return None
+        places = TaskPlaces(self.opts.suite.dataset["name"], self.opts.data_root,
+                            self.opts.ckpt_dir)
+        paths = tuple(declare(task.params, places))
+        if paths not in self.fingerprints:
+            self.fingerprints[paths] = fingerprint(paths)
+        return self.fingerprints[paths]
 
     def evaluate(self, path: Path) -> None:
         """Run the suite's pending tasks on one checkpoint, storing each as it finishes."""
@@ -193,7 +212,7 @@ class _Session:
                       f"{self.names_seen[ref.name]}; give one of them a `name` in a sidecar TOML")
             return
         self.names_seen[ref.name] = path
-        units = [(task, config_hash(task, ref, self.data_id, opts.seed))
+        units = [(task, config_hash(task, ref, self.data_id, opts.seed, self.inputs(task)))
                  for task in opts.suite.tasks]
         self.keys.extend((ref.sha256, task.name, digest) for task, digest in units)
         pending = [(task, digest) for task, digest in units

@@ -33,11 +33,6 @@ def corruption_errors(errors: Errors) -> dict[str, float]:
     return {c: float(np.mean(v)) for c, v in _by_corruption(errors).items()}
 
 
-def corruption_error_sums(errors: Errors) -> dict[str, float]:
-    """Sum over the severities present of each corruption's error (PatchUp's convention)."""
-    return {c: float(np.sum(v)) for c, v in _by_corruption(errors).items()}
-
-
 def _by_corruption(errors: Errors) -> dict[str, list[float]]:
     grouped: dict[str, list[float]] = {}
     for (corruption, _), value in sorted(errors.items()):

@@ -16,17 +16,19 @@ class (ODIN, Lee et al. 2018, CutMix) unless a name says otherwise:
 - ``detection_acc``: max over all thresholds (the distinct scores, plus "accept none") of
   0.5 * (TPR + TNR) = 1 - min (FNR + FPR) / 2; a threshold never splits tied samples.
 - ``auroc``: area under the ROC curve; a tied ID/OOD pair counts one half (Mann-Whitney U).
-  ``auroc_ci``: DeLong et al. (1988)'s nonparametric 95 % interval (normal approximation with the
-  structural-component variance), clipped to [0, 1].
 - ``aupr_in`` / ``aupr_out``: average precision (the step-wise sum of sklearn's
   ``average_precision_score``, not a trapezoid) with ID positive and score as is, resp. OOD
   positive and score negated.
+
+Intervals: ``bootstrap_ood_metrics`` gives stratified bootstrap replicates of all six (ID and
+OOD resampled separately, one ID resample shared by every OOD set of a replicate) and
+``percentile_interval`` their percentile interval.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -37,10 +39,11 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "auroc",
-    "auroc_ci",
+    "bootstrap_ood_metrics",
     "detection_acc",
     "fpr_at_tpr95_ood_positive",
     "ood_metrics",
+    "percentile_interval",
     "tnr_at_tpr95",
 ]
 
@@ -54,6 +57,7 @@ METRICS: dict[str, bool] = {
     "detection_acc": True,
     "fpr_at_tpr95_ood_positive": False,
 }
+_CHUNK_ELEMENTS = 2**21  # bootstrap: resamples x thresholds per chunk (16 MB per array)
 
 
 def _check(scores: ArrayLike, name: str) -> NDArray[np.float64]:
@@ -68,10 +72,10 @@ def _check(scores: ArrayLike, name: str) -> NDArray[np.float64]:
 
 @dataclass(frozen=True)
 class _Curve:
-    """Cumulative counts at each distinct score taken as threshold, from the highest down.
+    """ID / OOD counts (``tp`` / ``fp``) scoring >= each threshold, the distinct scores from the
+    highest down, after the "accept nothing" point (0, 0); the last point accepts everything.
 
-    ``tp[k]`` / ``fp[k]``: ID / OOD samples scoring >= the k-th highest distinct score (k >= 1);
-    index 0 is the "accept nothing" point (0, 0), the last index accepts everything.
+    Counts run along the last axis; a resampled curve has one row per resample.
     """
 
     tp: NDArray[np.float64]
@@ -80,130 +84,185 @@ class _Curve:
     n_ood: int
 
 
-def _curve(id_scores: ArrayLike, ood_scores: ArrayLike) -> _Curve:
-    """Sort all scores once and count ID / OOD samples above each distinct threshold."""
-    s_id, s_ood = _check(id_scores, "id_scores"), _check(ood_scores, "ood_scores")
+def _counts_above(s_id: NDArray[np.float64], s_ood: NDArray[np.float64]
+                  ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """How many ID / OOD scores are >= each distinct score, from the highest down, with a
+    leading 0: one sort of all scores; thresholds never split a run of equal scores."""
     scores = np.concatenate([s_id, s_ood])
-    is_id = np.concatenate([np.ones(s_id.size), np.zeros(s_ood.size)])
     order = np.argsort(scores)[::-1]
-    scores, is_id = scores[order], is_id[order]
-    # the last position of each run of equal scores: thresholds never split ties
-    ends = np.flatnonzero(np.diff(scores) != 0.0)
-    ends = np.append(ends, scores.size - 1)
-    tp = np.cumsum(is_id)[ends]
-    fp = (ends + 1) - tp
-    return _Curve(np.concatenate([[0.0], tp]), np.concatenate([[0.0], fp]), s_id.size, s_ood.size)
+    # the last position of each run of equal scores
+    ends = np.append(np.flatnonzero(np.diff(scores[order]) != 0.0), scores.size - 1)
+    id_above = np.concatenate([[0], np.cumsum(order < s_id.size)[ends]])
+    return id_above, np.concatenate([[0], ends + 1]) - id_above
 
 
-def _tnr_at_tpr95(c: _Curve) -> float:
-    k = int(np.argmax(c.tp / c.n_id >= TPR_LEVEL))
-    return 1.0 - c.fp[k] / c.n_ood
+def _curve(id_scores: ArrayLike, ood_scores: ArrayLike) -> _Curve:
+    """The exact curve of the samples as given."""
+    s_id, s_ood = _check(id_scores, "id_scores"), _check(ood_scores, "ood_scores")
+    id_above, ood_above = _counts_above(s_id, s_ood)
+    return _Curve(id_above.astype(np.float64), ood_above.astype(np.float64), s_id.size,
+                  s_ood.size)
 
 
-def _fpr_at_tpr95_ood_positive(c: _Curve) -> float:
-    # OOD-positive thresholds on -score run over the same distinct scores from the lowest up:
-    # flagged OOD at the k-th point from the end are those scoring below that point's score.
-    tp_out = (c.n_ood - c.fp)[::-1]
-    fp_out = (c.n_id - c.tp)[::-1]
-    k = int(np.argmax(tp_out / c.n_ood >= TPR_LEVEL))
-    return fp_out[k] / c.n_id
+def _needed(n: int) -> int:
+    """The fewest of n samples whose share reaches TPR_LEVEL (counts are whole numbers)."""
+    return int(np.argmax(np.arange(n + 1) / n >= TPR_LEVEL))
 
 
-def _detection_acc(c: _Curve) -> float:
-    return float(np.max(0.5 * (c.tp / c.n_id + 1.0 - c.fp / c.n_ood)))
+def _at(values: NDArray[np.float64], k: NDArray[np.intp]) -> NDArray[np.float64]:
+    """`values[..., k]` with one index per row (`k` keeps a trailing axis of length 1)."""
+    return np.take_along_axis(values, k, axis=-1)[..., 0]
 
 
-def _auroc(c: _Curve) -> float:
-    # trapezoids between consecutive ROC points; integer counts keep it exact in float64
-    area = np.sum(np.diff(c.fp) * (c.tp[1:] + c.tp[:-1])) / 2.0
-    return float(area / (c.n_id * c.n_ood))
+def _dot(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum of a * b along the last axis, without a temporary for the product."""
+    return np.einsum("...i,...i->...", a, b)
 
 
-def _average_precision(tp: NDArray[np.float64], fp: NDArray[np.float64], n_pos: int) -> float:
-    """Sum over thresholds of (recall step) * precision, counts starting at the (0, 0) point."""
-    tp, fp = tp[1:], fp[1:]
-    steps = np.diff(np.concatenate([[0.0], tp]))
-    return float(np.sum(steps * tp / (tp + fp)) / n_pos)
+def _precision_sum(steps: NDArray[np.float64], positives: NDArray[np.float64],
+                   accepted: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum of (recall step) * positives / accepted along the last axis; overwrites `accepted`.
+
+    A point accepting nothing (a threshold no resampled sample reaches) has no precision; its
+    step is 0 and max(accepted, 1) makes its term 0 / 1.
+    """
+    np.maximum(accepted, 1.0, out=accepted)
+    np.divide(positives, accepted, out=accepted)
+    return _dot(steps, accepted)
 
 
-def _aupr_in(c: _Curve) -> float:
-    return _average_precision(c.tp, c.fp, c.n_id)
-
-
-def _aupr_out(c: _Curve) -> float:
-    return _average_precision((c.n_ood - c.fp)[::-1], (c.n_id - c.tp)[::-1], c.n_ood)
-
-
-_FUNCTIONS = {
-    "tnr_at_tpr95": _tnr_at_tpr95,
-    "auroc": _auroc,
-    "aupr_in": _aupr_in,
-    "aupr_out": _aupr_out,
-    "detection_acc": _detection_acc,
-    "fpr_at_tpr95_ood_positive": _fpr_at_tpr95_ood_positive,
-}
+def _metrics(c: _Curve) -> dict[str, NDArray[np.float64]]:
+    """The six metrics (fractions) along the last axis of a curve, sharing the work."""
+    tp, fp, n_id, n_ood = c.tp, c.fp, c.n_id, c.n_ood
+    d_tp, d_fp = np.diff(tp, axis=-1), np.diff(fp, axis=-1)
+    # ID positive: the first point keeping >= 95 % of ID
+    k_id = np.argmax(tp >= _needed(n_id), axis=-1, keepdims=True)
+    # OOD positive, thresholds on -score from the lowest score up: the first flagging >= 95 %
+    # of OOD is the last point (from the top) with that many OOD below it
+    k_ood = np.argmax(fp > n_ood - _needed(n_ood), axis=-1, keepdims=True) - 1
+    # TPR - FPR in whole counts: (tp * n_ood - fp * n_id) / (n_id * n_ood)
+    gap = tp * n_ood
+    gap -= fp * n_id
+    accepted = tp + fp
+    # OOD positive: the point below the k-th threshold flags n_ood - fp_k OOD among
+    # n - accepted_k samples; its recall step is fp_k+1 - fp_k
+    aupr_out = _precision_sum(d_fp, n_ood - fp[..., :-1], (n_id + n_ood) - accepted[..., :-1])
+    return {
+        "tnr_at_tpr95": 1.0 - _at(fp, k_id) / n_ood,
+        # trapezoids fp-step * (tp_k + tp_k+1) / 2; whole counts keep it exact in float64
+        "auroc": (_dot(d_fp, tp[..., :-1]) + _dot(d_fp, d_tp) / 2.0) / (n_id * n_ood),
+        "aupr_in": _precision_sum(d_tp, tp[..., 1:], accepted[..., 1:]) / n_id,
+        "aupr_out": aupr_out / n_ood,
+        "detection_acc": 0.5 + 0.5 * np.max(gap, axis=-1) / (n_id * n_ood),
+        "fpr_at_tpr95_ood_positive": (n_id - _at(tp, k_ood)) / n_id,
+    }
 
 
 def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]:
     """All six metrics (fractions, keys as in `METRICS`) from one sort of the scores."""
-    curve = _curve(id_scores, ood_scores)
-    return {name: float(fn(curve)) for name, fn in _FUNCTIONS.items()}
+    return {name: float(value) for name, value in _metrics(_curve(id_scores, ood_scores)).items()}
 
 
 def tnr_at_tpr95(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """ID positive: share of OOD rejected at the first threshold keeping >= 95 % of ID."""
-    return float(_tnr_at_tpr95(_curve(id_scores, ood_scores)))
+    return ood_metrics(id_scores, ood_scores)["tnr_at_tpr95"]
 
 
 def fpr_at_tpr95_ood_positive(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """OOD positive (OpenOOD's FPR@95): share of ID flagged once >= 95 % of OOD are flagged."""
-    return float(_fpr_at_tpr95_ood_positive(_curve(id_scores, ood_scores)))
+    return ood_metrics(id_scores, ood_scores)["fpr_at_tpr95_ood_positive"]
 
 
 def detection_acc(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Best balanced accuracy over thresholds: max 0.5 * (TPR + TNR)."""
-    return _detection_acc(_curve(id_scores, ood_scores))
+    return ood_metrics(id_scores, ood_scores)["detection_acc"]
 
 
 def auroc(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Area under the ROC curve: P(ID score > OOD score) + 0.5 * P(tie)."""
-    return _auroc(_curve(id_scores, ood_scores))
-
-
-def _auroc_ci(c: _Curve, level: float) -> tuple[float, float]:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    if c.n_id < 2 or c.n_ood < 2:
-        return float("nan"), float("nan")
-    id_at, ood_at = np.diff(c.tp), np.diff(c.fp)  # samples at each distinct score
-    v10 = (c.n_ood - c.fp[1:] + 0.5 * ood_at) / c.n_ood  # of an ID sample at that score
-    v01 = (c.tp[:-1] + 0.5 * id_at) / c.n_id  # of an OOD sample at that score
-    area = float(np.sum(id_at * v10) / c.n_id)
-    variance = (np.sum(id_at * (v10 - area) ** 2) / (c.n_id - 1) / c.n_id
-                + np.sum(ood_at * (v01 - area) ** 2) / (c.n_ood - 1) / c.n_ood)
-    half = NormalDist().inv_cdf(0.5 + level / 2) * float(np.sqrt(variance))
-    return max(0.0, area - half), min(1.0, area + half)
-
-
-def auroc_ci(id_scores: ArrayLike, ood_scores: ArrayLike, level: float = 0.95
-             ) -> tuple[float, float]:
-    """DeLong's interval for the AUROC: AUROC -/+ z * sqrt(var(V10) / n_id + var(V01) / n_ood).
-
-    V10_i = share of OOD scores below ID score i (ties one half), V01_j = share of ID scores
-    above OOD score j; sample variances (ddof 1), from the one sort of `ood_metrics`. With a
-    single ID or OOD sample the variance is undefined and the interval is (nan, nan).
-    """
-    return _auroc_ci(_curve(id_scores, ood_scores), level)
+    return ood_metrics(id_scores, ood_scores)["auroc"]
 
 
 def aupr_in(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Average precision with ID as the positive class, higher score = more ID."""
-    return _aupr_in(_curve(id_scores, ood_scores))
+    return ood_metrics(id_scores, ood_scores)["aupr_in"]
 
 
 def aupr_out(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Average precision with OOD as the positive class, lower score = more OOD."""
-    return _aupr_out(_curve(id_scores, ood_scores))
+    return ood_metrics(id_scores, ood_scores)["aupr_out"]
+
+
+def _ranks(scores: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Each sample's position when sorted from the highest score down (ties in any order)."""
+    positions = np.empty(scores.size, dtype=np.intp)
+    positions[np.argsort(scores)[::-1]] = np.arange(scores.size)
+    return positions
+
+
+def _resampled_above(rng: np.random.Generator, ranks: NDArray[np.intp], count: int
+                     ) -> NDArray[np.float64]:
+    """`count` resamples (n of n, with replacement): row r, column i = how many resampled
+    samples are among the i highest-scoring, i = 0..n.
+
+    Sample indices come from one ``rng.integers(0, n, n)`` call per resample, so they do not
+    depend on how resamples are chunked.
+    """
+    n = ranks.size
+    multiplicities = np.empty((count, n))
+    for row in multiplicities:
+        row[:] = np.bincount(ranks[rng.integers(0, n, n)], minlength=n)
+    above = np.zeros((count, n + 1))
+    np.cumsum(multiplicities, axis=1, out=above[:, 1:])
+    return above
+
+
+def bootstrap_ood_metrics(id_scores: ArrayLike, ood_sets: Sequence[ArrayLike],
+                          resamples: int = 1000, seed: int = 0
+                          ) -> dict[str, NDArray[np.float64]]:
+    """Stratified bootstrap replicates of the six metrics: name -> (resamples, len(ood_sets)).
+
+    Replicate r resamples the ID scores and each OOD set separately, with replacement (class
+    sizes stay fixed), and uses the same ID resample for every set, so that a summary over sets
+    (their mean) has replicates too. Resample r takes its indices from the r-th
+    ``integers(0, n, n)`` call of ``np.random.default_rng([seed, 0])`` for ID and of
+    ``default_rng([seed, 1 + j])`` for set j. Each class is sorted once; a resample's counts at
+    every threshold are cumulative sums of its multiplicities in that order, so a replicate is
+    exactly `ood_metrics` of the resampled scores. Resamples go a chunk at a time (bounded
+    memory).
+    """
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    if not ood_sets:
+        raise ValueError("no OOD sets to bootstrap")
+    s_id = _check(id_scores, "id_scores")
+    sets = [_check(scores, "ood_scores") for scores in ood_sets]
+    above = [_counts_above(s_id, s_ood) for s_ood in sets]
+    id_ranks, set_ranks = _ranks(s_id), [_ranks(s_ood) for s_ood in sets]
+    id_rng = np.random.default_rng([seed, 0])
+    set_rngs = [np.random.default_rng([seed, 1 + j]) for j in range(len(sets))]
+    widest = s_id.size + max(s_ood.size for s_ood in sets) + 1
+    chunk = max(1, min(resamples, _CHUNK_ELEMENTS // widest))
+    out = {name: np.empty((resamples, len(sets))) for name in METRICS}
+    for start in range(0, resamples, chunk):
+        count = min(chunk, resamples - start)
+        id_above = _resampled_above(id_rng, id_ranks, count)
+        for j, ((id_at, ood_at), ranks, rng) in enumerate(zip(above, set_ranks, set_rngs,
+                                                                strict=True)):
+            ood_above = _resampled_above(rng, ranks, count)
+            curve = _Curve(id_above[:, id_at], ood_above[:, ood_at], s_id.size, ranks.size)
+            for name, values in _metrics(curve).items():
+                out[name][start:start + count, j] = values
+    return out
+
+
+def percentile_interval(replicates: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval: the (1 -/+ level) / 2 quantiles of the replicates."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 @dataclass

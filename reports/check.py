@@ -6,7 +6,7 @@ sqrt(h_base^2 + h_now^2), where both rows carry one (Wilson for rates). A metric
 interval is judged by the tolerance alone. Metrics that vanished fail the check (a gate that
 passes when its numbers disappear protects nothing) unless allowed; new metrics are reported.
 Rows without a direction (a fitted temperature, a histogram bin) never fail: a change beyond
-the tolerance is reported as "changed".
+the tolerance is reported as "changed", a vanished one as "missing (allowed)".
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float,
     for key in sorted(base.keys() | now.keys()):
         limit = per_metric.get(key[2], tolerance)
         if key not in now:
+            descriptive = direction(base[key]["higher_is_better"]) is None
             verdicts.append(Verdict(key, base[key]["value"], None, 0.0, limit,
-                                    "missing (allowed)" if allow_missing else "MISSING"))
+                                    "missing (allowed)" if allow_missing or descriptive
+                                    else "MISSING"))
             continue
         if key not in base:
             verdicts.append(Verdict(key, None, now[key]["value"], 0.0, limit, "new"))

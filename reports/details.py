@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from reports.leaderboard import ARROWS, condition_columns, direction
+from reports.figures import panel_grid, save
+from reports.leaderboard import ARROWS, FLAG_MEANINGS, condition_columns, direction
 
 # Numeric conditions that form a curve when they vary, in order of preference for the x axis.
-SWEEPS = ("eps", "severity", "hole_frac", "lam", "bin")
+SWEEPS = ("eps", "severity", "hole_frac", "lam")
+# Rows with no detail table: sanity flags (listed together, see `sanity_flags`) and histogram
+# bins (drawn, see `reports.figures`).
+HIDDEN_PREFIXES = ("flag_", "score_hist")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class Detail:
     metric: str
     table: pd.DataFrame
     higher_is_better: bool | None
+    task_type: str
 
 
 def details(results: pd.DataFrame) -> list[Detail]:
@@ -31,13 +35,33 @@ def details(results: pd.DataFrame) -> list[Detail]:
     out = []
     for (task, metric), rows in results.groupby(["task", "metric"], sort=False):
         varying = [c for c in conditions if rows[c].notna().any()]
-        if not varying:
+        if not varying or metric.startswith(HIDDEN_PREFIXES):
             continue
         table = rows.pivot_table(index="checkpoint", columns=varying, values="value",
                                  aggfunc="first", dropna=False)
         table = table.dropna(axis=1, how="all")
-        out.append(Detail(task, metric, table, direction(rows["higher_is_better"].iloc[0])))
+        task_type = rows["task_type"].iloc[0] if "task_type" in rows else task
+        out.append(Detail(task, metric, table, direction(rows["higher_is_better"].iloc[0]),
+                          task_type))
     return out
+
+
+def sanity_flags(results: pd.DataFrame) -> pd.DataFrame:
+    """Every sanity flag the attack tasks checked, one row each: checkpoint, task, flag, its
+    conditions, raised (0/1), and what it means."""
+    conditions = condition_columns(results)
+    flags = results[results["metric"].str.startswith("flag_")]
+    table = pd.DataFrame({
+        "checkpoint": flags["checkpoint"], "task": flags["task"], "flag": flags["metric"],
+        "conditions": [", ".join(f"{c}={_format(row[c])}" for c in conditions
+                                 if not pd.isna(row[c])) for _, row in flags.iterrows()],
+        "raised": flags["value"].astype(int),
+        "meaning": flags["metric"].map(FLAG_MEANINGS).fillna("")})
+    return table.reset_index(drop=True)
+
+
+def _format(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _flat_header(table: pd.DataFrame) -> list[str]:
@@ -45,8 +69,8 @@ def _flat_header(table: pd.DataFrame) -> list[str]:
     headers = []
     for key in table.columns:
         key = key if isinstance(key, tuple) else (key,)
-        headers.append(", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}"
-                                 for n, v in zip(names, key, strict=True) if not pd.isna(v)))
+        headers.append(", ".join(f"{n}={_format(v)}" for n, v in zip(names, key, strict=True)
+                                 if not pd.isna(v)))
     return headers
 
 
@@ -57,16 +81,26 @@ def flat(detail: Detail) -> pd.DataFrame:
     return table
 
 
-def to_markdown(detail: Detail, digits: int = 2) -> str:
-    """A Markdown table of one detail."""
-    table = flat(detail)
-    lines = [f"### {detail.task} / {detail.metric} {ARROWS[detail.higher_is_better]}",
-             "", "| checkpoint | " + " | ".join(table.columns) + " |",
-             "|---|" + "---:|" * len(table.columns)]
-    for name, row in table.iterrows():
-        cells = ["" if pd.isna(v) else f"{v:.{digits}f}" for v in row]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def markdown_table(frame: pd.DataFrame, digits: int = 2, index: bool = True) -> str:
+    """A Markdown table of `frame`; floats with `digits` decimals, missing values blank."""
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "" if pd.isna(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    head = [frame.index.name or "", *map(str, frame.columns)] if index else list(
+        map(str, frame.columns))
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, row in frame.iterrows():
+        cells = [cell(v) for v in row]
+        lines.append("| " + " | ".join([str(name), *cells] if index else cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def to_markdown(detail: Detail, digits: int = 2) -> str:
+    """A Markdown table of one detail, under a heading naming task, metric and direction."""
+    return (f"### {detail.task} / {detail.metric} {ARROWS[detail.higher_is_better]}".rstrip()
+            + "\n\n" + markdown_table(flat(detail), digits))
 
 
 def sweep_axis(detail: Detail) -> str | None:
@@ -75,34 +109,27 @@ def sweep_axis(detail: Detail) -> str | None:
     return names[0] if names else None
 
 
-def plot(detail: Detail, path: Path) -> Path | None:
+def plot(detail: Detail, path: Path) -> list[Path]:
     """Line plot of the metric against its sweep condition, one line per checkpoint, one panel
-    per value of the other varying conditions; None when the detail is not a sweep."""
+    per value of the other varying conditions; nothing when the detail is not a sweep."""
     x = sweep_axis(detail)
     if x is None:
-        return None
+        return []
     long = detail.table.stack(list(detail.table.columns.names), future_stack=True)
     long = long.dropna().rename("value").reset_index()
     panels_by = [n for n in detail.table.columns.names if n != x]
     panels = list(long.groupby(panels_by, dropna=False)) if panels_by else [((), long)]
-    columns = min(len(panels), 4)
-    rows = -(-len(panels) // columns)
-    figure = Figure(figsize=(4.2 * columns, 3.4 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for axis in axes[len(panels):]:
-        axis.set_visible(False)
-    for axis, (key, panel) in zip(axes, panels, strict=False):
+    figure, axes = panel_grid(len(panels))
+    for axis, (key, panel) in zip(axes, panels, strict=True):
         for name, line in panel.groupby("checkpoint"):
             line = line.sort_values(x)
             axis.plot(line[x], line["value"], marker="o", markersize=3, label=name)
         key = key if isinstance(key, tuple) else (key,)
-        axis.set_title(", ".join(f"{n}={v}" for n, v in zip(panels_by, key, strict=True)),
-                       fontsize=9)
+        axis.set_title(", ".join(f"{n}={_format(v)}" for n, v in zip(panels_by, key,
+                                                                        strict=True)
+                                 if not pd.isna(v)), fontsize=9)
         axis.set_xlabel(x)
         axis.set_ylabel(detail.metric)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    figure.suptitle(f"{detail.task}: {detail.metric} vs {x}", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
+    return [save(figure, f"{detail.task}: {detail.metric} vs {x}", path)]

@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.details import details, flat, plot, to_markdown
+from reports.details import (
+    Detail,
+    details,
+    flat,
+    markdown_table,
+    plot,
+    sanity_flags,
+    to_markdown,
+)
 from reports.errors import ReportError
-from reports.leaderboard import leaderboard, provenance, write_leaderboard
+from reports.figures import SPECIAL, ood_histograms
+from reports.leaderboard import leaderboard, notes, provenance, write_leaderboard
 from reports.leaderboard import to_markdown as leaderboard_markdown
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
@@ -40,20 +49,51 @@ def _markdown_table_to_html(markdown: str) -> str:
     return "\n".join([*lines, "</table>"])
 
 
-def write_report(out_dir: Path, baseline: str | None = None) -> list[Path]:
-    """Write leaderboard.md/.csv, report/<task>__<metric>.{md,csv,png} and report/index.html."""
+def _image(path: Path) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{encoded}">'
+
+
+def _figures(detail: Detail, results: pd.DataFrame, stem: Path) -> list[Path]:
+    """The figures of one detail: its special figure where it has one, else a sweep plot."""
+    special = SPECIAL.get((detail.task_type, detail.metric))
+    if special is not None:
+        return special(results[results["task"] == detail.task], stem.with_suffix(".png"))
+    return plot(detail, stem.with_suffix(".png"))
+
+
+def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = False
+                 ) -> list[Path]:
+    """Write leaderboard.md/.csv, report/<task>__<metric>.{md,csv,png}, the sanity-flag table
+    and report/index.html (every table and figure, images inlined)."""
     out_dir = Path(out_dir)
-    written = list(write_leaderboard(out_dir, baseline))
-    results = pd.read_csv(out_dir / "results.csv")
+    written = list(write_leaderboard(out_dir, baseline, show_ci))
+    results = pd.read_csv(out_dir / "results.csv", low_memory=False)
     if results.empty:
         raise ReportError(f"{out_dir / 'results.csv'}: holds no results")
     folder = out_dir / "report"
     folder.mkdir(exist_ok=True)
     source = provenance(results)
-    sections = ["<h1>rubench report</h1>",
-                "<h2>Leaderboard</h2>",
-                _markdown_table_to_html(leaderboard_markdown(leaderboard(results), baseline)),
+    table = leaderboard(results)
+    sections = ["<h1>rubench report</h1>", "<h2>Leaderboard</h2>",
+                _markdown_table_to_html(leaderboard_markdown(table, baseline, show_ci=show_ci)),
+                *(f"<p class=note>{html.escape(note)}</p>" for note in notes(table, baseline,
+                                                                             show_ci)),
                 f"<p class=note>{html.escape(source)}</p>"]
+    flags = sanity_flags(results)
+    if not flags.empty:
+        raised = flags[flags["raised"] == 1]
+        summary = (f"{len(flags)} sanity checks of the attacks, {len(raised)} raised"
+                   + (":" if len(raised) else "."))
+        stem = folder / "sanity_flags"
+        flags.to_csv(stem.with_suffix(".csv"), index=False)
+        listing = markdown_table(raised, index=False) if len(raised) else ""
+        stem.with_suffix(".md").write_text(f"### Sanity flags\n\n{summary}\n\n{listing}\n\n"
+                                           f"{source}\n")
+        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        sections += ["<h2>Sanity flags</h2>", f"<p>{html.escape(summary)}</p>"]
+        if len(raised):
+            sections.append(_markdown_table_to_html(listing))
     for detail in details(results):
         stem = folder / _slug(f"{detail.task}__{detail.metric}")
         markdown = to_markdown(detail)
@@ -61,16 +101,18 @@ def write_report(out_dir: Path, baseline: str | None = None) -> list[Path]:
         flat(detail).to_csv(stem.with_suffix(".csv"))
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         sections.append(f"<h2>{html.escape(detail.task)} / {html.escape(detail.metric)}</h2>")
-        image = plot(detail, stem.with_suffix(".png"))
-        if image is not None:
+        for image in _figures(detail, results, stem):
             written.append(image)
-            encoded = base64.b64encode(image.read_bytes()).decode()
-            sections.append(f'<img alt="{html.escape(detail.metric)}" '
-                            f'src="data:image/png;base64,{encoded}">')
+            sections.append(_image(image))
         sections.append(_markdown_table_to_html(markdown.split("\n", 2)[2]))
+    for task, rows in results[results["metric"] == "score_hist"].groupby("task", sort=False):
+        sections.append(f"<h2>{html.escape(task)} / score histograms</h2>")
+        for image in ood_histograms(rows, folder / _slug(f"{task}__score_hist.png")):
+            written.append(image)
+            sections.append(_image(image))
     index = folder / "index.html"
     index.write_text("<!doctype html><html><head><meta charset=utf-8><title>rubench report"
                      f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(sections)
-                     + "\n</body></html>\n")
+                     + f"\n<p class=note>{html.escape(source)}</p>\n</body></html>\n")
     written.append(index)
     return written

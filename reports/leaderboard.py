@@ -59,6 +59,17 @@ HEADLINE = (
            error=False),
     Column("ECE", "calibration", "ece", {"scaling": "none"}, error=False),
 )
+# Sanity flags of the attack tasks (rows `flag_*` = 1), shown beside the numbers they concern.
+FLAG_MEANINGS = {
+    "flag_below_clean": "the adversarial error is below the clean error",
+    "flag_below_fgsm": "the error is below the one-step attack's at the same eps (a weak attack)",
+    "flag_not_monotone": "the error drops somewhere as eps grows",
+    "flag_zero_grad": "some correctly classified inputs have an exactly-zero gradient "
+                      "(gradient masking)",
+    "flag_randomized": "two forward passes on the same input differ (a randomized model)",
+    "flag_softmax_output": "the model outputs probabilities, not logits",
+}
+FLAG_MARK = "⚠"
 AVERAGE_NOTE = ("Average: the mean of the error columns (clean, adversarial, occlusion, "
                 "corruption-category and affine errors, in percent) present for a checkpoint, "
                 "as in Chun et al.'s ImageNet table; the mean corruption error and mCE (already "
@@ -73,6 +84,14 @@ def condition_columns(results: pd.DataFrame) -> list[str]:
 
 def _task_type(results: pd.DataFrame) -> pd.Series:
     return results["task_type"] if "task_type" in results else results["task"]
+
+
+GENERATED = "generated"
+
+
+def _generated(rows: pd.DataFrame) -> bool:
+    """Whether any row comes from a data set rubench generated (condition source=generated)."""
+    return "source" in rows and bool((rows["source"] == GENERATED).any())
 
 
 def _format_condition(value: object) -> str:
@@ -92,6 +111,21 @@ class Table:
     ci_high: pd.DataFrame
     higher_is_better: dict[str, bool | None]
     in_average: list[str]
+    flags: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (ckpt, column)
+
+
+def _raised_flags(flags: pd.DataFrame, row: pd.Series, conditions: list[str]) -> list[str]:
+    """Names of the sanity flags raised for the task and checkpoint of `row` that concern its
+    conditions: a flag without eps concerns every eps, one with eps only that eps."""
+    mine = flags[(flags["checkpoint"] == row["checkpoint"]) & (flags["task"] == row["task"])]
+    if mine.empty:
+        return []
+    for column in conditions:
+        if pd.isna(row[column]):
+            mine = mine[mine[column].isna()]
+        else:
+            mine = mine[mine[column].isna() | (mine[column] == row[column])]
+    return sorted(mine["metric"].unique())
 
 
 def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -> Table:
@@ -99,7 +133,8 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
     conditions = condition_columns(results)
     task_type = _task_type(results)
     checkpoints = sorted(results["checkpoint"].unique())
-    values, lows, highs, directions, averaged = {}, {}, {}, {}, []
+    flags = results[results["metric"].str.startswith("flag_") & (results["value"] > 0)]
+    values, lows, highs, directions, averaged, raised = {}, {}, {}, {}, [], {}
     for column in columns:
         rows = results[(task_type == column.task) & (results["metric"] == column.metric)]
         for key, wanted in column.where.items():
@@ -108,12 +143,16 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
         if rows.empty:
             continue
         split = [c for c in conditions if c not in column.where and rows[c].nunique() > 1]
+        if rows.duplicated([*split, "checkpoint"]).any():  # same conditions, several tasks
+            split = ["task", *split]
         groups = rows.groupby(split, dropna=False, sort=True) if split else [((), rows)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
             suffix = ", ".join(f"{c}={_format_condition(v)}" for c, v in zip(split, key,
                                                                                strict=True)
                                if not pd.isna(v))
+            if "source" not in split and _generated(group):
+                suffix = ", ".join(filter(None, [suffix, GENERATED]))
             header = f"{column.header} ({suffix})" if suffix else column.header
             indexed = group.set_index("checkpoint")
             values[header] = indexed["value"]
@@ -122,13 +161,17 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
             directions[header] = direction(group["higher_is_better"].iloc[0])
             if column.error:
                 averaged.append(header)
+            for _, row in group.iterrows():
+                names = _raised_flags(flags, row, conditions)
+                if names:
+                    raised[(row["checkpoint"], header)] = names
     frame = pd.DataFrame(values, index=checkpoints)
     if len(averaged) > 1:
         frame["Average"] = frame[averaged].mean(axis=1)
         directions["Average"] = False
     frame.index.name = "checkpoint"
     return Table(frame, pd.DataFrame(lows, index=checkpoints),
-                 pd.DataFrame(highs, index=checkpoints), directions, averaged)
+                 pd.DataFrame(highs, index=checkpoints), directions, averaged, raised)
 
 
 def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
@@ -138,9 +181,11 @@ def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
     if baseline is not None and baseline not in frame.index:
         raise ReportError(f"--baseline {baseline!r} is not a checkpoint of these results "
                          f"({', '.join(frame.index)})")
-    header = ["checkpoint", *(f"{c} {ARROWS[table.higher_is_better[c]]}" for c in frame)]
+    header = ["checkpoint", *(f"{c} {ARROWS[table.higher_is_better[c]]}".rstrip()
+                              for c in frame)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(frame.columns)]
-    best = {c: (frame[c].max() if table.higher_is_better[c] else frame[c].min()) for c in frame}
+    best = {c: (frame[c].max() if table.higher_is_better[c] else frame[c].min())
+            for c in frame if table.higher_is_better[c] is not None}
     for name, row in frame.iterrows():
         cells = [name]
         for column, value in row.items():
@@ -155,11 +200,19 @@ def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
             if baseline is not None and name != baseline and not pd.isna(frame.at[baseline,
                                                                                    column]):
                 text += f" ({value - frame.at[baseline, column]:+.{digits}f})"
-            if value == best[column] and frame[column].notna().sum() > 1:
+            if value == best.get(column) and frame[column].notna().sum() > 1:
                 text = f"**{text}**"
+            if (name, column) in table.flags:
+                text += f" {FLAG_MARK}"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def flag_notes(table: Table) -> list[str]:
+    """One line per raised sanity flag: where, which flag, what it means."""
+    return [f"{FLAG_MARK} `{checkpoint}`, {column}: `{name}`: {FLAG_MEANINGS.get(name, name)}."
+            for (checkpoint, column), names in sorted(table.flags.items()) for name in names]
 
 
 def provenance(results: pd.DataFrame) -> str:
@@ -177,13 +230,33 @@ def provenance(results: pd.DataFrame) -> str:
             f"(limit {distinct('limit')}); seed {distinct('seed')}; device {distinct('device')}; "
             f"rubench {distinct('rubench_version')} (git {distinct('git_hash')}), "
             f"torch {distinct('torch_version')}.")
-    if "generated" in results and results["generated"].fillna(False).astype(bool).any():
-        line += " Rows marked generated use a corrupted copy rubench generated itself, an " \
-                "approximation of the released set."
+    if _generated(results):
+        line += (" Columns and rows marked generated (source=generated) use a corrupted copy "
+                 "rubench generated itself, an approximation of the released set: compare them "
+                 "with each other, not with published numbers.")
     return line
 
 
-def write_leaderboard(out_dir: Path, baseline: str | None = None) -> tuple[Path, Path]:
+def notes(table: Table, baseline: str | None, show_ci: bool) -> list[str]:
+    """The paragraphs under the leaderboard: how to read it, then any raised sanity flags."""
+    legend = ["Rates in percent; ↓ lower is better, ↑ higher is better; best per column in "
+              "bold."]
+    if show_ci:
+        legend.append("± half the width of the 95 % interval (Wilson for rates, bootstrap for "
+                      "means over images and OOD metrics).")
+    if baseline:
+        legend.append(f"In parentheses: difference to `{baseline}`.")
+    if "Average" in table.values:
+        legend.append(AVERAGE_NOTE)
+    flagged = flag_notes(table)
+    if flagged:
+        legend.append(f"{FLAG_MARK}: a sanity flag of the attack was raised; the number may "
+                      "overstate robustness.")
+    return [" ".join(legend), *flagged]
+
+
+def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool = False
+                      ) -> tuple[Path, Path]:
     """Read `out_dir/results.csv`; write `leaderboard.md` and `leaderboard.csv` beside it."""
     out_dir = Path(out_dir)
     source = out_dir / "results.csv"
@@ -191,18 +264,18 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None) -> tuple[Path,
         raise ReportError(f"{source}: no results.csv; run `rubench evaluate` first")
     results = pd.read_csv(source)
     table = leaderboard(results)
-    notes = ["Rates in percent; ↓ lower is better, ↑ higher is better; best per column in bold."]
-    if baseline:
-        notes.append(f"In parentheses: difference to `{baseline}`.")
-    if "Average" in table.values:
-        notes.append(AVERAGE_NOTE)
     markdown = out_dir / "leaderboard.md"
-    markdown.write_text("# Leaderboard\n\n" + to_markdown(table, baseline) + "\n"
-                        + " ".join(notes) + "\n\n" + provenance(results) + "\n")
+    markdown.write_text("# Leaderboard\n\n" + to_markdown(table, baseline, show_ci=show_ci)
+                        + "\n" + "\n\n".join(notes(table, baseline, show_ci)) + "\n\n"
+                        + provenance(results) + "\n")
     csv = out_dir / "leaderboard.csv"
     combined = table.values.copy()
     for column in table.ci_low:
         combined[f"{column} ci_low"] = table.ci_low[column]
         combined[f"{column} ci_high"] = table.ci_high[column]
+        flagged = {ckpt: ";".join(names) for (ckpt, col), names in table.flags.items()
+                   if col == column}
+        if flagged:
+            combined[f"{column} flags"] = pd.Series(flagged)
     combined.to_csv(csv)
     return markdown, csv

@@ -11,6 +11,7 @@ import benchmark.tasks.perturbations  # noqa: F401  (registers the tasks)
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
 from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks.registry import wilson_interval
 from corruptions.affine import affine, affine_params
 from corruptions.per_index import uniforms
 
@@ -130,19 +131,28 @@ def test_task_matches_torchvision_reference_and_is_batch_size_free():
     metrics = run(make_ctx(net, data, 16, seed=5))
     sets = [("rotation", 20.0), ("rotation", 40.0), ("shear", 28.6), ("shear", 57.3),
             ("scale", 0.6), ("scale", 0.8), ("scale", 1.2), ("scale", 1.4)]
-    expected = []
+    wrong = []  # per set, per image
     for transform, magnitude in sets:
         angle, scale, shear = affine_params(transform, magnitude, np.arange(n), seed=5)
         deformed = torch.stack([torchvision_affine(images[i], angle[i], scale[i], shear[i])
                                 for i in range(n)])
         with torch.no_grad():
-            expected.append(100.0 * float((net(deformed).argmax(1).numpy()
-                                           != data.labels).mean()))
+            wrong.append(net(deformed).argmax(1).numpy() != data.labels)
+    expected = [100.0 * float(w.mean()) for w in wrong]
     rows = [m for m in metrics if m.metric == "top1_err"]
     assert [(m.conditions["transform"], m.conditions["magnitude"]) for m in rows] == sets
     assert [m.value for m in rows] == pytest.approx(expected)
+    for row, w in zip(rows, wrong, strict=True):  # Wilson interval of the count
+        low, high = wilson_interval(int(w.sum()), n)
+        assert (row.ci_low, row.ci_high) == pytest.approx((100 * low, 100 * high))
     mean = [m for m in metrics if m.metric == "mean_err"]
-    assert len(mean) == 1 and mean[0].value == pytest.approx(np.mean(expected))
+    assert len(mean) == 1 and mean[0].value == pytest.approx(np.mean(expected), rel=1e-12)
+    # image bootstrap of each image's share of failed sets ~ the normal approximation
+    shares = np.mean(wrong, axis=0)
+    half = 100 * 1.96 * shares.std() / np.sqrt(n)
+    assert mean[0].n == n and mean[0].ci_low < mean[0].value < mean[0].ci_high
+    assert mean[0].ci_low == pytest.approx(mean[0].value - half, abs=0.25 * half)
+    assert mean[0].ci_high == pytest.approx(mean[0].value + half, abs=0.25 * half)
     # same images seen by two different models at two batch sizes
     seen = []
     for batch_size, seed in [(60, 1), (13, 2)]:

@@ -21,6 +21,7 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import read_digits
 from benchmark.errors import SuiteError
 from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks.registry import wilson_interval
 
 MEAN, STD = [0.3], [0.4]
 
@@ -71,9 +72,21 @@ def table(metrics) -> dict:
     return {(m.metric, m.conditions.get("eps")): m.value for m in metrics}
 
 
+def intervals(metrics) -> dict:
+    """{(metric, eps or None): (ci_low, ci_high)}."""
+    return {(m.metric, m.conditions.get("eps")): (m.ci_low, m.ci_high) for m in metrics}
+
+
+def wilson(wrong: torch.Tensor) -> tuple[float, float]:
+    """The Wilson interval (percent) of the count of True in `wrong`."""
+    low, high = wilson_interval(int(wrong.sum()), len(wrong))
+    return 100 * low, 100 * high
+
+
 def test_fgsm_task_equals_library_fgsm_with_clean_mistakes_counted(nets, digits):
     model = NormalizedModel(nets[0], MEAN, STD).eval()
-    values = table(run(context(model, digits), "fgsm", eps=[0.05, 0.1]))
+    metrics = run(context(model, digits), "fgsm", eps=[0.05, 0.1])
+    values, cis = table(metrics), intervals(metrics)
     x, y = digits.images.float(), torch.from_numpy(digits.labels)
     with torch.no_grad():
         clean = model(x)
@@ -84,6 +97,10 @@ def test_fgsm_task_equals_library_fgsm_with_clean_mistakes_counted(nets, digits)
                      & (adv.topk(5, 1).indices == y[:, None]).any(1))
             assert values[("top1_err", eps)] == pytest.approx(100 * top1.double().mean().item())
             assert values[("top5_err", eps)] == pytest.approx(100 * top5.double().mean().item())
+            assert cis[("top1_err", eps)] == pytest.approx(wilson(top1))
+            assert cis[("top5_err", eps)] == pytest.approx(wilson(top5))
+            assert cis[("top1_err", eps)][0] < values[("top1_err", eps)] \
+                < cis[("top1_err", eps)][1]
     assert values[("top1_err", 0.1)] > values[("top1_err", 0.05)] > 100 * (
         clean.argmax(1) != y).double().mean().item()
     flags = {k: v for k, v in values.items() if k[0].startswith("flag")}
@@ -97,11 +114,17 @@ def test_pgd_task_conditions_fgsm_comparison_and_batch_size_independence(nets, d
     model = NormalizedModel(nets[0], MEAN, STD).eval()
     big = run(context(model, digits, batch_size=150), "pgd", eps=[0.05, 0.1], steps=5)
     small = run(context(model, digits, batch_size=32), "pgd", eps=[0.05, 0.1], steps=5)
-    assert table(big) == table(small)
-    values = table(big)
+    assert table(big) == table(small) and intervals(big) == intervals(small)
+    values, cis = table(big), intervals(big)
+    x, y = digits.images.float(), torch.from_numpy(digits.labels)
     for eps in (0.05, 0.1):
         assert values[("top1_err", eps)] >= values[("fgsm_top1_err", eps)]
         assert values[("flag_below_fgsm", eps)] == 0
+        with torch.no_grad():  # the one-step reference, clean mistakes counted
+            wrong = (model(x).argmax(1) != y) | (model(fgsm(model, x, y, eps)).argmax(1) != y)
+        assert values[("fgsm_top1_err", eps)] == pytest.approx(100 * wrong.double().mean().item())
+        assert cis[("fgsm_top1_err", eps)] == pytest.approx(wilson(wrong))
+        assert cis[("flag_below_fgsm", eps)] == (None, None)  # 0/1 flags carry no interval
     first = big[0]
     assert first.metric == "top1_err" and first.n == 150
     assert first.conditions == {"eps": 0.05, "space": "pixel", "norm": "linf"}
@@ -133,15 +156,40 @@ def test_limit_attacks_a_stratified_subset(nets, digits):
 
 def test_minimal_task_numbers_equal_the_library_distances(nets, digits):
     model = NormalizedModel(nets[0], MEAN, STD).eval()
-    values = table(run(context(model, digits), "deepfool", eps=[0.3, 0.6], steps=20))
+    metrics = run(context(model, digits), "deepfool", eps=[0.3, 0.6], steps=20)
+    values, cis = table(metrics), intervals(metrics)
     x, y = digits.images.float(), torch.from_numpy(digits.labels)
     distances = deepfool(model, x, y, steps=20).norms
     assert values[("median_norm", None)] == pytest.approx(distances.median().item(), rel=1e-6)
     for eps in (0.3, 0.6):
         assert values[("top1_err", eps)] == pytest.approx(
             100 * (distances <= eps).double().mean().item())
+        assert cis[("top1_err", eps)] == pytest.approx(wilson(distances <= eps))
     assert values[("fail_rate", None)] == pytest.approx(
         100 * torch.isinf(distances).double().mean().item())
+    assert cis[("fail_rate", None)] == pytest.approx(wilson(torch.isinf(distances)))
+    # the median's order-statistic interval: k from the binomial tail summed by hand
+    n, ordered = len(distances), distances.sort().values
+    k = max(j for j in range(n) if sum(math.comb(n, i) for i in range(j)) / 2**n < 0.025)
+    low, high = cis[("median_norm", None)]
+    assert (low, high) == pytest.approx((ordered[k - 1].item(), ordered[n - k].item()),
+                                        rel=1e-6)
+    assert low < values[("median_norm", None)] < high
+
+
+def test_median_interval_covers_and_is_left_out_when_unbounded():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(400):  # 10 % exact zeros, else Exp(1): median ln(9/5) (0.1 + 0.9 (1 - 5/9))
+        sample = np.where(rng.uniform(size=50) < 0.1, 0.0, rng.exponential(size=50))
+        m = attack_tasks._median_norm(sample, {})
+        covered += m.ci_low <= math.log(9 / 5) <= m.ci_high
+    assert covered / 400 >= 0.93  # >= 95 % by construction, up to Monte Carlo noise
+    assert attack_tasks._median_norm(np.ones(5), {}).ci_low is None  # n < 6: no k >= 1
+    assert attack_tasks._median_norm(np.ones(6), {}).ci_low == 1.0
+    broken = np.r_[np.ones(10), np.full(10, np.inf)]  # the upper bound would be +inf
+    m = attack_tasks._median_norm(broken, {})
+    assert m.value == 1.0 and m.ci_low is None and m.ci_high is None
 
 
 class Periodic(nn.Module):
@@ -192,9 +240,24 @@ def test_model_flags_fire_on_crafted_models(nets, digits):
         fired = {k[0] for k, v in values.items() if k[0].startswith("flag") and v == 1}
         fired.discard("flag_below_clean")  # a dropout model may beat its own noisy clean pass
         assert fired == ({flag} if flag else set()), flag
-    values = table(run(context(Quantized(), digits), "deepfool", eps=[0.5], steps=3))
+    metrics = run(context(Quantized(), digits), "deepfool", eps=[0.5], steps=3)
+    values = table(metrics)
     assert values[("flag_zero_grad", None)] == 1
     assert values[("zero_grad_rate", None)] > 80
+    x, y = digits.images.float().requires_grad_(), torch.from_numpy(digits.labels)
+    logits = Quantized()(x)
+    F.cross_entropy(logits, y, reduction="sum").backward()
+    zero = (x.grad.flatten(1) == 0).all(1) & (logits.argmax(1) == y)
+    assert intervals(metrics)[("zero_grad_rate", None)] == pytest.approx(wilson(zero))
+
+
+def test_an_empty_data_set_fails_with_a_named_error(nets):
+    empty = EvalData(name="empty", labels=np.zeros(0, dtype=np.int64), num_classes=10,
+                     source="test", images=torch.zeros((0, 1, 8, 8)))
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    for name in ("fgsm", "deepfool"):
+        with pytest.raises(SuiteError, match=f"task {name}: the evaluated data set holds no"):
+            run(context(model, empty), name)
 
 
 def test_a_budget_violation_fails_the_task(nets, digits, monkeypatch):
@@ -315,6 +378,13 @@ def test_end_to_end_all_tasks_deterministic_and_transfer_crafted_once(nets, tmp_
             assert (np.atleast_1d(top1) >= clean).all(), task
         flags = results[(results.checkpoint == ckpt) & results.metric.str.startswith("flag")]
         assert (flags.value == 0).all(), flags[flags.value != 0]
+        assert flags.ci_low.isna().all()
+    # every error rate carries its 95 % interval in the CSV, around its value
+    rates = results[results.metric.isin(["top1_err", "top5_err", "fgsm_top1_err", "fail_rate",
+                                         "zero_grad_rate"])]
+    assert set(rates.task) == set(results.task)
+    assert rates.ci_low.notna().all() and rates.ci_high.notna().all()
+    assert ((rates.ci_low <= rates.value + 1e-9) & (rates.value <= rates.ci_high + 1e-9)).all()
     transfer = results[(results.task == "transfer") & (results.metric == "top1_err")]
     assert set(results[results.task == "transfer_fgsm"].attack.dropna()) == {"fgsm"}
     assert set(transfer.surrogate) == {"m1"} and set(transfer.attack) == {"ifgsm"}

@@ -89,3 +89,21 @@ def test_unusable_input_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.json: not JSON" in err and "not a rubench baseline" in err
     assert "nowhere/results.csv: no results.csv" in err
+
+
+def test_rows_without_direction_are_reported_but_never_fail(tmp_path, capsys):
+    """A fitted temperature moving by 2 is news, not a regression, whichever way it moves."""
+    base = [["erm", "calibration", "temperature", float("nan"), 1.5, None, None, 100, None]]
+    up = [["erm", "calibration", "temperature", float("nan"), 3.5, None, None, 100, None]]
+    assert gate(tmp_path, base, up) == 0
+    assert next(line for line in capsys.readouterr().out.splitlines()
+                if "temperature" in line).endswith("changed")
+    assert gate(tmp_path, up, base) == 0
+
+
+def test_vanished_rows_without_direction_are_listed_but_do_not_fail(tmp_path, capsys):
+    """Histogram bins are keyed by their centre, which moves with the score range."""
+    kept = rate_row("erm", "top1_err", 30, 600)
+    base = [kept, ["erm", "ood", "score_hist", 0.25, 40.0, None, None, 600, None]]
+    assert gate(tmp_path, base, [kept]) == 0
+    assert "missing (allowed)" in capsys.readouterr().out

@@ -28,8 +28,6 @@ def test_means_sums_categories_against_pandas() -> None:
     frame["category"] = frame.corruption.map(CATEGORY_OF)
     per_c = frame.groupby("corruption").err.mean()
     assert metrics.corruption_errors(errors) == pytest.approx(per_c.to_dict())
-    assert metrics.corruption_error_sums(errors) == pytest.approx(
-        frame.groupby("corruption").err.sum().to_dict())
     cat = per_c.groupby(per_c.index.map(CATEGORY_OF)).mean()
     assert metrics.category_errors(per_c.to_dict()) == pytest.approx(cat.to_dict())
     assert metrics.mean_corruption_err(per_c.to_dict()) == pytest.approx(
@@ -70,7 +68,9 @@ def test_mce_sum_and_mean_inputs_agree_and_need_all_fifteen() -> None:
     errors = _random_errors(1)
     base = _random_errors(2)
     mean_m, mean_b = metrics.corruption_errors(errors), metrics.corruption_errors(base)
-    sum_m, sum_b = metrics.corruption_error_sums(errors), metrics.corruption_error_sums(base)
+    # PatchUp's sums over the five severities (the task's corruption_err_sum)
+    sum_m = {c: 5 * v for c, v in mean_m.items()}
+    sum_b = {c: 5 * v for c, v in mean_b.items()}
     expected = 100 * np.mean([sum_m[c] / sum_b[c] for c in BENCHMARK])
     assert metrics.mce(mean_m, mean_b) == pytest.approx(expected)
     assert metrics.mce(sum_m, sum_b) == pytest.approx(expected)

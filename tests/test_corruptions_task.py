@@ -16,9 +16,9 @@ import benchmark.tasks.corruptions  # noqa: F401  (registers the task)
 from benchmark.archs import build_arch
 from benchmark.cli import main
 from benchmark.data import stratified_subset
-from benchmark.tasks.corruptions import summarize
-from benchmark.tasks.registry import TaskContext
-from corruptions.catalog import ALEXNET_ERR, ALL, BENCHMARK, CATEGORY_OF
+from benchmark.tasks.corruptions import Cell, summarize
+from benchmark.tasks.registry import TaskContext, wilson_interval
+from corruptions.catalog import ALEXNET_ERR, ALL, BENCHMARK, CATEGORIES, CATEGORY_OF
 
 TINY32 = "tinynets:tiny_cnn32"
 MEAN, STD = 0.45, 0.25
@@ -63,6 +63,13 @@ def cifar_c(tmp_path: Path):
     return data_root, states, labels
 
 
+def _normal_interval(shares: np.ndarray) -> tuple[float, float]:
+    """mean +- 1.96 sd / sqrt(n) of per-image shares, in percent: what an image bootstrap of
+    their mean approaches."""
+    half = 1.96 * shares.std() / np.sqrt(len(shares))
+    return 100 * (shares.mean() - half), 100 * (shares.mean() + half)
+
+
 def _run(tmp_path: Path, data_root: Path, suite: Path, *extra: str) -> int:
     return main(["evaluate", str(tmp_path / "zoo"), "--suite", str(suite), "--data-root",
                  str(data_root), "--out", str(tmp_path / "out"), "--no-progress", *extra])
@@ -79,22 +86,44 @@ def test_cifar_c_numbers_match_independent_forward_passes(tmp_path: Path, cifar_
         mine = rows[rows.checkpoint == name]
         cells = mine[mine.metric == "top1_err"]
         assert len(cells) == 19 * 5
-        expected = {}
+        expected, wrong = {}, {}
         for corruption in ALL:
             array = np.load(data_root / "CIFAR-10-C" / f"{corruption}.npy")  # no memory map
             for s in range(1, 6):
                 predicted = _predict(state, TINY32, 10, array[(s - 1) * 40:s * 40])
                 expected[corruption, s] = 100 * (1 - accuracy_score(labels, predicted))
+                wrong[corruption, s] = predicted != labels
         got = {(r.corruption, int(r.severity)): r.value for r in cells.itertuples()}
         assert got == pytest.approx(expected)
         assert set(cells.category) == set(CATEGORY_OF.values())
         assert (cells.n == 40).all()
-        per_c = mine[mine.metric == "corruption_err"].set_index("corruption").value
-        assert per_c["fog"] == pytest.approx(np.mean([expected["fog", s] for s in range(1, 6)]))
-        sums = mine[mine.metric == "corruption_err_sum"].set_index("corruption").value
-        assert sums["snow"] == pytest.approx(sum(expected["snow", s] for s in range(1, 6)))
-        mean15 = mine[mine.metric == "mean_corruption_err"].value.item()
-        assert mean15 == pytest.approx(np.mean([per_c[c] for c in BENCHMARK]))
+        for r in cells.itertuples():  # Wilson interval of each cell's count
+            low, high = wilson_interval(int(wrong[r.corruption, int(r.severity)].sum()), 40)
+            assert (r.ci_low, r.ci_high) == pytest.approx((100 * low, 100 * high))
+        per_c = mine[mine.metric == "corruption_err"].set_index("corruption")
+        fog = per_c.loc["fog"]
+        assert fog.value == pytest.approx(np.mean([expected["fog", s] for s in range(1, 6)]),
+                                          rel=1e-12)
+        # same 40 images in every cell: a bootstrap over them of each image's share of the
+        # severities it fails, close to the normal approximation
+        shares = np.mean([wrong["fog", s] for s in range(1, 6)], axis=0)
+        half = (fog.ci_high - fog.ci_low) / 2
+        assert fog.n == 40 and fog.ci_low <= fog.value <= fog.ci_high
+        assert (fog.ci_low, fog.ci_high) == pytest.approx(_normal_interval(shares),
+                                                          abs=0.3 * half)
+        sums = mine[mine.metric == "corruption_err_sum"].set_index("corruption")
+        assert sums.value["snow"] == pytest.approx(sum(expected["snow", s] for s in range(1, 6)))
+        assert sums.loc["fog", ["ci_low", "ci_high"]].tolist() == pytest.approx(
+            [5 * fog.ci_low, 5 * fog.ci_high])  # a sum over 5 severities = 5 x their mean
+        mean15 = mine[mine.metric == "mean_corruption_err"].iloc[0]
+        assert mean15.value == pytest.approx(np.mean([per_c.value[c] for c in BENCHMARK]),
+                                             rel=1e-12)
+        shares = np.mean([wrong[c, s] for c in BENCHMARK for s in range(1, 6)], axis=0)
+        half = (mean15.ci_high - mean15.ci_low) / 2
+        assert (mean15.ci_low, mean15.ci_high) == pytest.approx(_normal_interval(shares),
+                                                                abs=0.3 * half)
+        assert mine[mine.metric != "top1_err"].ci_low.notna().all()
+        per_c = per_c.value
         cats = mine[mine.metric == "category_err"].set_index("category").value
         assert cats["blur"] == pytest.approx(np.mean([per_c[c] for c in
                                                       ("defocus_blur", "glass_blur",
@@ -188,6 +217,19 @@ def test_tiny_imagenet_c_tree_with_frost_defect_and_limit(tmp_path: Path, capsys
         predicted = _predict(states["m0"], "test_corruptions_task:tiny_cnn64", 4, images)
         assert r.value == pytest.approx(100 * (1 - accuracy_score(labels[keep], predicted)))
         assert r.n == 8
+    # every cell holds the same <wnid>/<file> names: summaries bootstrap the 8 images
+    summaries = results[results.metric == "corruption_err"].set_index("corruption")
+    assert summaries.ci_low.notna().all() and (summaries.n == 8).all()
+    # one fog file renamed: fog's cells no longer hold the same images, frost's still do
+    first = sorted((root / "fog" / "1" / classes[0]).iterdir())[0]
+    first.rename(first.with_name("renamed.JPEG"))
+    assert main(["evaluate", str(tmp_path / "zoo"), "--suite", str(suite), "--data-root",
+                 str(data_root), "--out", str(tmp_path / "out3"), "--no-progress",
+                 "--limit", "8"]) == 0
+    again = pd.read_csv(tmp_path / "out3" / "results.csv")
+    again = again[again.metric == "corruption_err"].set_index("corruption")
+    assert np.isnan(again.ci_low["fog"]) and again.n["fog"] == 16
+    assert again.ci_low["frost"] == summaries.ci_low["frost"]
     # an unreadable JPEG fails the task with an error naming it (read lazily, during predict)
     broken = sorted((root / "fog" / "3" / classes[0]).iterdir())[0]
     broken.write_bytes(b"not a jpeg")
@@ -198,20 +240,72 @@ def test_tiny_imagenet_c_tree_with_frost_defect_and_limit(tmp_path: Path, capsys
     assert f"{broken}: unreadable image" in err and "Traceback" not in err
 
 
-def test_imagenet_c_summary_reports_alexnet_mce_and_relative_mce() -> None:
-    # E(f, c, s) = half of AlexNet's mean error at every severity -> mCE 50 (hand-computed);
-    # clean error 10 % (one image of ten wrong).
-    errors = {(c, s): 50.0 * ALEXNET_ERR[c] for c in ALL for s in range(1, 6)}
-    counts = dict.fromkeys(errors, 10)
+def _summary_context() -> TaskContext:
+    """A context with clean error 10 % (one image of ten wrong), for `summarize`."""
     logits = torch.eye(10)
     logits[0] = torch.roll(logits[0], 1)
     ctx = TaskContext(model=torch.nn.Identity(), data=None, seed=0, device=torch.device("cpu"),
                       batch_size=10, _clean_logits=logits)
     ctx.labels = lambda: torch.arange(10)
-    out = {m.metric: m for m in summarize(errors, counts, "released", [1, 2, 3, 4, 5], ctx,
-                                          imagenet_c=True)}
-    assert out["mce"].value == pytest.approx(50.0)
-    expected_rel = 100 * np.mean([(50 * ALEXNET_ERR[c] - 10) / (100 * ALEXNET_ERR[c] - 43.45)
+    return ctx
+
+
+def test_imagenet_c_summary_reports_alexnet_mce_and_relative_mce() -> None:
+    # E(f, c, s) = half of AlexNet's mean error at every severity, to 0.1 % (1000 images):
+    # mCE 50 to 0.1 (hand-computed); clean error 10 %.
+    n = 1000
+    error = {c: round(500 * ALEXNET_ERR[c]) / n for c in ALL}  # a fraction of the n images
+    cells = {(c, s): Cell(np.arange(n) < error[c] * n, 0) for c in ALL for s in range(1, 6)}
+    out = {m.metric: m for m in summarize(cells, "released", [1, 2, 3, 4, 5],
+                                          _summary_context(), imagenet_c=True)}
+    assert out["mce"].value == pytest.approx(50.0, abs=0.1)
+    assert out["mce"].value == pytest.approx(100 * np.mean([error[c] / ALEXNET_ERR[c]
+                                                            for c in BENCHMARK]))
+    expected_rel = 100 * np.mean([(100 * error[c] - 10) / (100 * ALEXNET_ERR[c] - 43.45)
                                   for c in BENCHMARK])
     assert out["relative_mce"].value == pytest.approx(expected_rel)
-    assert out["mce"].n == 15 * 5 * 10
+    assert out["mce"].n == out["mean_corruption_err"].n == n  # images
+    assert out["mce"].ci_low is None and out["relative_mce"].ci_low is None
+
+
+def test_summaries_bootstrap_images_and_drop_the_interval_when_cells_differ() -> None:
+    # 3000 images, 2 severities; an image's difficulty is shared by every cell and its
+    # per-corruption noise by both severities: cells are correlated, as in real sets
+    n, rng = 3000, np.random.default_rng(0)
+    difficulty = rng.uniform(0, 1, n)
+    noise = {c: rng.normal(0, 0.3, n) for c in BENCHMARK}
+    cells = {(c, s): Cell(difficulty + noise[c] > 1.2 - 0.2 * s, 0)
+             for c in BENCHMARK for s in (1, 2)}
+    out = summarize(cells, "released", [1, 2], _summary_context(), imagenet_c=False)
+    rows = {(m.metric, m.conditions.get("corruption", m.conditions.get("category"))): m
+            for m in out}
+    rate = {key: 100 * cell.wrong.mean() for key, cell in cells.items()}
+    checks = [("corruption_err", "fog", [("fog", 1), ("fog", 2)]),
+              ("category_err", "noise", [(c, s) for c in CATEGORIES["noise"] for s in (1, 2)]),
+              ("mean_corruption_err", None, list(cells))]
+    for metric, where, keys in checks:
+        row = rows[metric, where]
+        assert row.value == pytest.approx(np.mean([rate[k] for k in keys]), rel=1e-12)
+        shares = np.mean([cells[k].wrong for k in keys], axis=0)
+        half = (row.ci_high - row.ci_low) / 2
+        assert row.n == n
+        assert (row.ci_low, row.ci_high) == pytest.approx(_normal_interval(shares),
+                                                          abs=0.15 * half)
+        # a Wilson interval on the pooled count would ignore the correlation: too narrow
+        low, high = wilson_interval(int(sum(cells[k].wrong.sum() for k in keys)), n * len(keys))
+        assert 100 * (high - low) / 2 < 0.9 * half
+    fog_sum = rows["corruption_err_sum", "fog"]
+    fog = rows["corruption_err", "fog"]
+    assert (fog_sum.value, fog_sum.ci_low, fog_sum.ci_high) == pytest.approx(
+        (2 * fog.value, 2 * fog.ci_low, 2 * fog.ci_high))
+    # one fog cell measured on other images: no interval for what averages it, rest unchanged
+    cells["fog", 2] = Cell(cells["fog", 2].wrong[: n - 1], 1)
+    again = {(m.metric, m.conditions.get("corruption", m.conditions.get("category"))): m
+             for m in summarize(cells, "released", [1, 2], _summary_context(), imagenet_c=False)}
+    for key in [("corruption_err", "fog"), ("corruption_err_sum", "fog"),
+                ("category_err", "weather"), ("mean_corruption_err", None)]:
+        assert again[key].ci_low is None and again[key].ci_high is None, key
+    assert again["corruption_err", "fog"].value == pytest.approx(
+        (rate["fog", 1] + 100 * cells["fog", 2].wrong.mean()) / 2)
+    assert again["corruption_err", "fog"].n == 2 * n - 1
+    assert again["category_err", "noise"] == rows["category_err", "noise"]

@@ -10,6 +10,7 @@ from benchmark.cli import main
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
 from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks.registry import wilson_interval
 from corruptions.occlusion import hole_box, hole_side, occlude
 
 
@@ -119,10 +120,11 @@ def table(metrics):
 
 
 def reference_occlusion_errors(model, data, fracs, mode, fill):
-    """Every (mode, frac) computed the slow way: a mask from explicit loops, one full pass each."""
+    """Every (mode, frac) computed the slow way: a mask from explicit loops, one full pass each.
+    Per frac, per image: misclassified or not."""
     images = data.images.numpy()
     side = images.shape[-1]
-    errors = []
+    wrong = []
     for frac in fracs:
         h = int(np.floor(frac * side + 0.5 + 1e-9))
         start = (side - h) // 2
@@ -134,8 +136,12 @@ def reference_occlusion_errors(model, data, fracs, mode, fill):
         occluded = np.where(region, np.asarray(fill).reshape(-1, 1, 1), images)
         with torch.no_grad():
             pred = model(torch.from_numpy(occluded).float()).argmax(1).numpy()
-        errors.append(100.0 * np.mean(pred != data.labels))
-    return errors
+        wrong.append(pred != data.labels)
+    return wrong
+
+
+def interval(metric):
+    return metric.ci_low, metric.ci_high
 
 
 @pytest.mark.parametrize("fill_name", ["black", "mean"])
@@ -145,26 +151,42 @@ def test_task_matches_an_explicit_reference(fill_name):
     metrics = run("occlusion", context(model, data, mean=(0.3,)), hole_fracs=fracs,
                   fill=fill_name)
     got = table(metrics)
+    rows = {(m.metric, m.conditions.get("mode"), m.conditions.get("hole_frac")): m
+            for m in metrics}
     fill = 0.0 if fill_name == "black" else 0.3
     for mode in ("center", "boundary"):
-        expected = reference_occlusion_errors(model, data, fracs, mode, fill)
+        wrong = reference_occlusion_errors(model, data, fracs, mode, fill)
+        expected = [100.0 * np.mean(w) for w in wrong]
         values = [got["top1_err", (("fill", fill_name), ("hole_frac", f), ("mode", mode))]
                   for f in fracs]
         assert values == pytest.approx(expected)
-        assert got["mean_err", (("fill", fill_name), ("mode", mode))] == pytest.approx(
-            np.mean(expected))
-    assert got["occlusion_err", (("fill", fill_name), ("mode", "center"))] == \
-        got["mean_err", (("fill", fill_name), ("mode", "center"))]
-    rates = [m for m in metrics if m.metric == "top1_err"]
-    assert all(m.n == 120 and m.ci_low <= m.value <= m.ci_high for m in rates)
+        for frac, w in zip(fracs, wrong, strict=True):  # Wilson interval of the count
+            low, high = wilson_interval(int(w.sum()), 120)
+            assert interval(rows["top1_err", mode, frac]) == pytest.approx((100 * low,
+                                                                             100 * high))
+        mean = rows["mean_err", mode, None]
+        assert mean.value == pytest.approx(np.mean(expected), rel=1e-12)
+        # image bootstrap of each image's share of failed hole sizes ~ normal approximation
+        shares = np.mean(wrong, axis=0)
+        half = 100 * 1.96 * shares.std() / np.sqrt(120)
+        assert mean.n == 120 and mean.ci_low < mean.value < mean.ci_high
+        assert interval(mean) == pytest.approx((mean.value - half, mean.value + half),
+                                               abs=0.25 * half)
+    occ, center = rows["occlusion_err", "center", None], rows["mean_err", "center", None]
+    assert (occ.value, occ.n, interval(occ)) == (center.value, center.n, interval(center))
 
 
 def test_occlusion_err_at_one_hole_size_and_parameter_checks():
     data, model = random_data(), linear_model(2)
     metrics = run("occlusion", context(model, data), occ_err_mode="boundary", occ_err_frac=0.5)
-    got = table(metrics)
-    assert got["occlusion_err", (("fill", "mean"), ("hole_frac", 0.5), ("mode", "boundary"))] \
-        == got["top1_err", (("fill", "mean"), ("hole_frac", 0.5), ("mode", "boundary"))]
+    occ = [m for m in metrics if m.metric == "occlusion_err"]
+    cell = [m for m in metrics if m.metric == "top1_err" and m.conditions["hole_frac"] == 0.5
+            and m.conditions["mode"] == "boundary"]
+    assert len(occ) == len(cell) == 1
+    assert occ[0].conditions == {"fill": "mean", "hole_frac": 0.5, "mode": "boundary"}
+    assert (occ[0].value, occ[0].ci_low, occ[0].ci_high) == (cell[0].value, cell[0].ci_low,
+                                                             cell[0].ci_high)  # Wilson
+    assert occ[0].ci_low < occ[0].value < occ[0].ci_high
     for bad, match in [({"hole_fracs": [0.5, 1.2]}, "hole_fracs holds 1.2"),
                        ({"modes": ["center", "side"]}, "modes"),
                        ({"fill": "grey"}, "fill"),
@@ -236,6 +258,9 @@ def test_end_to_end_identical_across_checkpoints_and_batch_sizes(tmp_path):
     pd.testing.assert_frame_equal(frame[value_cols], results[33][value_cols])
     assert set(frame.task) == {"occlusion", "occlusion_black", "affine", "inbetween"}
     assert (frame.n == 200).all()
+    # every row is a rate or a mean of rates: each carries its interval in the CSV
+    assert frame.ci_low.notna().all() and frame.ci_high.notna().all()
+    assert ((frame.ci_low <= frame.value + 1e-9) & (frame.value <= frame.ci_high + 1e-9)).all()
     black = frame[(frame.task == "occlusion_black") & (frame.metric == "top1_err")]
     assert list(black[black.checkpoint == "a"].hole_frac) == [k / 8 for k in range(9)]  # default
     assert (black["fill"] == "black").all() and (black["mode"] == "center").all()

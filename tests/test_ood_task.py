@@ -11,7 +11,7 @@ import torch
 from fixtures import write_cifar10, write_cifar100
 from PIL import Image
 from scipy.io import savemat
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 from torchmetrics.functional.classification import multiclass_calibration_error
@@ -28,7 +28,7 @@ from benchmark.tasks import ood as ood_task
 from benchmark.tasks.ood import DEFAULTS
 from ood.calibration import fit_temperature
 from ood.datasets import natural_crops
-from ood.metrics import METRICS, ood_metrics
+from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
 from ood.scores import odin, tune_odin
 from reports.leaderboard import leaderboard
 
@@ -83,6 +83,9 @@ def test_digits_ood_numbers_match_sklearn_on_independently_generated_noise():
         auroc = rows["auroc", scorer, "uniform"]
         assert auroc.value == pytest.approx(100 * roc_auc_score(is_id, scores), abs=1e-6)
         assert auroc.ci_low < auroc.value < auroc.ci_high and auroc.n == 660
+    for key, row in rows.items():  # every metric row carries an interval, in percent
+        if key[0] in METRICS:
+            assert 0 <= row.ci_low <= row.ci_high <= 100, key
     odin_rows = ood_metrics(odin(model, read_digits(split="test").images), odin(model, noise))
     for metric, value in odin_rows.items():
         assert rows[metric, "odin", "uniform"].value == pytest.approx(100 * value, abs=1e-6)
@@ -93,6 +96,86 @@ def test_digits_ood_numbers_match_sklearn_on_independently_generated_noise():
             assert rows[metric, scorer, "mean"].n == 720
     assert rows["odin_temperature", "odin", None].value == 1000.0
     assert rows["odin_eps", "odin", None].value == 0.0014
+
+
+def test_bootstrap_intervals_per_set_and_for_the_mean_over_sets():
+    # Scores recomputed from the sets' definitions; the replicates of the library bootstrap
+    # (checked against a naive loop in test_ood_metrics) give every row's interval, and the
+    # "mean" row's is that of the replicates' means over sets (one ID resample per replicate).
+    model = tiny_model(seed=4)
+    rows = by_condition(run_ood(digits_ctx(model), scorers=["maxlogit"], ood_limit=50,
+                                bootstrap=300, histogram_bins=0,
+                                sets={"gaussian": "gaussian", "crops": {
+                                    "kind": "natural_crops", "levels": 17}}))
+    assert not any(key[0] == "score_hist" for key in rows)
+    id_scores = logits_of(model, read_digits(split="test").images).max(1)
+    noise = torch.from_numpy(np.stack([
+        np.clip(np.random.default_rng([0, 2, 0, i]).normal(0.5, 1.0, (1, 8, 8)), 0, 1)
+        for i in range(50)])).float()
+    crops = natural_crops(50, 1, (8, 8), seed=0, stream=0, levels=17).images
+    sets = [logits_of(model, noise).max(1), logits_of(model, crops).max(1)]
+    replicates = bootstrap_ood_metrics(id_scores, sets, resamples=300, seed=0)
+    for metric in METRICS:
+        for j, name in enumerate(["gaussian", "crops"]):
+            row = rows[metric, "maxlogit", name]
+            assert row.value == pytest.approx(100 * ood_metrics(id_scores, sets[j])[metric],
+                                              abs=1e-6)
+            low, high = percentile_interval(replicates[metric][:, j])
+            assert (row.ci_low, row.ci_high) == pytest.approx((100 * low, 100 * high),
+                                                              abs=1e-6)
+        low, high = percentile_interval(replicates[metric].mean(axis=1))
+        mean = rows[metric, "maxlogit", "mean"]
+        assert (mean.ci_low, mean.ci_high) == pytest.approx((100 * low, 100 * high), abs=1e-6)
+    plain = run_ood(digits_ctx(model), scorers=["maxlogit"], ood_limit=50, bootstrap=0,
+                    histogram_bins=0, sets={"gaussian": "gaussian"})
+    assert all(m.ci_low is None and m.ci_high is None for m in plain)
+
+
+def test_score_histograms_share_edges_and_match_numpy():
+    model = tiny_model(seed=5)
+    rows = run_ood(digits_ctx(model), scorers=["msp", "energy"], ood_limit=40, bootstrap=0,
+                   histogram_bins=7, sets={"uniform": "uniform", "gaussian": "gaussian"})
+    hist = [m for m in rows if m.metric == "score_hist"]
+    assert all(m.higher_is_better is None and m.ci_low is None for m in hist)
+    id_logits = logits_of(model, read_digits(split="test").images)
+    logits = {"uniform": logits_of(model, torch.from_numpy(np.stack([
+        np.random.default_rng([0, 1, 0, i]).random((1, 8, 8)) for i in range(40)])).float()),
+        "gaussian": logits_of(model, torch.from_numpy(np.stack([
+            np.clip(np.random.default_rng([0, 2, 0, i]).normal(0.5, 1.0, (1, 8, 8)), 0, 1)
+            for i in range(40)])).float())}
+    for scorer, score in (("msp", lambda z: softmax(z, axis=1).max(1)),
+                          ("energy", lambda z: logsumexp(z, axis=1))):
+        scores = {"in_distribution": score(id_logits),
+                  **{name: score(z) for name, z in logits.items()}}
+        everything = np.concatenate(list(scores.values()))
+        edges = np.linspace(everything.min(), everything.max(), 8)
+        for name, values in scores.items():
+            mine = sorted((m for m in hist if m.conditions["scorer"] == scorer
+                           and m.conditions["ood_set"] == name),
+                          key=lambda m: m.conditions["bin"])
+            assert [m.conditions["bin"] for m in mine] == list(range(7))
+            assert sum(m.value for m in mine) == pytest.approx(100)
+            assert all(m.n == len(values) for m in mine)
+            expected = 100 * np.histogram(values, bins=edges)[0] / len(values)
+            assert [m.value for m in mine] == pytest.approx(expected)
+            assert [m.conditions["score"] for m in mine] == pytest.approx(
+                (edges[:-1] + edges[1:]) / 2, rel=1e-6)
+
+
+def test_equal_scores_make_one_histogram_bin():
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.nn.init.zeros_(flat[1].weight)
+    torch.nn.init.zeros_(flat[1].bias)
+    rows = run_ood(digits_ctx(flat.eval()), scorers=["msp"], ood_limit=20, bootstrap=50,
+                   histogram_bins=5, sets={"uniform": "uniform"})
+    hist = {m.conditions["ood_set"]: m for m in rows if m.metric == "score_hist"}
+    assert len([m for m in rows if m.metric == "score_hist"]) == 2
+    for name, n in (("in_distribution", 600), ("uniform", 20)):
+        assert hist[name].value == 100 and hist[name].n == n
+        assert hist[name].conditions["bin"] == 0
+        assert hist[name].conditions["score"] == pytest.approx(0.1)
+    auroc = by_condition(rows)["auroc", "msp", "uniform"]
+    assert (auroc.value, auroc.ci_low, auroc.ci_high) == (50, 50, 50)
 
 
 def test_results_do_not_depend_on_batch_size():
@@ -158,6 +241,10 @@ def test_bad_parameters_and_sets_are_clear_errors(tmp_path):
     cases = [
         ({"sets": {}}, SuiteError, "no OOD sets"),
         ({"sets": {"mean": "uniform"}}, SuiteError, "reserved"),
+        ({"sets": {"in_distribution": "uniform"}}, SuiteError, "'in_distribution' is reserved"),
+        ({"sets": {"u": "uniform"}, "bootstrap": -1}, SuiteError, "'bootstrap'"),
+        ({"sets": {"u": "uniform"}, "bootstrap": True}, SuiteError, "'bootstrap'"),
+        ({"sets": {"u": "uniform"}, "histogram_bins": 2.5}, SuiteError, "'histogram_bins'"),
         ({"sets": {"u": "uniform"}, "scorers": ["msp", "mahalanobis"]}, SuiteError, "scorers"),
         ({"sets": {"u": {"kind": "noise"}}}, SuiteError, "kind 'noise'"),
         ({"sets": {"u": {"kind": "uniform", "path": "x"}}}, SuiteError, "unknown key"),
@@ -267,8 +354,15 @@ def test_cli_run_writes_condition_columns_and_feeds_the_leaderboard(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert {"scorer", "ood_set", "bin", "scaling"} <= set(results.columns)
     ood = results[results.task == "ood"]
-    assert len(ood) == 2 * 2 * 3 * len(METRICS)  # checkpoints x scorers x (2 sets + mean)
-    assert set(ood.ood_set) == {"crops", "uniform", "mean"}
+    detection = ood[ood.metric != "score_hist"]
+    assert len(detection) == 2 * 2 * 3 * len(METRICS)  # checkpoints x scorers x (2 sets + mean)
+    assert set(detection.ood_set) == {"crops", "uniform", "mean"}
+    assert detection.ci_low.notna().all() and (detection.ci_low <= detection.ci_high).all()
+    hist = ood[ood.metric == "score_hist"]
+    assert len(hist) == 2 * 2 * 3 * 30  # checkpoints x scorers x (ID + 2 sets) x bins
+    assert set(hist.ood_set) == {"in_distribution", "crops", "uniform"}
+    assert hist.groupby(["checkpoint", "scorer", "ood_set"]).value.sum().to_numpy() == \
+        pytest.approx(100)
     table = leaderboard(results).values
     for name in ("m0", "m1"):
         mean_auroc = ood[(ood.checkpoint == name) & (ood.scorer == "msp")

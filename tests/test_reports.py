@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from reports.details import details, flat
+from reports.details import to_markdown as detail_markdown
 from reports.errors import ReportError
+from reports.figures import category_severity_means
 from reports.html import write_report
-from reports.leaderboard import leaderboard, to_markdown, write_leaderboard
+from reports.leaderboard import leaderboard, provenance, to_markdown, write_leaderboard
 
 DATA = Path(__file__).parent / "data"
 
@@ -57,28 +59,87 @@ def test_markdown_bolds_best_per_direction_and_writes_deltas(out_dir):
 
 def test_detail_tables_pivot_conditions(out_dir):
     found = {(d.task, d.metric): d for d in details(pd.read_csv(out_dir / "results.csv"))}
-    assert set(found) == {("fgsm", "top1_err"), ("ood", "auroc"), ("occlusion", "top1_err")}
+    # flags are listed together, histogram bins only drawn; ece varies nothing (scaling=none)
+    assert set(found) == {("fgsm", "top1_err"), ("ood", "auroc"), ("occlusion", "top1_err"),
+                          ("calibration", "ece"), ("calibration", "reliability_accuracy"),
+                          ("calibration", "reliability_confidence"),
+                          ("calibration", "reliability_count"), ("corruptions", "top1_err")}
+    assert found[("calibration", "reliability_count")].higher_is_better is None
+    assert "### calibration / reliability_count\n" in detail_markdown(
+        found[("calibration", "reliability_count")])  # no direction, no arrow
     fgsm = flat(found[("fgsm", "top1_err")])
     assert list(fgsm.columns) == ["eps=0.1, space=pixel", "eps=0.2, space=pixel"]
     assert fgsm.at["mixup", "eps=0.2, space=pixel"] == 60.0
     occlusion = flat(found[("occlusion", "top1_err")])
-    assert occlusion.at["erm", "mode=center, hole_frac=0.5"] == pytest.approx(14.5)
+    assert occlusion.at["erm", "hole_frac=0.5, mode=center"] == pytest.approx(14.5)
 
 
 def test_report_writes_plots_and_self_contained_html(out_dir):
     written = write_report(out_dir, baseline="erm")
     plots = [p for p in written if p.suffix == ".png"]
-    assert {p.name for p in plots} == {"fgsm__top1_err.png", "occlusion__top1_err.png"}
+    assert {p.name for p in plots} == {"fgsm__top1_err.png", "occlusion__top1_err.png",
+                                       "calibration__reliability_accuracy.png",
+                                       "corruptions__top1_err.png", "ood__score_hist__msp.png"}
     for path in plots:
         pixels = np.asarray(Image.open(path).convert("L"))
         assert pixels.shape[0] > 200 and pixels.std() > 5  # a drawn figure, not a blank canvas
     page = (out_dir / "report" / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 5
+    assert "9 sanity checks of the attacks, 1 raised" in page
+    assert "flag_below_clean" in (out_dir / "report" / "sanity_flags.md").read_text()
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing to fetch: opens offline
     assert "<b>92.50 (+2.50)</b>" in page
     assert (out_dir / "report" / "occlusion__top1_err.csv").is_file()
 
 
+def test_sanity_flags_sit_beside_the_numbers_they_concern(out_dir):
+    results = pd.read_csv(out_dir / "results.csv")
+    table = leaderboard(results)
+    assert table.flags == {("mixup", "FGSM err (eps=0.2)"): ["flag_below_clean"]}
+    # a flag without eps concerns every eps of that task and checkpoint, and nothing else
+    zero_grad = (results["metric"] == "flag_zero_grad") & (results["checkpoint"] == "erm")
+    results.loc[zero_grad, "value"] = 1.0
+    flagged = leaderboard(results).flags
+    assert flagged[("erm", "FGSM err (eps=0.1)")] == ["flag_zero_grad"]
+    assert flagged[("erm", "FGSM err (eps=0.2)")] == ["flag_zero_grad"]
+    assert not any(column.startswith(("Clean", "OOD")) for _, column in flagged)
+    write_leaderboard(out_dir)
+    csv = pd.read_csv(out_dir / "leaderboard.csv", index_col="checkpoint")
+    assert csv.at["mixup", "FGSM err (eps=0.2) flags"] == "flag_below_clean"
+    assert pd.isna(csv.at["erm", "FGSM err (eps=0.2) flags"])
+
+
+def test_same_conditions_from_two_tasks_of_one_type_get_their_own_columns(out_dir):
+    results = pd.read_csv(out_dir / "results.csv")
+    clean = results[results["task"] == "clean"].assign(task="clean_again")
+    clean["value"] += 1.0
+    table = leaderboard(pd.concat([results, clean]))
+    assert table.values.at["erm", "Clean err (task=clean)"] == 1.5
+    assert table.values.at["erm", "Clean err (task=clean_again)"] == 2.5
+
+
+def test_corruption_means_per_category_and_severity(out_dir):
+    results = pd.read_csv(out_dir / "results.csv")
+    means = category_severity_means(results[results["task"] == "corruptions"]).set_index(
+        ["category", "checkpoint", "severity"])["value"]
+    # fixture: every corruption's error is clean + 5 * severity; erm's clean error is 1.5
+    assert means[("noise", "erm", 3)] == pytest.approx(16.5)
+    assert means[("all corruptions", "mixup", 5)] == pytest.approx(27.0)
+    assert set(means.index.get_level_values("category")) == {"noise", "weather",
+                                                              "all corruptions"}
+
+
 def test_missing_results_is_a_report_error(tmp_path):
     with pytest.raises(ReportError, match=r"no results\.csv"):
         write_report(tmp_path)
+
+
+def test_generated_data_is_labelled_in_the_header_and_the_provenance(out_dir):
+    results = pd.read_csv(out_dir / "results.csv")
+    noise = results[results["metric"] == "top1_err"].head(1).assign(
+        task="corruptions", task_type="corruptions", metric="category_err", category="noise",
+        source="generated", value=12.0)
+    table = leaderboard(pd.concat([results, noise]))
+    assert "Noise err (generated)" in table.values
+    assert "source=generated" in provenance(results)
+    assert "generated" not in provenance(results[results["task"] != "corruptions"])

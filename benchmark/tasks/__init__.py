@@ -5,6 +5,7 @@ from benchmark.tasks.registry import (
     Metric,
     TaskContext,
     TaskDef,
+    TaskPlaces,
     get_task,
     list_tasks,
     predict,
@@ -12,6 +13,6 @@ from benchmark.tasks.registry import (
     resolve_params,
 )
 
-__all__ = ["Metric", "TaskContext", "TaskDef", "attacks", "calibration", "clean", "corruptions",
-           "get_task", "list_tasks", "ood", "perturbations", "predict", "register_task",
-           "resolve_params"]
+__all__ = ["Metric", "TaskContext", "TaskDef", "TaskPlaces", "attacks", "calibration", "clean",
+           "corruptions", "get_task", "list_tasks", "ood", "perturbations", "predict",
+           "register_task", "resolve_params"]

@@ -5,9 +5,14 @@ Conventions (each a parameter with a named default):
   images, the model's normalization inside the wrapper) or `normalized` (PatchUp: eps on
   (x - mean) / std, clamped to the batch's min / max). Fixed-budget tasks (fgsm, ifgsm, pgd,
   transfer) report `top1_err` (and `top5_err` with more than 5 classes) per eps.
-  Minimal-perturbation tasks (deepfool, cw, ddn) report `median_norm` (over all points: 0 for
-  points misclassified when clean, +inf for points the attack did not break), `fail_rate`
-  (percent of points not broken) and `top1_err` at each eps threshold (points broken within eps).
+  Minimal-perturbation tasks (deepfool, cw, ddn) report `median_norm` (the lower median over all
+  points: 0 for points misclassified when clean, +inf for points the attack did not break),
+  `fail_rate` (percent of points not broken) and `top1_err` at each eps threshold (points broken
+  within eps).
+- Intervals (95 %): every error rate (`top1_err`, `top5_err`, `fgsm_top1_err`, `fail_rate`,
+  `zero_grad_rate`) is a count over the attacked points and carries its Wilson interval.
+  `median_norm` carries the distribution-free order-statistic interval of a median (exact
+  binomial, conservative with ties), left out where a bound is +inf or n < 6.
 - A point the model already misclassifies (top-1, resp. top-5) counts as an error under attack.
 - Conditions: `eps`, `space`, `norm` (`linf` / `l2`); transfer adds `attack` and `surrogate`.
 - `loss`: `ce` (default) or `bce` (Manifold Mixup's BCE on softmax vs one-hot).
@@ -46,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from scipy import stats
 from tqdm.auto import tqdm
 
 from attacks import sanity
@@ -64,7 +70,7 @@ from attacks.minimal import MinimalResult, carlini_wagner, ddn, deepfool
 from benchmark.checkpoints import load_model, make_ref, sha256_file
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
-from benchmark.tasks.registry import Metric, TaskContext, register_task
+from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, register_task
 
 LINF_EPS = [8 / 255]  # the CIFAR Linf budget (RobustBench)
 L2_EPS = [0.5]  # the CIFAR L2 budget
@@ -145,6 +151,8 @@ class _Selection:
 
 def _select(ctx: TaskContext, task: str, limit: Any) -> _Selection:
     limit = _integer(task, "limit", limit, 0)
+    if len(ctx.data) == 0:
+        raise _fail(task, "the evaluated data set holds no image")
     logits = ctx.clean_logits()
     if limit == 0 or limit >= len(ctx.data):
         index = np.arange(len(ctx.data))
@@ -169,7 +177,8 @@ def _wrong(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class _Tally:
-    """Per (attack, eps): counts of top-1 / top-5 errors (clean mistakes included) and raw."""
+    """Per (attack, eps): counts of top-1 / top-5 errors (clean mistakes included) and raw
+    top-1 errors (the adversarial inputs alone)."""
 
     def __init__(self, selection: _Selection) -> None:
         self.clean1 = _wrong(selection.clean_logits, selection.labels, 1)
@@ -185,10 +194,10 @@ class _Tally:
                            int((raw5 | self.clean5[rows]).sum()), int(raw1.sum())])
         self.counts[key] = self.counts.get(key, np.zeros(3, dtype=np.int64)) + counts
 
-    def rates(self, key: tuple[str, float]) -> tuple[float, float, float]:
-        """(top1_err, top5_err, raw top1_err) in percent."""
-        top1, top5, raw = 100.0 * self.counts[key] / len(self.clean1)
-        return float(top1), float(top5), float(raw)
+    def errors(self, key: tuple[str, float]) -> tuple[int, int, int]:
+        """(top-1, top-5, raw top-1) error counts over the selection."""
+        top1, top5, raw = (int(count) for count in self.counts[key])
+        return top1, top5, raw
 
 
 def _evaluate(model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
@@ -210,18 +219,17 @@ def _model_flags(selection: _Selection, randomized: bool, zero_grad: int | None,
             selection.clean_logits)), n, False, dict(conditions)),
     ]
     if zero_grad is not None:
-        metrics += [Metric("zero_grad_rate", 100.0 * zero_grad / max(n, 1), n, False,
-                           dict(conditions)),
+        metrics += [Metric.rate("zero_grad_rate", zero_grad, n, conditions=conditions),
                     Metric("flag_zero_grad", float(zero_grad > 0), n, False, dict(conditions))]
     return metrics
 
 
 def _top_metrics(tally: _Tally, key: tuple[str, float], n: int, num_classes: int,
                  conditions: dict[str, Any]) -> list[Metric]:
-    top1, top5, _ = tally.rates(key)
-    metrics = [Metric("top1_err", top1, n, False, dict(conditions))]
+    top1, top5, _ = tally.errors(key)
+    metrics = [Metric.rate("top1_err", top1, n, conditions=conditions)]
     if num_classes > 5:
-        metrics.append(Metric("top5_err", top5, n, False, dict(conditions)))
+        metrics.append(Metric.rate("top5_err", top5, n, conditions=conditions))
     return metrics
 
 
@@ -306,17 +314,17 @@ def _gradient_metrics(spec: _GradientSpec, selection: _Selection, tally: _Tally,
                       extra: dict[str, Any] | None = None) -> list[Metric]:
     n, num_classes = len(selection.labels), selection.clean_logits.shape[1]
     base = {"space": spec.space, "norm": spec.norm, **(extra or {})}
-    clean_err = 100.0 * float(tally.clean1.double().mean()) if n else 0.0
+    clean_errors = int(tally.clean1.sum())
     metrics, errors = [], []
     for eps in spec.eps:
         at = {"eps": eps, **base}
         metrics += _top_metrics(tally, (spec.attack, eps), n, num_classes, at)
-        top1, _, raw = tally.rates((spec.attack, eps))
-        errors.append(top1)
-        metrics.append(Metric("flag_below_clean", float(raw < clean_err), n, False, dict(at)))
+        top1, _, raw = tally.errors((spec.attack, eps))
+        errors.append(top1)  # counts over the same points: ordered as the rates are
+        metrics.append(Metric("flag_below_clean", float(raw < clean_errors), n, False, dict(at)))
         if spec.attack != "fgsm" and ("fgsm", eps) in tally.counts:
-            fgsm_top1 = tally.rates(("fgsm", eps))[0]
-            metrics += [Metric("fgsm_top1_err", fgsm_top1, n, False, dict(at)),
+            fgsm_top1 = tally.errors(("fgsm", eps))[0]
+            metrics += [Metric.rate("fgsm_top1_err", fgsm_top1, n, conditions=at),
                         Metric("flag_below_fgsm", float(top1 < fgsm_top1), n, False, dict(at))]
     metrics.append(Metric("flag_not_monotone", float(sanity.not_monotone(spec.eps, errors)), n,
                           False, dict(base)))
@@ -331,21 +339,21 @@ ATTACK_PARAMS = {  # per-attack parameters and defaults, shared by the tasks and
 }
 
 
-@register_task("fgsm", defaults={"eps": LINF_EPS, "loss": "ce", **COMMON})
+@register_task("fgsm", defaults={"eps": LINF_EPS, "loss": "ce", **COMMON}, version=2)
 def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
 @register_task("ifgsm", defaults={"eps": LINF_EPS, **ATTACK_PARAMS["ifgsm"], "loss": "ce",
-                                  **COMMON})
+                                  **COMMON}, version=2)
 def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
 @register_task("pgd", defaults={"eps": LINF_EPS, **ATTACK_PARAMS["pgd"], "loss": "ce",
-                                **COMMON})
+                                **COMMON}, version=2)
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
@@ -372,21 +380,35 @@ def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str
                           what=f"task {task}")
         # Count clean mistakes by the shared clean pass, as every other task does.
         norms.append(torch.where(tally.clean1[rows], 0.0, result.norms.cpu()))
-    distances = torch.cat(norms) if norms else torch.zeros(0, dtype=torch.float64)
+    distances = torch.cat(norms)
     n, base = len(distances), {"space": space, "norm": norm}
-    metrics = [
-        Metric("median_norm", float(distances.median()) if n else math.nan, n, True,
-               dict(base)),
-        Metric("fail_rate", 100.0 * float(torch.isinf(distances).double().mean()) if n else 0.0,
-               n, False, dict(base)),
-    ]
-    metrics += [Metric("top1_err", 100.0 * float((distances <= e).double().mean()) if n else 0.0,
-                       n, False, {"eps": e, **base}) for e in eps]
+    metrics = [_median_norm(distances.double().numpy(), base),
+               Metric.rate("fail_rate", int(torch.isinf(distances).sum()), n, conditions=base)]
+    metrics += [Metric.rate("top1_err", int((distances <= e).sum()), n,
+                            conditions={"eps": e, **base}) for e in eps]
     return metrics + _model_flags(selection, randomized, zero_grad, base)
 
 
+def _median_norm(distances: np.ndarray, conditions: dict[str, Any]) -> Metric:
+    """`median_norm`: the lower median (as `torch.median`) with its order-statistic interval.
+
+    [x_(k), x_(n+1-k)] (1-based order statistics), k the largest with
+    P(Binomial(n, 1/2) < k) < 2.5 %, covers the median with probability >= 95 % whatever the
+    distribution, ties included. Left out where k < 1 (n < 6) or the upper bound is +inf.
+    """
+    ordered = np.sort(distances)
+    n = len(ordered)
+    median = float(ordered[(n - 1) // 2])
+    k = int(stats.binom.ppf(0.025, n, 0.5))  # smallest k with P(B <= k) >= 2.5 %
+    if k < 1 or not math.isfinite(ordered[n - k]):
+        return Metric("median_norm", median, n, True, dict(conditions))
+    return Metric("median_norm", median, n, True, dict(conditions), float(ordered[k - 1]),
+                  float(ordered[n - k]))
+
+
 @register_task("deepfool", defaults={"eps": L2_EPS, "norm": "l2", "steps": 50,
-                                     "candidates": 10, "overshoot": 0.02, **COMMON})
+                                     "candidates": 10, "overshoot": 0.02, **COMMON},
+               version=2)
 def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """DeepFool (L2 or Linf): median perturbation norm, fail rate, top-1 error at eps."""
     norm = _choice("deepfool", "norm", params["norm"], NORMS)
@@ -400,7 +422,7 @@ def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
 
 @register_task("cw", defaults={"eps": L2_EPS, "binary_search_steps": 9, "steps": 10000,
                                "stepsize": 0.01, "confidence": 0.0, "initial_const": 1e-3,
-                               "abort_early": True, **COMMON})
+                               "abort_early": True, **COMMON}, version=2)
 def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Carlini-Wagner L2 (foolbox): median perturbation norm, fail rate, top-1 error at eps."""
     options = {
@@ -417,7 +439,7 @@ def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
 
 
 @register_task("ddn", defaults={"eps": L2_EPS, "steps": 100, "init_epsilon": 1.0,
-                                "gamma": 0.05, **COMMON})
+                                "gamma": 0.05, **COMMON}, version=2)
 def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """DDN (foolbox, L2): median perturbation norm, fail rate, top-1 error at eps."""
     steps = _integer("ddn", "steps", params["steps"], 1)
@@ -460,15 +482,28 @@ def _remember(crafted: _Crafted) -> None:
         _CRAFTED.popitem(last=False)
 
 
+def _surrogate_location(value: str, ckpt_dir: Path | None) -> Path:
+    """The surrogate's path: absolute, or relative to the checkpoint directory."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and ckpt_dir is not None:
+        base = Path(ckpt_dir)
+        path = (base if base.is_dir() else base.parent) / path
+    return path
+
+
+def _transfer_inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
+    """The surrogate checkpoint: replacing it re-keys the stored transfer results."""
+    value = params.get("surrogate")
+    return [_surrogate_location(value, places.ckpt_dir)] if isinstance(value, str) and value \
+        else []
+
+
 def _surrogate_path(ctx: TaskContext, value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise _fail("transfer", "parameter `surrogate` must name the surrogate checkpoint "
                                 "(a path, absolute or relative to the checkpoint directory; "
                                 "or use --surrogate)")
-    path = Path(value).expanduser()
-    if not path.is_absolute() and ctx.ckpt_dir is not None:
-        base = Path(ctx.ckpt_dir)
-        path = (base if base.is_dir() else base.parent) / path
+    path = _surrogate_location(value, ctx.ckpt_dir)
     if not path.is_file():
         raise _fail("transfer", f"surrogate checkpoint {path} not found (parameter `surrogate`)")
     return path
@@ -518,7 +553,8 @@ def _craft(ctx: TaskContext, spec: _GradientSpec, selection: _Selection, path: P
 
 
 @register_task("transfer", defaults={"surrogate": "", "attack": "fgsm", "attack_params": {},
-                                     "eps": LINF_EPS, "loss": "ce", **COMMON})
+                                     "eps": LINF_EPS, "loss": "ce", **COMMON},
+               version=2, inputs=_transfer_inputs)
 def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Black-box error per eps: adversarial examples crafted on a surrogate checkpoint."""
     attack = _choice("transfer", "attack", params["attack"], tuple(ATTACK_PARAMS))

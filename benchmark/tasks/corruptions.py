@@ -10,11 +10,24 @@ For the `.npy` layout, whose rows follow test-set order, the same test indices a
 against the clean subset's labels. For JPEG trees (whose images are not the clean files for
 Tiny-ImageNet-C), each (corruption, severity) gets the same seeded stratified subset of its own
 files, as many as the clean subset holds.
+
+Intervals (95 %): each `top1_err` cell is a count over its images (Wilson). The summaries
+`corruption_err` (mean over severities), `category_err` and `mean_corruption_err` (means of
+corruption errors) average cells measured on the same images, so their interval is a bootstrap
+that resamples images (`Metric.image_mean` over each image's share of misclassified cells; every
+corruption has the same severities, so that share's mean is the mean of the corruption means)
+and their n counts images. Cells hold the same images when they are the same rows of the `.npy`
+files, or the same `<wnid>/<file>` names in a JPEG tree (true of the released sets); a summary
+over cells that do not is the mean of the cell rates with no interval, its n the sum of the
+cells' n. `corruption_err_sum` and `mean_corruption_err_sum` (sums over S severities) are S times
+the means, interval included. `mce` and `relative_mce` carry no interval (n as
+`mean_corruption_err`'s).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +37,9 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
-from benchmark.tasks.registry import Metric, TaskContext, predict, register_task
+from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, predict, register_task
 from corruptions import metrics
-from corruptions.catalog import BENCHMARK, CATEGORY_OF, SEVERITIES, select
+from corruptions.catalog import BENCHMARK, CATEGORIES, CATEGORY_OF, SEVERITIES, select
 from corruptions.released import (
     CorruptedSetError,
     ImageFileDataset,
@@ -51,6 +64,27 @@ def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> 
     return (Path(data_root) if data_root is not None else Path.cwd()) / folder
 
 
+def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
+    """The corrupted set's folder and the wnids file: replacing either re-keys the results."""
+    folder = corrupted_folder(places.dataset, params.get("path") or None, places.data_root)
+    return [folder, *[_wnids_path(params["wnids"], places.data_root)] * bool(params.get("wnids"))]
+
+
+def _wnids_path(value: str, data_root: Path | None) -> Path:
+    """A `wnids` parameter as a path: absolute, or under --data-root."""
+    path = Path(value).expanduser()
+    return data_root / path if not path.is_absolute() and data_root is not None else path
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (corruption, severity): per image, whether the model got it wrong; cells with equal
+    `images` were measured on the same images, in the same order."""
+
+    wrong: np.ndarray
+    images: int
+
+
 @register_task("corruptions", defaults={
     "path": "",             # corrupted-set folder; "" = DEFAULT_FOLDERS[dataset] under data root
     "corruptions": "all",   # "all" (19) | "benchmark" (15) | "extra" (4) | list of names
@@ -59,7 +93,7 @@ def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> 
     "wnids": "",            # JPEG trees: class list file (one wnid a line, sorted = index)
     "generate": False,      # make the set with benchmark.corrupt.materialize when missing
     "table": "auto",        # severity table used when generating
-}, version=1)
+}, version=2, inputs=_inputs)
 def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
     names = _checked(lambda: select(params["corruptions"], list(params["categories"])))
@@ -78,59 +112,87 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         _check_manifest(folder, ctx)
     layout = _checked(lambda: detect_layout(folder), hint=_missing_hint(ctx.data.name, folder))
     evaluate = _npy_sets if layout == "npy" else _tree_sets
-    errors: dict[tuple[str, int], float] = {}
-    counts: dict[tuple[str, int], int] = {}
+    cells: dict[tuple[str, int], Cell] = {}
+    image_sets: list[np.ndarray] = []  # the distinct image lists met so far
     pairs = [(c, s) for c in names for s in severities]
     sets = evaluate(ctx, folder, params)
     for corruption, severity in tqdm(pairs, desc="corruptions", leave=False,
                                      disable=not ctx.progress):
-        data = _checked(lambda c=corruption, s=severity: sets(c, s))
+        data, images = _checked(lambda c=corruption, s=severity: sets(c, s))
         logits = _checked(lambda d=data: predict(ctx.model, d, ctx.device, ctx.batch_size,
                                                  ctx.num_workers))
-        errors[corruption, severity] = metrics.top1_err(logits.numpy(), data.labels)
-        counts[corruption, severity] = len(data)
-    return summarize(errors, counts, source, severities, ctx, imagenet_c=(
+        cells[corruption, severity] = Cell(logits.numpy().argmax(axis=1) != data.labels,
+                                           _image_set(image_sets, images))
+    return summarize(cells, source, severities, ctx, imagenet_c=(
         ctx.data.name == "imagenet" and source == "released"))
 
 
-def summarize(errors: dict[tuple[str, int], float], counts: dict[tuple[str, int], int],
-              source: str, severities: list[int], ctx: TaskContext, imagenet_c: bool
-              ) -> list[Metric]:
+def _image_set(known: list[np.ndarray], images: np.ndarray) -> int:
+    """The position of `images` (per-image ids, in order) in `known`, appended if new."""
+    for position, other in enumerate(known):
+        if np.array_equal(other, images):
+            return position
+    known.append(images)
+    return len(known) - 1
+
+
+def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
+              ctx: TaskContext, imagenet_c: bool) -> list[Metric]:
     """Records: per (corruption, severity), per corruption, per category, and over the 15."""
-    out = [Metric("top1_err", value, counts[c, s], False,
-                  {"corruption": c, "severity": s, "category": CATEGORY_OF[c], "source": source})
-           for (c, s), value in errors.items()]
-    per_corruption = metrics.corruption_errors(errors)
-    sums = metrics.corruption_error_sums(errors)
-    n_of = {c: sum(n for (name, _), n in counts.items() if name == c) for c in per_corruption}
+    out = [Metric.rate("top1_err", int(cell.wrong.sum()), len(cell.wrong), conditions={
+        "corruption": c, "severity": s, "category": CATEGORY_OF[c], "source": source})
+        for (c, s), cell in cells.items()]
+    per_corruption = metrics.corruption_errors({key: m.value for key, m in
+                                                zip(cells, out, strict=True)})
+    of = {c: [cell for (name, _), cell in cells.items() if name == c] for c in per_corruption}
     for c, value in per_corruption.items():
-        cond = {"corruption": c, "category": CATEGORY_OF[c], "source": source}
-        out.append(Metric("corruption_err", value, n_of[c], False, cond))
-        out.append(Metric("corruption_err_sum", sums[c], n_of[c], False, cond))
+        mean = _mean_over_cells("corruption_err", of[c], value, ctx.seed,
+                                {"corruption": c, "category": CATEGORY_OF[c], "source": source})
+        out += [mean, _times(mean, "corruption_err_sum", len(of[c]))]
     for category, value in metrics.category_errors(per_corruption).items():
-        n = sum(n_of[c] for c in n_of if CATEGORY_OF[c] == category)
-        out.append(Metric("category_err", value, n, False,
-                          {"category": category, "source": source}))
+        out.append(_mean_over_cells("category_err", [x for c in CATEGORIES[category]
+                                                     for x in of[c]],
+                                    value, ctx.seed, {"category": category, "source": source}))
     if all(c in per_corruption for c in BENCHMARK):
-        n = sum(n_of[c] for c in BENCHMARK)
-        out.append(Metric("mean_corruption_err", metrics.mean_corruption_err(per_corruption), n,
-                          False, {"source": source}))
-        out.append(Metric("mean_corruption_err_sum",
-                          float(np.mean([sums[c] for c in BENCHMARK])), n, False,
-                          {"source": source}))
+        mean = _mean_over_cells("mean_corruption_err", [x for c in BENCHMARK for x in of[c]],
+                                metrics.mean_corruption_err(per_corruption), ctx.seed,
+                                {"source": source})
+        out += [mean, _times(mean, "mean_corruption_err_sum", len(severities))]
         if imagenet_c and list(severities) == list(SEVERITIES):
             logits, labels = ctx.clean_logits(), ctx.labels()
             clean = metrics.top1_err(logits.numpy(), labels.numpy())
-            out.append(Metric("mce", metrics.alexnet_mce(per_corruption), n, False,
+            out.append(Metric("mce", metrics.alexnet_mce(per_corruption), mean.n, False,
                               {"source": source}))
             out.append(Metric("relative_mce",
-                              metrics.alexnet_relative_mce(per_corruption, clean), n, False,
-                              {"source": source}))
+                              metrics.alexnet_relative_mce(per_corruption, clean), mean.n,
+                              False, {"source": source}))
     return out
 
 
+def _mean_over_cells(metric: str, cells: list[Cell], value: float, seed: int,
+                     conditions: dict[str, Any]) -> Metric:
+    """The mean error over `cells` (percent). Cells on the same images: each image's share of
+    wrong cells, bootstrapped over images. Otherwise `value` (the mean of the cell rates),
+    no interval, n the cells' total."""
+    if len({cell.images for cell in cells}) == 1:
+        shares = np.mean([cell.wrong for cell in cells], axis=0)
+        return Metric.image_mean(metric, shares, seed, conditions=conditions)
+    return Metric(metric, value, sum(len(cell.wrong) for cell in cells), False, conditions)
+
+
+def _times(metric: Metric, name: str, factor: int) -> Metric:
+    """`metric` times `factor` under another name (a sum of `factor` equal-weight terms is
+    `factor` times their mean), its interval scaled alike."""
+    def scale(v: float | None) -> float | None:
+        return None if v is None else factor * v
+
+    return replace(metric, metric=name, value=factor * metric.value, conditions=dict(
+        metric.conditions), ci_low=scale(metric.ci_low), ci_high=scale(metric.ci_high))
+
+
 def _npy_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
-    """A function (corruption, severity) -> EvalData over the `.npy` layout's matching rows."""
+    """A function (corruption, severity) -> (EvalData, test indices) over the `.npy` layout's
+    matching rows."""
     store = NpyCorruptions(folder, image_shape=_hwc(ctx.data))
     test_labels = store.test_labels
     if len(ctx.data) > store.n:
@@ -139,22 +201,24 @@ def _npy_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
     indices = None if len(ctx.data) == store.n else \
         stratified_subset(test_labels, len(ctx.data), ctx.seed)
     chosen = test_labels if indices is None else test_labels[indices]
+    rows = np.arange(store.n) if indices is None else indices
     if not np.array_equal(chosen, ctx.data.labels):
         raise DataError(f"{folder / 'labels.npy'}: labels disagree with the evaluated data set's "
                         f"({int((chosen != ctx.data.labels).sum())} of {len(chosen)} differ); "
                         "is this the corrupted copy of this split, in test-set order?")
 
-    def load(corruption: str, severity: int) -> EvalData:
+    def load(corruption: str, severity: int) -> tuple[EvalData, np.ndarray]:
         images = store.images(corruption, severity, indices)
         tensor = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # writable, contiguous
         return EvalData(name=f"{ctx.data.name}-C", labels=chosen, num_classes=ctx.data.num_classes,
-                        source=str(folder / f"{corruption}.npy"), images=tensor)
+                        source=str(folder / f"{corruption}.npy"), images=tensor), rows
 
     return load
 
 
 def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
-    """A function (corruption, severity) -> EvalData over one JPEG-tree folder (seeded subset)."""
+    """A function (corruption, severity) -> (EvalData, `<wnid>/<file>` names) over one JPEG-tree
+    folder (seeded subset)."""
     classes = _class_list(ctx, params)
     tree = TreeCorruptions(folder, classes=classes, num_classes=ctx.data.num_classes)
     if classes is not None and len(classes) != ctx.data.num_classes:
@@ -162,14 +226,15 @@ def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
                         f"has {ctx.data.num_classes}")
     shape = ctx.data.image_shape()
 
-    def load(corruption: str, severity: int) -> EvalData:
+    def load(corruption: str, severity: int) -> tuple[EvalData, np.ndarray]:
         paths, labels = tree.files(corruption, severity)
         if len(ctx.data) < len(labels):
             keep = stratified_subset(labels, len(ctx.data), ctx.seed)
             paths, labels = [paths[i] for i in keep], labels[keep]
+        names = np.array(["/".join(Path(p).parts[-2:]) for p in paths])  # <wnid>/<file>
         return EvalData(name=f"{ctx.data.name}-C", labels=labels, num_classes=ctx.data.num_classes,
                         source=str(folder / corruption / str(severity)),
-                        dataset=ImageFileDataset(paths, labels, shape))
+                        dataset=ImageFileDataset(paths, labels, shape)), names
 
     return load
 
@@ -177,9 +242,7 @@ def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
 def _class_list(ctx: TaskContext, params: dict[str, Any]) -> list[str] | None:
     """Sorted wnids from the `wnids` file, Tiny-ImageNet's own wnids.txt, or None (folders)."""
     if params["wnids"]:
-        path = Path(params["wnids"]).expanduser()
-        if not path.is_absolute() and ctx.data_root is not None:
-            path = ctx.data_root / path
+        path = _wnids_path(params["wnids"], ctx.data_root)
     elif ctx.data.name == "tinyimagenet" and ctx.data_root is not None:
         path = ctx.data_root / "tiny-imagenet-200" / "wnids.txt"
         if not path.is_file():

@@ -5,8 +5,20 @@ For each scorer (`msp`, `maxlogit`, `energy`, `odin`) and each OOD set, rows (pe
 ``fpr_at_tpr95_ood_positive`` (definitions in `ood.metrics`), with conditions ``scorer`` and
 ``ood_set``; ``ood_set = "mean"`` is the unweighted mean of the per-set values (every set weighs
 the same whatever its size: CutMix Table 12's "average over the 7 OOD sets"). ``n`` = ID + OOD
-samples; per-set ``auroc`` rows carry DeLong's 95 % interval. ID scores come from the shared
-clean forward pass; ODIN needs its own forward and backward passes over the ID data.
+samples. Every one of these rows carries a 95 % stratified percentile-bootstrap interval
+(``ci_low`` / ``ci_high``, percent) from ``bootstrap`` resamples (default 1000; 0 = none): the ID
+scores and each OOD set are resampled separately with replacement, and a replicate uses one ID
+resample for every set, so the "mean" row's interval comes from the replicates' means over sets
+(the sets share the ID data, so they are not independent). Resamples are seeded by the run's
+seed, the same for every scorer. ID scores come from the shared clean forward pass; ODIN needs
+its own forward and backward passes over the ID data.
+
+Rows ``score_hist`` (descriptive, no direction; the report's score histograms): per scorer, for
+each OOD set and for the ID scores (``ood_set = "in_distribution"``, reserved like "mean"), the
+percent of that set's samples in each of ``histogram_bins`` bins (default 30; 0 = no such rows),
+with conditions ``bin`` (0-based) and ``score`` (the bin's centre); ``n`` = the set's size. The
+bins are equal-width over [min, max] of all that scorer's scores (ID and every set together, so
+the sets share edges); the last bin holds the max; if all scores are equal, one bin holds them.
 
 Parameters:
 
@@ -22,6 +34,8 @@ Parameters:
   256; 17 = the digits' 0..16 grey scale).
 - ``resize``: how images reach the model's input size, see `ood.datasets` (default ``none``,
   like ODIN: a set of another size is an error).
+- ``bootstrap`` (resamples of the intervals, default 1000; 0 = none) and ``histogram_bins``
+  (default 30; 0 = no histogram rows): see above.
 - ``ood_limit``: at most this many images per OOD set, a seeded subset (0 = all). Generated sets
   have ``n`` images, by default ``ood_limit``, or 10,000 (ODIN's size) when that is 0.
 - ODIN: fixed ``odin_temperature`` = 1000 and ``odin_eps`` = 0.0014 (the ODIN paper's CIFAR
@@ -50,9 +64,9 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.tasks.calibration import NO_SPLIT, load_heldout
-from benchmark.tasks.registry import Metric, TaskContext, predict, register_task
+from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, predict, register_task
 from ood import datasets as oodsets
-from ood.metrics import METRICS, auroc_ci, ood_metrics
+from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
 from ood.scores import (
     ODIN_EPS,
     ODIN_EPS_GRID,
@@ -67,6 +81,7 @@ from ood.scores import (
 
 SCORERS = ("msp", "maxlogit", "energy", "odin")
 MEAN_SET = "mean"
+ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
 GENERATED = ("uniform", "gaussian", "natural_crops")
 CIFAR = {"cifar10": (read_cifar10, "cifar-10-batches-py"),
          "cifar100": (read_cifar100, "cifar-100-python")}
@@ -94,6 +109,8 @@ DEFAULTS: dict[str, Any] = {
     "odin_tune_n": 1000,
     "odin_temperatures": list(ODIN_TEMPERATURES),
     "odin_eps_grid": list(ODIN_EPS_GRID),
+    "bootstrap": 1000,
+    "histogram_bins": 30,
 }
 
 
@@ -144,12 +161,15 @@ def check_params(params: dict[str, Any]) -> None:
     if not isinstance(sets, dict) or not sets:
         raise _bad("sets", "no OOD sets; name them in the suite ([tasks.ood] sets = {name = "
                            "\"path-or-builtin\"}) or with --ood NAME=PATH")
-    if MEAN_SET in sets:
-        raise _bad("sets", f"{MEAN_SET!r} is reserved for the average over sets")
+    for reserved, meaning in ((MEAN_SET, "the average over sets"),
+                              (ID_SET, "the ID scores' histogram rows")):
+        if reserved in sets:
+            raise _bad("sets", f"{reserved!r} is reserved for {meaning}")
     if params["resize"] not in oodsets.RESIZE_MODES:
         raise _bad("resize", f"{params['resize']!r} is not one of "
                              f"{', '.join(oodsets.RESIZE_MODES)}")
-    for key, low in (("ood_limit", 0), ("odin_tune_n", 1)):
+    for key, low in (("ood_limit", 0), ("odin_tune_n", 1), ("bootstrap", 0),
+                     ("histogram_bins", 0)):
         if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < low:
             raise _bad(key, f"expected an integer >= {low}, got {params[key]!r}")
     for key in ("energy_temperature", "odin_temperature"):
@@ -312,7 +332,75 @@ LOGIT_SCORERS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
 }
 
 
-@register_task("ood", defaults=DEFAULTS, version=1)
+def _interval(replicates: np.ndarray | None) -> tuple[float | None, float | None]:
+    """The percentile 95 % interval of bootstrap replicates, in percent; none without them."""
+    if replicates is None:
+        return None, None
+    low, high = percentile_interval(replicates)
+    return 100.0 * low, 100.0 * high
+
+
+def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.ndarray],
+                    resamples: int, seed: int) -> list[Metric]:
+    """The six metrics (percent) per set and their unweighted mean over sets, with stratified
+    bootstrap 95 % intervals when `resamples` > 0 (one ID resample shared by all sets)."""
+    values = {name: ood_metrics(id_scores, scores) for name, scores in by_set.items()}
+    replicates = (bootstrap_ood_metrics(id_scores, list(by_set.values()), resamples, seed)
+                  if resamples else None)
+    n_id = len(id_scores)
+    rows = []
+    for j, (name, scores) in enumerate(by_set.items()):
+        for metric, higher in METRICS.items():
+            interval = _interval(None if replicates is None else replicates[metric][:, j])
+            rows.append(Metric(metric, 100.0 * values[name][metric], n_id + len(scores), higher,
+                               {"scorer": scorer, "ood_set": name}, *interval))
+    n_all = n_id + sum(len(scores) for scores in by_set.values())
+    for metric, higher in METRICS.items():
+        interval = _interval(None if replicates is None else replicates[metric].mean(axis=1))
+        mean = float(np.mean([v[metric] for v in values.values()]))
+        rows.append(Metric(metric, 100.0 * mean, n_all, higher,
+                           {"scorer": scorer, "ood_set": MEAN_SET}, *interval))
+    return rows
+
+
+def _histogram_rows(scorer: str, groups: dict[str, np.ndarray], bins: int) -> list[Metric]:
+    """Percent of each group's scores per bin: `bins` equal-width bins over [min, max] of all
+    groups' scores together (shared edges; the last bin holds the max), one bin if all equal."""
+    everything = np.concatenate(list(groups.values()))
+    low, high = float(everything.min()), float(everything.max())
+    edges = np.linspace(low, high, bins + 1) if high > low else np.array([low, high])
+    centres = (edges[:-1] + edges[1:]) / 2
+    rows = []
+    for name, scores in groups.items():
+        counts, _ = np.histogram(scores, bins=edges)
+        rows += [Metric("score_hist", 100.0 * count / len(scores), len(scores), None,
+                        {"scorer": scorer, "ood_set": name, "bin": i, "score": float(centre)})
+                 for i, (count, centre) in enumerate(zip(counts, centres, strict=True))]
+    return rows
+
+
+def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
+    """The files the OOD sets (and ODIN's tuning set) are read from; generated sets have none.
+    A malformed spec contributes nothing here: the task reports it when it runs."""
+    specs = dict(params.get("sets") or {}) if isinstance(params.get("sets"), dict) else {}
+    if "odin" in params.get("scorers", ()) and params.get("odin_tune_split") != NO_SPLIT:
+        specs["odin_tune_ood"] = params.get("odin_tune_ood")
+    paths = []
+    for name, spec in specs.items():
+        try:
+            spec = normalize_spec(name, spec)
+        except SuiteError:
+            continue
+        if "path" in spec:
+            paths.append(_resolve(spec["path"], places.data_root))
+        elif spec["kind"] in CIFAR:
+            paths.append(_resolve(CIFAR[spec["kind"]][1], places.data_root))
+        if "root" in spec:
+            paths.append(_resolve(spec["root"], places.data_root))
+    return paths
+
+
+@register_task("ood", defaults=DEFAULTS, version=2, inputs=_inputs)
 def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
     check_params(params)
@@ -343,19 +431,11 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         metrics += [Metric("odin_temperature", float(temperature), n_tune, None,
                            {"scorer": "odin"}),
                     Metric("odin_eps", float(eps), n_tune, None, {"scorer": "odin"})]
-    n_id = len(id_logits)
     for scorer in scorers:
-        per_set = {name: ood_metrics(id_scores[scorer], ood_scores[name][scorer])
-                   for name in sets}
-        for name, values in per_set.items():
-            where = {"scorer": scorer, "ood_set": name}
-            low, high = auroc_ci(id_scores[scorer], ood_scores[name][scorer])
-            intervals = {"auroc": (100.0 * low, 100.0 * high)} if np.isfinite(low) else {}
-            metrics += [Metric(metric, 100.0 * values[metric], n_id + len(sets[name]), higher,
-                               dict(where), *intervals.get(metric, (None, None)))
-                        for metric, higher in METRICS.items()]
-        n_all = n_id + sum(len(made) for made in sets.values())
-        metrics += [Metric(metric, 100.0 * float(np.mean([v[metric] for v in per_set.values()])),
-                           n_all, higher, {"scorer": scorer, "ood_set": MEAN_SET})
-                    for metric, higher in METRICS.items()]
+        by_set = {name: ood_scores[name][scorer] for name in sets}
+        metrics += _detection_rows(scorer, id_scores[scorer], by_set, params["bootstrap"],
+                                   ctx.seed)
+        if params["histogram_bins"]:
+            metrics += _histogram_rows(scorer, {ID_SET: id_scores[scorer], **by_set},
+                                       params["histogram_bins"])
     return metrics

@@ -7,11 +7,17 @@ Per-image randomness comes from `corruptions.per_index` (seed, image index), so 
 of a run sees identical perturbed images whatever the batch size. No cache of perturbed images
 is kept across checkpoints: building them costs a few percent of the forward passes (see
 bench/bench_perturbations.py), less than a cache would save, and keeps memory flat.
+
+Intervals (95 %): rates over the images (`top1_err`, `neither_rate`, `occlusion_err` at one hole
+size) carry Wilson intervals; means over several perturbations of the same images (`mean_err`,
+`occlusion_err` as the sweep mean) a bootstrap over images of each image's share of
+misclassified perturbations (`Metric.image_mean`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -78,8 +84,9 @@ def _batches(ctx: TaskContext, desc: str) -> Iterable[tuple[torch.Tensor, torch.
                 total=total, leave=False, disable=not ctx.progress)
 
 
-def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    return int((logits.argmax(dim=1) != labels).sum())
+def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Per image: the top-1 prediction is not the label."""
+    return (logits.argmax(dim=1) != labels).cpu().numpy()
 
 
 @register_task("occlusion", defaults={
@@ -88,7 +95,7 @@ def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> int:
     "fill": "mean",
     "occ_err_mode": "center",
     "occ_err_frac": "mean",
-})
+}, version=2)
 def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error under centred center / boundary occlusion, swept over hole sizes.
 
@@ -100,7 +107,8 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     Metrics (percent): `top1_err` per (mode, fill, hole_frac); `mean_err` per mode = mean over
     the sweep (the normalized area under the error curve on a uniform grid); `occlusion_err`,
     the single "Occ." number of Chun et al. (2019) as rubench defines it: `occ_err_mode`
-    (default center) at `occ_err_frac` — `mean` (default: the sweep mean) or one hole_frac.
+    (default center) at `occ_err_frac` — `mean` (default: the sweep mean, the `mean_err` row
+    renamed, interval included) or one hole_frac (a Wilson rate).
     """
     fracs = _numbers("occlusion", "hole_fracs", params["hole_fracs"], 0.0, 1.0)
     modes = _choices("occlusion", "modes", params["modes"], MODES)
@@ -135,41 +143,45 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
             else:
                 kind[mode, frac] = "pass"
                 passes.setdefault((mode, box), frac)
-    wrong = dict.fromkeys(passes, 0)
+    wrong = {key: np.zeros(n, dtype=bool) for key in passes}  # per image, per pass
     with torch.inference_mode():
         if "pass" in kind.values():
+            offset = 0
             for images, targets in _batches(ctx, "occlusion"):
+                part = slice(offset, offset + len(targets))
                 for (mode, box), frac in passes.items():
-                    wrong[mode, box] += _wrong(ctx.model(occlude(images, frac, mode, fill)),
-                                               targets)
-        clean_wrong = _wrong(ctx.clean_logits(), labels) if "clean" in kind.values() else 0
-        constant_wrong = 0
+                    wrong[mode, box][part] = _wrong(ctx.model(occlude(images, frac, mode, fill)),
+                                                    targets)
+                offset += len(targets)
+        clean_wrong = _wrong(ctx.clean_logits(), labels) if "clean" in kind.values() else None
+        constant_wrong = None
         if "constant" in kind.values():
             blank = occlude(torch.zeros((1, channels, height, width), device=ctx.device), 1.0,
                             "center", fill)
-            constant_wrong = int((labels != ctx.model(blank).argmax(dim=1).cpu()).sum())
+            constant_wrong = (labels != ctx.model(blank).argmax(dim=1).cpu()).numpy()
 
-    metrics, rates = [], {}
+    metrics, cells = [], {}
     for mode in modes:
         for frac in fracs:
             if kind[mode, frac] == "clean":
-                count = clean_wrong
+                cells[mode, frac] = clean_wrong
             elif kind[mode, frac] == "constant":
-                count = constant_wrong
+                cells[mode, frac] = constant_wrong
             else:
-                count = wrong[mode, hole_box(frac, height, width)]
-            rates[mode, frac] = 100.0 * count / n
-            metrics.append(Metric.rate("top1_err", count, n, conditions={
+                cells[mode, frac] = wrong[mode, hole_box(frac, height, width)]
+            metrics.append(Metric.rate("top1_err", int(cells[mode, frac].sum()), n, conditions={
                 "mode": mode, "fill": fill_name, "hole_frac": frac}))
-    means = {mode: float(np.mean([rates[mode, f] for f in fracs])) for mode in modes}
-    metrics += [Metric("mean_err", means[mode], n, False, {"mode": mode, "fill": fill_name})
-                for mode in modes]
+    means = {mode: Metric.image_mean("mean_err", np.mean([cells[mode, f] for f in fracs], axis=0),
+                                     ctx.seed, conditions={"mode": mode, "fill": fill_name})
+             for mode in modes}
+    metrics += means.values()
     if err_frac == "mean":
-        metrics.append(Metric("occlusion_err", means[err_mode], n, False,
-                              {"mode": err_mode, "fill": fill_name}))
+        metrics.append(replace(means[err_mode], metric="occlusion_err",
+                               conditions=dict(means[err_mode].conditions)))
     else:
-        metrics.append(Metric("occlusion_err", rates[err_mode, float(err_frac)], n, False,
-                              {"mode": err_mode, "fill": fill_name, "hole_frac": float(err_frac)}))
+        metrics.append(Metric.rate("occlusion_err", int(cells[err_mode, float(err_frac)].sum()),
+                                   n, conditions={"mode": err_mode, "fill": fill_name,
+                                                  "hole_frac": float(err_frac)}))
     return metrics
 
 
@@ -178,7 +190,7 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     "shears": [28.6, 57.3],
     "scales": [0.6, 0.8, 1.2, 1.4],
     "scale_convention": "torchvision",
-})
+}, version=2)
 def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error under PatchUp's affine sets: random rotation, random x-shear, fixed scale.
 
@@ -187,7 +199,8 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric
     semantics (`corruptions.affine`). `scale_convention`: `torchvision` (default; scale 0.6
     shrinks the image, rows say transform = "scale") or `zoom` (Manifold Mixup's Zoom: 0.6
     magnifies, rows say transform = "zoom"). Metrics (percent): `top1_err` per (transform,
-    magnitude) and `mean_err`, the mean over the sets.
+    magnitude) and `mean_err`, the mean over the sets (interval: a bootstrap over images of
+    each image's share of sets it is misclassified in).
     """
     convention = _choice("affine", "scale_convention", params["scale_convention"],
                          ("torchvision", "zoom"))
@@ -203,22 +216,22 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric
     n = len(ctx.data)
     everyone = np.arange(n)
     drawn = {s: affine_params(*s, everyone, ctx.seed, convention) for s in sets}
-    wrong = dict.fromkeys(sets, 0)
+    wrong = {s: np.zeros(n, dtype=bool) for s in sets}  # per image, per set
     offset = 0
     with torch.inference_mode():
         for images, targets in _batches(ctx, "affine"):
             part = slice(offset, offset + len(targets))
             for s in sets:
                 angle, scale, shear = (v[part] for v in drawn[s])
-                wrong[s] += _wrong(ctx.model(affine(images, angle, scale, shear)), targets)
+                wrong[s][part] = _wrong(ctx.model(affine(images, angle, scale, shear)), targets)
             offset += len(targets)
     metrics = []
     for transform, magnitude in sets:
         name = "zoom" if transform == "scale" and convention == "zoom" else transform
-        metrics.append(Metric.rate("top1_err", wrong[transform, magnitude], n, conditions={
-            "transform": name, "magnitude": magnitude}))
-    mean = float(np.mean([m.value for m in metrics]))
-    metrics.append(Metric("mean_err", mean, n, False))
+        metrics.append(Metric.rate("top1_err", int(wrong[transform, magnitude].sum()), n,
+                                   conditions={"transform": name, "magnitude": magnitude}))
+    metrics.append(Metric.image_mean("mean_err", np.mean(list(wrong.values()), axis=0),
+                                     ctx.seed))
     return metrics
 
 

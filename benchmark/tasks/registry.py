@@ -105,7 +105,10 @@ def wilson_interval(count: int, n: int, z: float = 1.959963984540054) -> tuple[f
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 and n the bound is exactly the value; float rounding must not put it past the value
+    low = 0.0 if count == 0 else max(0.0, centre - half)
+    high = 1.0 if count == n else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass
@@ -157,28 +160,45 @@ TaskFn = Callable[[TaskContext, dict[str, Any]], list[Metric]]
 
 
 @dataclass(frozen=True)
+class TaskPlaces:
+    """Where a task's inputs resolve: the evaluated data set's name, --data-root, CKPT_DIR."""
+
+    dataset: str
+    data_root: Path | None
+    ckpt_dir: Path | None
+
+
+# (params, places) -> files and folders the task reads besides the evaluated data; the runner
+# fingerprints them (benchmark.fingerprint) into the unit's key.
+InputsFn = Callable[[dict[str, Any], TaskPlaces], list[Path]]
+
+
+@dataclass(frozen=True)
 class TaskDef:
-    """A registered task: function, default parameters, version (bump when its numbers change)."""
+    """A registered task: function, default parameters, version (bump when its numbers change),
+    and the input files it reads (`inputs`), which key its stored results with the parameters."""
 
     name: str
     fn: TaskFn
     defaults: dict[str, Any]
     version: int
     description: str
+    inputs: InputsFn | None = None
 
 
 _TASKS: dict[str, TaskDef] = {}
 
 
-def register_task(name: str, defaults: dict[str, Any] | None = None, version: int = 1
-                  ) -> Callable[[TaskFn], TaskFn]:
+def register_task(name: str, defaults: dict[str, Any] | None = None, version: int = 1,
+                  inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
     """Register `fn` as task `name`; its docstring's first line is the description."""
 
     def wrap(fn: TaskFn) -> TaskFn:
         if name in _TASKS:
             raise ValueError(f"task {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _TASKS[name] = TaskDef(name, fn, dict(defaults or {}), version, doc[0] if doc else "")
+        _TASKS[name] = TaskDef(name, fn, dict(defaults or {}), version, doc[0] if doc else "",
+                               inputs)
         return fn
 
     return wrap

@@ -3,7 +3,9 @@
 
 Numbers are synthetic but chosen by hand so the expected table can be checked by eye: three
 checkpoints (erm, mixup, cutout), clean / FGSM at two eps / calibration / OOD rows, and one
-occlusion sweep. Re-run after an intended change of the leaderboard format, and read the diff.
+occlusion sweep; FGSM sanity flags (one raised: mixup at eps 0.2), three reliability bins, OOD
+score histograms (ID and one set, four bins) and a few corruption cells. Re-run after an
+intended change of the leaderboard format, and read the diff.
 
     python tests/data/make_report_fixture.py [--golden]
 """
@@ -36,13 +38,35 @@ def rows() -> list[dict]:
         add(name, "clean", "nll", clean / 20)
         add(name, "fgsm", "top1_err", fgsm1, eps=0.1, space="pixel")
         add(name, "fgsm", "top1_err", fgsm2, eps=0.2, space="pixel")
-        add(name, "calibration", "ece", ece)
+        for eps in (0.1, 0.2):
+            raised = float(name == "mixup" and eps == 0.2)
+            add(name, "fgsm", "flag_below_clean", raised, eps=eps, space="pixel")
+        add(name, "fgsm", "flag_zero_grad", 0.0, space="pixel")
+        add(name, "calibration", "ece", ece, scaling="none")
+        for i, (accuracy, confidence) in enumerate(((30.0, 25.0), (60.0, 55.0),
+                                                    (90.0, 95.0))):
+            add(name, "calibration", "reliability_accuracy", accuracy, higher=None,
+                scaling="none", bin=i)
+            add(name, "calibration", "reliability_confidence", confidence, higher=None,
+                scaling="none", bin=i)
+            add(name, "calibration", "reliability_count", 200, higher=None, scaling="none",
+                bin=i)
+        for ood_set, shares in (("in_distribution", (5, 10, 25, 60)),
+                                ("noise", (50, 30, 15, 5))):
+            for i, share in enumerate(shares):
+                add(name, "ood", "score_hist", float(share), higher=None, ood_set=ood_set,
+                    scorer="msp", bin=i, score=0.1 + 0.25 * i)
+        for corruption, category in (("gaussian_noise", "noise"), ("fog", "weather")):
+            for severity in (1, 3, 5):
+                add(name, "corruptions", "top1_err", clean + 5 * severity, category=category,
+                    corruption=corruption, severity=severity, source="generated")
         add(name, "ood", "auroc", auroc, higher=True, ood_set="mean", scorer="msp")
         add(name, "ood", "auroc", auroc - 5, higher=True, ood_set="mean", scorer="energy")
         for frac, err in ((0.0, clean), (0.5, 3 * clean + 10), (1.0, 90.0)):
             add(name, "occlusion", "top1_err", err, mode="center", hole_frac=frac)
     frame = pd.DataFrame(out)
-    conditions = ["eps", "space", "ood_set", "scorer", "mode", "hole_frac"]
+    conditions = ["bin", "category", "corruption", "eps", "hole_frac", "mode", "ood_set",
+                  "scaling", "score", "scorer", "severity", "source", "space"]
     front = ["checkpoint", "task", "metric", *conditions]
     return frame[front + [c for c in frame.columns if c not in front]]
 

@@ -1,0 +1,153 @@
+"""Figures that are not plain sweeps: reliability diagrams, OOD score histograms, and error vs
+severity per corruption category. Each takes the results rows of one task and writes PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+MAX_COLUMNS = 4
+CATEGORIES = ("noise", "blur", "weather", "digital")  # Hendrycks & Dietterich's order
+ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
+
+
+def panel_grid(count: int, width: float = 4.2, height: float = 3.4
+               ) -> tuple[Figure, list[Axes]]:
+    """A figure with `count` panels in rows of at most MAX_COLUMNS; spare cells hidden."""
+    columns = max(1, min(count, MAX_COLUMNS))
+    rows = -(-count // columns)
+    figure = Figure(figsize=(width * columns, height * rows))
+    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return figure, axes[:count]
+
+
+def save(figure: Figure, title: str, path: Path) -> Path:
+    """Title, lay out and write `figure` as a PNG at `path`."""
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _metric(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    return rows[rows["metric"] == name]
+
+
+def reliability_diagrams(rows: pd.DataFrame, path: Path) -> list[Path]:
+    """Guo et al.'s reliability diagram per checkpoint and scaling: accuracy per confidence bin
+    (bars), the gap to the bin's mean confidence (red), the diagonal of perfect calibration."""
+    accuracy = _metric(rows, "reliability_accuracy")
+    if accuracy.empty:
+        return []
+    counts = _metric(rows, "reliability_count")
+    bins = int(counts["bin"].max()) + 1 if not counts.empty else int(accuracy["bin"].max()) + 1
+    width = 1.0 / bins
+    panels = list(accuracy.groupby(["checkpoint", "scaling"], sort=True))
+    figure, axes = panel_grid(len(panels), 3.4, 3.4)
+    for axis, ((checkpoint, scaling), panel) in zip(axes, panels, strict=True):
+        panel = panel.sort_values("bin")
+        confidence = _metric(rows, "reliability_confidence")
+        confidence = confidence[(confidence["checkpoint"] == checkpoint)
+                                & (confidence["scaling"] == scaling)].set_index("bin")["value"]
+        centres = (panel["bin"].to_numpy() + 0.5) * width
+        acc = panel["value"].to_numpy() / 100
+        conf = confidence.reindex(panel["bin"]).to_numpy() / 100
+        axis.bar(centres, acc, width=width, color="tab:blue", edgecolor="k", linewidth=0.5,
+                 label="accuracy")
+        axis.bar(centres, conf - acc, bottom=acc, width=width, fill=False, hatch="///",
+                 edgecolor="tab:red", linewidth=0.8, label="gap to mean confidence")
+        axis.plot([0, 1], [0, 1], "k--", linewidth=1)
+        ece = rows[(rows["metric"] == "ece") & (rows["checkpoint"] == checkpoint)
+                   & (rows["scaling"] == scaling)]["value"]
+        label = f"ECE {ece.iloc[0]:.2f} %" if not ece.empty else ""
+        axis.text(0.04, 0.92, label, transform=axis.transAxes, fontsize=8)
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+        axis.set_title(f"{checkpoint} (scaling={scaling})", fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower right")
+    return [save(figure, f"{rows['task'].iloc[0]}: reliability diagrams ({bins} bins)", path)]
+
+
+def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
+    """Per scorer, one panel per checkpoint: the share of each set's samples per score bin,
+    the in-distribution set in black (ID should sit to the right: higher = more ID)."""
+    hist = _metric(rows, "score_hist")
+    written = []
+    for scorer, per_scorer in hist.groupby("scorer", sort=True):
+        panels = list(per_scorer.groupby("checkpoint", sort=True))
+        figure, axes = panel_grid(len(panels), 4.2, 3.2)
+        for axis, (checkpoint, panel) in zip(axes, panels, strict=True):
+            names = sorted(panel["ood_set"].unique(), key=lambda s: (s != ID_SET, s))
+            for name in names:
+                curve = panel[panel["ood_set"] == name].sort_values("bin")
+                centres = curve["score"].to_numpy(dtype=float)
+                step = np.diff(centres).min() if len(centres) > 1 else 1.0
+                edges = np.append(centres - step / 2, centres[-1] + step / 2)
+                own = name == ID_SET
+                axis.stairs(curve["value"].to_numpy(), edges, fill=own, alpha=0.3 if own else 1,
+                            color="k" if own else None, linewidth=1.2,
+                            label="in-distribution" if own else name)
+            axis.set(xlabel=f"{scorer} score", ylabel="% of the set")
+            axis.set_title(checkpoint, fontsize=9)
+            axis.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, loc="upper left")
+        target = path.with_name(f"{path.stem}__{scorer}{path.suffix}")
+        written.append(save(figure, f"{rows['task'].iloc[0]}: {scorer} score histograms",
+                             target))
+    return written
+
+
+ALL_CORRUPTIONS = "all corruptions"
+
+
+def category_severity_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Top-1 error per (source if several, category, checkpoint, severity): the mean over the
+    category's corruptions, plus the category ALL_CORRUPTIONS (mean over every corruption)."""
+    cells = _metric(rows, "top1_err").dropna(subset=["category", "severity"])
+    by = ["source"] if "source" in cells and cells["source"].nunique() > 1 else []
+    combined = pd.concat([cells, cells.assign(category=ALL_CORRUPTIONS)])
+    means = combined.groupby([*by, "category", "checkpoint", "severity"])["value"].mean()
+    return means.rename("value").reset_index()
+
+
+def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
+    """Top-1 error vs severity, one panel per corruption category (the mean over its
+    corruptions at each severity) plus one over all corruptions; one line per checkpoint."""
+    means = category_severity_means(rows)
+    if means.empty:
+        return []
+    found = set(means["category"]) - {ALL_CORRUPTIONS}
+    order = [*(c for c in CATEGORIES if c in found), *sorted(found - set(CATEGORIES)),
+             ALL_CORRUPTIONS]
+    by = [c for c in ("source",) if c in means]
+    panels = sorted(means.groupby([*by, "category"]),
+                    key=lambda item: (item[0][:-1], order.index(item[0][-1])))
+    figure, axes = panel_grid(len(panels))
+    for axis, (key, panel) in zip(axes, panels, strict=True):
+        for checkpoint, line in panel.groupby("checkpoint", sort=True):
+            line = line.sort_values("severity")
+            axis.plot(line["severity"], line["value"], marker="o", markersize=3,
+                      label=checkpoint)
+        axis.set_title(", ".join(str(k) for k in key), fontsize=9)
+        axis.set(xlabel="severity", ylabel="top-1 error (%)")
+        axis.set_xticks(sorted(panel["severity"].unique()))
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    sources = rows["source"].dropna().unique() if "source" in rows else []
+    label = f" ({sources[0]} data)" if len(sources) == 1 else ""
+    return [save(figure, f"{rows['task'].iloc[0]}: top-1 error vs severity per category "
+                 f"(mean over its corruptions){label}", path)]
+
+
+# (task type, metric) -> the figure drawn for that detail instead of a generic sweep plot.
+# OOD score histograms have no detail table (see reports.details.HIDDEN_PREFIXES); the report
+# draws them directly.
+SPECIAL = {
+    ("calibration", "reliability_accuracy"): reliability_diagrams,
+    ("corruptions", "top1_err"): corruption_categories,
+}

@@ -1,0 +1,90 @@
+"""Input fingerprints: what re-keys stored results (a changed, added or removed input file) and
+what does not (moving the folder); end to end through a task that declares its inputs."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from test_runner import evaluate, make_zoo
+
+from benchmark.fingerprint import fingerprint
+from benchmark.tasks import Metric, TaskPlaces, get_task, register_task
+
+
+def test_changes_that_matter_change_the_fingerprint(tmp_path):
+    folder = tmp_path / "set"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"1234")
+    (folder / "sub" / "b.png").write_bytes(b"56")
+    first = fingerprint([folder])
+    assert fingerprint([folder]) == first
+    os.utime(folder / "sub" / "b.png", ns=(1, 1))  # same size, new modification time
+    touched = fingerprint([folder])
+    assert touched != first
+    (folder / "c.png").write_bytes(b"")
+    added = fingerprint([folder])
+    assert added != touched
+    (folder / "c.png").unlink()
+    assert fingerprint([folder]) == touched
+    moved = tmp_path / "elsewhere"
+    shutil.move(folder, moved)
+    assert fingerprint([moved]) == touched  # the location is not part of it
+    assert fingerprint([folder]) != touched  # now missing
+    assert fingerprint([moved, moved / "a.png"]) != fingerprint([moved])
+
+
+READS: list[str] = []
+
+
+def _declared(params, places):
+    return [places.data_root / params["file"]]
+
+
+@register_task("reads_a_file", defaults={"file": "table.txt"}, inputs=_declared)
+def _reads_a_file(ctx, params):
+    """Test task: reports the length of a file under --data-root."""
+    text = (ctx.data_root / params["file"]).read_text()
+    READS.append(text)
+    return [Metric("length", float(len(text)), len(ctx.data), None)]
+
+
+def test_a_task_is_recomputed_when_its_declared_input_changes(tmp_path, capsys):
+    zoo, root = tmp_path / "zoo", tmp_path / "root"
+    make_zoo(zoo, seeds=(0,))
+    root.mkdir()
+    (root / "table.txt").write_text("abc")
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "t"\nversion = "1"\n[dataset]\nname = "digits"\n'
+                     "[model_defaults]\nnum_classes = 10\n[tasks.reads_a_file]\n")
+    run = ["--suite", str(suite), "--data-root", str(root)]
+    assert evaluate(zoo, tmp_path / "out", *run) == 0
+    assert evaluate(zoo, tmp_path / "out", *run) == 0
+    assert "0 task result(s) computed, 1 reused" in capsys.readouterr().out
+    (root / "table.txt").write_text("abcdef")  # replaced in place: same path, new content
+    assert evaluate(zoo, tmp_path / "out", *run) == 0
+    assert "1 task result(s) computed, 0 reused" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "out" / "results.csv")["value"].tolist() == [6.0]
+    assert READS == ["abc", "abcdef"]
+
+
+def test_tasks_declare_the_files_they_read(tmp_path):
+    root, ckpts = tmp_path / "data", tmp_path / "ckpts"
+    ckpts.mkdir()
+    places = TaskPlaces("cifar10", root, ckpts)
+    ood = get_task("ood")
+    sets = {"noise": "uniform", "svhn": "svhn/test_32x32.mat", "c100": "cifar100",
+            "listed": {"kind": "list", "path": "lists/a.txt", "root": "images"},
+            "broken": {"kind": "nonsense"}}
+    params = {**ood.defaults, "sets": sets}
+    assert ood.inputs(params, places) == [root / "svhn/test_32x32.mat",
+                                          root / "cifar-100-python", root / "lists/a.txt",
+                                          root / "images"]
+    transfer = get_task("transfer")
+    assert transfer.inputs({**transfer.defaults, "surrogate": "erm.pth"}, places) == [
+        ckpts / "erm.pth"]
+    assert transfer.inputs(transfer.defaults, places) == []  # reported when the task runs
+    corruptions = get_task("corruptions")
+    assert corruptions.inputs(corruptions.defaults, places) == [root / "CIFAR-10-C"]
+    assert corruptions.inputs({**corruptions.defaults, "path": "/abs/C", "wnids": "w.txt"},
+                              places) == [Path("/abs/C"), root / "w.txt"]
