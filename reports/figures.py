@@ -83,14 +83,14 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
         figure, axes = panel_grid(len(panels), 4.2, 3.2)
         for axis, (checkpoint, panel) in zip(axes, panels, strict=True):
             names = sorted(panel["ood_set"].unique(), key=lambda s: (s != ID_SET, s))
-            for name in names:
+            for index, name in enumerate(names):
                 curve = panel[panel["ood_set"] == name].sort_values("bin")
                 centres = curve["score"].to_numpy(dtype=float)
                 step = np.diff(centres).min() if len(centres) > 1 else 1.0
                 edges = np.append(centres - step / 2, centres[-1] + step / 2)
                 own = name == ID_SET
                 axis.stairs(curve["value"].to_numpy(), edges, fill=own, alpha=0.3 if own else 1,
-                            color="k" if own else None, linewidth=1.2,
+                            color="k" if own else f"C{index - 1}", linewidth=1.2,
                             label="in-distribution" if own else name)
             axis.set(xlabel=f"{scorer} score", ylabel="% of the set")
             axis.set_title(checkpoint, fontsize=9)
