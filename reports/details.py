@@ -19,13 +19,22 @@ HIDDEN_PREFIXES = ("flag_", "score_hist")
 
 @dataclass(frozen=True)
 class Detail:
-    """One task's metric as a wide table: checkpoints x condition values."""
+    """One task's metric as a wide table: checkpoints x condition values; `low` / `high` hold
+    the 95 % interval bounds in the same layout where the rows carry them."""
 
     task: str
     metric: str
     table: pd.DataFrame
     higher_is_better: bool | None
     task_type: str
+    low: pd.DataFrame | None = None
+    high: pd.DataFrame | None = None
+
+
+def _wide(rows: pd.DataFrame, conditions: list[str], column: str) -> pd.DataFrame:
+    """`column` of `rows` pivoted: checkpoints x the values of `conditions`."""
+    return rows.pivot_table(index="checkpoint", columns=conditions, values=column,
+                            aggfunc="first", dropna=False)
 
 
 def details(results: pd.DataFrame) -> list[Detail]:
@@ -37,12 +46,14 @@ def details(results: pd.DataFrame) -> list[Detail]:
         varying = [c for c in conditions if rows[c].notna().any()]
         if not varying or metric.startswith(HIDDEN_PREFIXES):
             continue
-        table = rows.pivot_table(index="checkpoint", columns=varying, values="value",
-                                 aggfunc="first", dropna=False)
-        table = table.dropna(axis=1, how="all")
+        table = _wide(rows, varying, "value").dropna(axis=1, how="all")
+        bounds = [None, None]
+        if "ci_low" in rows and rows["ci_low"].notna().any():
+            bounds = [_wide(rows, varying, c).reindex(index=table.index, columns=table.columns)
+                      for c in ("ci_low", "ci_high")]
         task_type = rows["task_type"].iloc[0] if "task_type" in rows else task
         out.append(Detail(task, metric, table, direction(rows["higher_is_better"].iloc[0]),
-                          task_type))
+                          task_type, *bounds))
     return out
 
 
@@ -110,20 +121,27 @@ def sweep_axis(detail: Detail) -> str | None:
 
 
 def plot(detail: Detail, path: Path) -> list[Path]:
-    """Line plot of the metric against its sweep condition, one line per checkpoint, one panel
-    per value of the other varying conditions; nothing when the detail is not a sweep."""
+    """Line plot of the metric against its sweep condition, one line per checkpoint with its
+    95 % interval shaded where known, one panel per value of the other varying conditions;
+    nothing when the detail is not a sweep."""
     x = sweep_axis(detail)
     if x is None:
         return []
-    long = detail.table.stack(list(detail.table.columns.names), future_stack=True)
-    long = long.dropna().rename("value").reset_index()
+    names = list(detail.table.columns.names)
+    parts = {"value": detail.table, "ci_low": detail.low, "ci_high": detail.high}
+    long = pd.concat({key: part.stack(names, future_stack=True) for key, part in parts.items()
+                      if part is not None}, axis=1)
+    long = long.dropna(subset=["value"]).reset_index()
     panels_by = [n for n in detail.table.columns.names if n != x]
     panels = list(long.groupby(panels_by, dropna=False)) if panels_by else [((), long)]
     figure, axes = panel_grid(len(panels))
     for axis, (key, panel) in zip(axes, panels, strict=True):
         for name, line in panel.groupby("checkpoint"):
             line = line.sort_values(x)
-            axis.plot(line[x], line["value"], marker="o", markersize=3, label=name)
+            drawn = axis.plot(line[x], line["value"], marker="o", markersize=3, label=name)
+            if "ci_low" in line and line["ci_low"].notna().all():
+                axis.fill_between(line[x], line["ci_low"], line["ci_high"], alpha=0.15,
+                                  color=drawn[0].get_color(), linewidth=0)
         key = key if isinstance(key, tuple) else (key,)
         axis.set_title(", ".join(f"{n}={_format(v)}" for n, v in zip(panels_by, key,
                                                                         strict=True)

@@ -70,6 +70,10 @@ def test_detail_tables_pivot_conditions(out_dir):
     fgsm = flat(found[("fgsm", "top1_err")])
     assert list(fgsm.columns) == ["eps=0.1, space=pixel", "eps=0.2, space=pixel"]
     assert fgsm.at["mixup", "eps=0.2, space=pixel"] == 60.0
+    bounds = found[("fgsm", "top1_err")]
+    assert bounds.low.loc["mixup"].tolist() == [27.0, 57.0]
+    assert bounds.high.loc["mixup"].tolist() == [34.0, 63.0]
+    assert found[("occlusion", "top1_err")].low is None  # no interval, nothing shaded
     occlusion = flat(found[("occlusion", "top1_err")])
     assert occlusion.at["erm", "hole_frac=0.5, mode=center"] == pytest.approx(14.5)
 
