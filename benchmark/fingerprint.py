@@ -15,16 +15,27 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def _entries(path: Path) -> list[tuple[str, int, int]]:
-    if path.is_file():
+def _stat(path: Path, name: str) -> tuple[str, int, int]:
+    """(name, size, mtime in ns); an unreadable entry (a broken link) is marked, not fatal."""
+    try:
         stat = path.stat()
-        return [("", stat.st_size, stat.st_mtime_ns)]
-    found = []
-    for folder, _, files in os.walk(path, followlinks=True):
-        for name in files:
-            full = Path(folder) / name
-            stat = full.stat()
-            found.append((full.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return name, -1, -1
+    return name, stat.st_size, stat.st_mtime_ns
+
+
+def _entries(path: Path) -> list[tuple[str, int, int]]:
+    if not path.is_dir():
+        return [_stat(path, "")]
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink cycle, or a folder linked twice: walk it once
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found += [_stat(Path(folder) / name, (Path(folder) / name).relative_to(path).as_posix())
+                  for name in files]
     return sorted(found)
 
 

@@ -110,9 +110,11 @@ def data_identity(data: EvalData, suite: Suite, limit: int, seed: int) -> str:
     the state of the files they come from (see `benchmark.fingerprint`)."""
     labels = hashlib.sha256(np.ascontiguousarray(data.labels).tobytes()).hexdigest()
     source = Path(data.source)
-    return _digest({"dataset": suite.dataset["name"], "split": suite.dataset["split"],
-                    "limit": limit, "seed": seed, "n": len(data), "labels": labels,
-                    "files": fingerprint([source]) if source.exists() else None})
+    identity = {"dataset": suite.dataset["name"], "split": suite.dataset["split"],
+                "limit": limit, "seed": seed, "n": len(data), "labels": labels}
+    if source.exists():
+        identity["files"] = fingerprint([source])
+    return _digest(identity)
 
 
 def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
@@ -120,9 +122,12 @@ def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
     """Key of one unit's configuration: a change in any part re-runs it. `inputs` is the
     fingerprint of the files the task reads besides the evaluated data (OOD sets, surrogate)."""
     definition = get_task(task.task)
-    return _digest({"task": task.task, "task_version": definition.version,
-                    "params": task.params, "seed": seed, "data": data_id, "inputs": inputs,
-                    "external_meta": {key: value for key, value, _ in ref.external_meta}})[:16]
+    key = {"task": task.task, "task_version": definition.version, "params": task.params,
+           "seed": seed, "data": data_id,
+           "external_meta": {key: value for key, value, _ in ref.external_meta}}
+    if inputs is not None:  # tasks that read no extra files keep the keys they always had
+        key["inputs"] = inputs
+    return _digest(key)[:16]
 
 
 def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], path: Path,
@@ -193,7 +198,10 @@ class _Session:
             return None
         places = TaskPlaces(self.opts.suite.dataset["name"], self.opts.data_root,
                             self.opts.ckpt_dir)
-        paths = tuple(declare(task.params, places))
+        try:
+            paths = tuple(declare(task.params, places))
+        except (TypeError, ValueError, OSError) as exc:  # malformed parameters: the task
+            return f"undeclared: {exc}"                  # itself fails on them, with a message
         if paths not in self.fingerprints:
             self.fingerprints[paths] = fingerprint(paths)
         return self.fingerprints[paths]

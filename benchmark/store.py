@@ -83,17 +83,20 @@ class Store:
 
     def _allow_no_direction(self) -> None:
         """Migrate a store written before rows could have no direction (higher_is_better was
-        NOT NULL): copy the results table into the current schema, keeping every row."""
+        NOT NULL): copy the results table into the current schema, keeping every row, in one
+        transaction (DDL included), so an interrupted migration leaves the old store intact."""
         columns = self.conn.execute("PRAGMA table_info(results)").fetchall()
         if not any(name == "higher_is_better" and notnull for _, name, _, notnull, _, _
                    in columns):
             return
+        names = ", ".join(name for _, name, *_ in columns)
         with self.conn:
+            self.conn.execute("BEGIN")
             self.conn.execute("ALTER TABLE results RENAME TO results_old")
             self.conn.execute("DROP INDEX IF EXISTS results_key")
             self.conn.execute(_RESULTS_TABLE)
             self.conn.execute(_RESULTS_INDEX)
-            self.conn.execute("INSERT INTO results SELECT * FROM results_old")
+            self.conn.execute(f"INSERT INTO results ({names}) SELECT {names} FROM results_old")
             self.conn.execute("DROP TABLE results_old")
 
     def close(self) -> None:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from reports.figures import panel_grid, save
-from reports.leaderboard import ARROWS, FLAG_MEANINGS, condition_columns, direction
+from reports.leaderboard import (
+    ARROWS,
+    FLAG_MEANINGS,
+    condition_columns,
+    direction,
+    format_condition,
+)
 
 # Numeric conditions that form a curve when they vary, in order of preference for the x axis.
 SWEEPS = ("eps", "severity", "hole_frac", "lam")
@@ -64,15 +70,13 @@ def sanity_flags(results: pd.DataFrame) -> pd.DataFrame:
     flags = results[results["metric"].str.startswith("flag_")]
     table = pd.DataFrame({
         "checkpoint": flags["checkpoint"], "task": flags["task"], "flag": flags["metric"],
-        "conditions": [", ".join(f"{c}={_format(row[c])}" for c in conditions
+        "conditions": [", ".join(f"{c}={format_condition(row[c])}" for c in conditions
                                  if not pd.isna(row[c])) for _, row in flags.iterrows()],
         "raised": flags["value"].astype(int),
         "meaning": flags["metric"].map(FLAG_MEANINGS).fillna("")})
     return table.reset_index(drop=True)
 
 
-def _format(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _flat_header(table: pd.DataFrame) -> list[str]:
@@ -80,8 +84,8 @@ def _flat_header(table: pd.DataFrame) -> list[str]:
     headers = []
     for key in table.columns:
         key = key if isinstance(key, tuple) else (key,)
-        headers.append(", ".join(f"{n}={_format(v)}" for n, v in zip(names, key, strict=True)
-                                 if not pd.isna(v)))
+        headers.append(", ".join(f"{n}={format_condition(v)}"
+                                 for n, v in zip(names, key, strict=True) if not pd.isna(v)))
     return headers
 
 
@@ -143,7 +147,7 @@ def plot(detail: Detail, path: Path) -> list[Path]:
                 axis.fill_between(line[x], line["ci_low"], line["ci_high"], alpha=0.15,
                                   color=drawn[0].get_color(), linewidth=0)
         key = key if isinstance(key, tuple) else (key,)
-        axis.set_title(", ".join(f"{n}={_format(v)}" for n, v in zip(panels_by, key,
+        axis.set_title(", ".join(f"{n}={format_condition(v)}" for n, v in zip(panels_by, key,
                                                                         strict=True)
                                  if not pd.isna(v)), fontsize=9)
         axis.set_xlabel(x)

@@ -10,8 +10,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from corruptions.catalog import BENCHMARK, BENCHMARK_CATEGORIES
+
 MAX_COLUMNS = 4
-CATEGORIES = ("noise", "blur", "weather", "digital")  # Hendrycks & Dietterich's order
 ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
 
 
@@ -77,6 +78,9 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
     """Per scorer, one panel per checkpoint: the share of each set's samples per score bin,
     the in-distribution set in black (ID should sit to the right: higher = more ID)."""
     hist = _metric(rows, "score_hist")
+    centres = _metric(rows, "score_hist_centre")[["checkpoint", "scorer", "bin", "value"]]
+    hist = hist.merge(centres.rename(columns={"value": "centre"}),
+                      on=["checkpoint", "scorer", "bin"], how="left")
     written = []
     for scorer, per_scorer in hist.groupby("scorer", sort=True):
         panels = list(per_scorer.groupby("checkpoint", sort=True))
@@ -85,9 +89,9 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
             names = sorted(panel["ood_set"].unique(), key=lambda s: (s != ID_SET, s))
             for index, name in enumerate(names):
                 curve = panel[panel["ood_set"] == name].sort_values("bin")
-                centres = curve["score"].to_numpy(dtype=float)
-                step = np.diff(centres).min() if len(centres) > 1 else 1.0
-                edges = np.append(centres - step / 2, centres[-1] + step / 2)
+                at = curve["centre"].to_numpy(dtype=float)
+                step = np.diff(at).min() if len(at) > 1 else 1.0
+                edges = np.append(at - step / 2, at[-1] + step / 2)
                 own = name == ID_SET
                 axis.stairs(curve["value"].to_numpy(), edges, fill=own, alpha=0.3 if own else 1,
                             color="k" if own else f"C{index - 1}", linewidth=1.2,
@@ -102,27 +106,31 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
     return written
 
 
-ALL_CORRUPTIONS = "all corruptions"
+ALL_CORRUPTIONS = "the 15 benchmark corruptions"
 
 
 def category_severity_means(rows: pd.DataFrame) -> pd.DataFrame:
     """Top-1 error per (source if several, category, checkpoint, severity): the mean over the
-    category's corruptions, plus the category ALL_CORRUPTIONS (mean over every corruption)."""
+    category's corruptions, plus ALL_CORRUPTIONS, the mean over the 15 benchmark corruptions
+    (the 4 extra ones never enter a mean, as in `mean_corruption_err`)."""
     cells = _metric(rows, "top1_err").dropna(subset=["category", "severity"])
     by = ["source"] if "source" in cells and cells["source"].nunique() > 1 else []
-    combined = pd.concat([cells, cells.assign(category=ALL_CORRUPTIONS)])
+    benchmark = cells[cells["corruption"].isin(BENCHMARK)]
+    combined = pd.concat([cells, benchmark.assign(category=ALL_CORRUPTIONS)])
     means = combined.groupby([*by, "category", "checkpoint", "severity"])["value"].mean()
     return means.rename("value").reset_index()
 
 
 def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
     """Top-1 error vs severity, one panel per corruption category (the mean over its
-    corruptions at each severity) plus one over all corruptions; one line per checkpoint."""
+    corruptions at each severity) plus one over the 15 benchmark corruptions; one line per
+    checkpoint."""
     means = category_severity_means(rows)
     if means.empty:
         return []
     found = set(means["category"]) - {ALL_CORRUPTIONS}
-    order = [*(c for c in CATEGORIES if c in found), *sorted(found - set(CATEGORIES)),
+    order = [*(c for c in BENCHMARK_CATEGORIES if c in found),
+             *sorted(found - set(BENCHMARK_CATEGORIES)),
              ALL_CORRUPTIONS]
     by = [c for c in ("source",) if c in means]
     panels = sorted(means.groupby([*by, "category"]),

@@ -105,7 +105,8 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
             written.append(image)
             sections.append(_image(image))
         sections.append(_markdown_table_to_html(markdown.split("\n", 2)[2]))
-    for task, rows in results[results["metric"] == "score_hist"].groupby("task", sort=False):
+    histograms = results[results["metric"].str.startswith("score_hist")]
+    for task, rows in histograms.groupby("task", sort=False):
         sections.append(f"<h2>{html.escape(task)} / score histograms</h2>")
         for image in ood_histograms(rows, folder / _slug(f"{task}__score_hist.png")):
             written.append(image)

@@ -94,7 +94,8 @@ def _generated(rows: pd.DataFrame) -> bool:
     return "source" in rows and bool((rows["source"] == GENERATED).any())
 
 
-def _format_condition(value: object) -> str:
+def format_condition(value: object) -> str:
+    """A condition value as people write it: 8 not 8.0; other floats in %g."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, float):
@@ -148,7 +149,7 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
         groups = rows.groupby(split, dropna=False, sort=True) if split else [((), rows)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
-            suffix = ", ".join(f"{c}={_format_condition(v)}" for c, v in zip(split, key,
+            suffix = ", ".join(f"{c}={format_condition(v)}" for c, v in zip(split, key,
                                                                                strict=True)
                                if not pd.isna(v))
             if "source" not in split and _generated(group):

@@ -32,6 +32,9 @@ def test_changes_that_matter_change_the_fingerprint(tmp_path):
     assert fingerprint([moved]) == touched  # the location is not part of it
     assert fingerprint([folder]) != touched  # now missing
     assert fingerprint([moved, moved / "a.png"]) != fingerprint([moved])
+    os.symlink(moved / "nowhere", moved / "broken")  # unreadable: marked, not fatal
+    os.symlink(moved, moved / "sub" / "loop")  # a cycle: walked once
+    assert fingerprint([moved]) != touched
 
 
 READS: list[str] = []
@@ -77,9 +80,16 @@ def test_tasks_declare_the_files_they_read(tmp_path):
             "listed": {"kind": "list", "path": "lists/a.txt", "root": "images"},
             "broken": {"kind": "nonsense"}}
     params = {**ood.defaults, "sets": sets}
+    (root / "lists").mkdir(parents=True)
+    (root / "lists/a.txt").write_text("x/1.png -1\n\ny/2.png -1\n")
+    # a list: itself and the images it names, not its whole (often shared) image root
     assert ood.inputs(params, places) == [root / "svhn/test_32x32.mat",
                                           root / "cifar-100-python", root / "lists/a.txt",
-                                          root / "images"]
+                                          root / "images/x/1.png", root / "images/y/2.png"]
+    # a user set named like ODIN's tuning source does not hide it, nor the reverse
+    tuned = {**params, "sets": {"odin_tune_ood": "a.mat"}, "odin_tune_split": "val",
+             "odin_tune_ood": "b.mat"}
+    assert ood.inputs(tuned, places) == [root / "a.mat", root / "b.mat"]
     transfer = get_task("transfer")
     assert transfer.inputs({**transfer.defaults, "surrogate": "erm.pth"}, places) == [
         ckpts / "erm.pth"]
@@ -88,3 +98,12 @@ def test_tasks_declare_the_files_they_read(tmp_path):
     assert corruptions.inputs(corruptions.defaults, places) == [root / "CIFAR-10-C"]
     assert corruptions.inputs({**corruptions.defaults, "path": "/abs/C", "wnids": "w.txt"},
                               places) == [Path("/abs/C"), root / "w.txt"]
+    # a set the task generates: not an input (its content follows from the key), so the
+    # first run, before it exists, and the next, after, share their key
+    generating = {**corruptions.defaults, "generate": True}
+    assert corruptions.inputs(generating, places) == []
+    (root / "CIFAR-10-C").mkdir()
+    (root / "CIFAR-10-C" / "GENERATED.json").write_text("{}")
+    assert corruptions.inputs(generating, places) == []
+    (root / "CIFAR-10-C" / "GENERATED.json").unlink()  # a released set under that name
+    assert corruptions.inputs(generating, places) == [root / "CIFAR-10-C"]

@@ -158,8 +158,11 @@ def test_score_histograms_share_edges_and_match_numpy():
             assert all(m.n == len(values) for m in mine)
             expected = 100 * np.histogram(values, bins=edges)[0] / len(values)
             assert [m.value for m in mine] == pytest.approx(expected)
-            assert [m.conditions["score"] for m in mine] == pytest.approx(
-                (edges[:-1] + edges[1:]) / 2, rel=1e-6)
+        centres = sorted((m for m in rows if m.metric == "score_hist_centre"
+                          and m.conditions["scorer"] == scorer),
+                         key=lambda m: m.conditions["bin"])
+        assert [m.value for m in centres] == pytest.approx((edges[:-1] + edges[1:]) / 2,
+                                                           rel=1e-6)
 
 
 def test_equal_scores_make_one_histogram_bin():
@@ -173,7 +176,8 @@ def test_equal_scores_make_one_histogram_bin():
     for name, n in (("in_distribution", 600), ("uniform", 20)):
         assert hist[name].value == 100 and hist[name].n == n
         assert hist[name].conditions["bin"] == 0
-        assert hist[name].conditions["score"] == pytest.approx(0.1)
+    centre = next(m for m in rows if m.metric == "score_hist_centre")
+    assert (centre.value, centre.conditions["bin"]) == (pytest.approx(0.1), 0)
     auroc = by_condition(rows)["auroc", "msp", "uniform"]
     assert (auroc.value, auroc.ci_low, auroc.ci_high) == (50, 50, 50)
 
@@ -354,7 +358,7 @@ def test_cli_run_writes_condition_columns_and_feeds_the_leaderboard(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert {"scorer", "ood_set", "bin", "scaling"} <= set(results.columns)
     ood = results[results.task == "ood"]
-    detection = ood[ood.metric != "score_hist"]
+    detection = ood[~ood.metric.str.startswith("score_hist")]
     assert len(detection) == 2 * 2 * 3 * len(METRICS)  # checkpoints x scorers x (2 sets + mean)
     assert set(detection.ood_set) == {"crops", "uniform", "mean"}
     assert detection.ci_low.notna().all() and (detection.ci_low <= detection.ci_high).all()

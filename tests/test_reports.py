@@ -12,7 +12,7 @@ from PIL import Image
 from reports.details import details, flat
 from reports.details import to_markdown as detail_markdown
 from reports.errors import ReportError
-from reports.figures import category_severity_means
+from reports.figures import ALL_CORRUPTIONS, category_severity_means
 from reports.html import write_report
 from reports.leaderboard import leaderboard, provenance, to_markdown, write_leaderboard
 
@@ -128,9 +128,17 @@ def test_corruption_means_per_category_and_severity(out_dir):
         ["category", "checkpoint", "severity"])["value"]
     # fixture: every corruption's error is clean + 5 * severity; erm's clean error is 1.5
     assert means[("noise", "erm", 3)] == pytest.approx(16.5)
-    assert means[("all corruptions", "mixup", 5)] == pytest.approx(27.0)
+    assert means[(ALL_CORRUPTIONS, "mixup", 5)] == pytest.approx(27.0)
     assert set(means.index.get_level_values("category")) == {"noise", "weather",
-                                                              "all corruptions"}
+                                                              ALL_CORRUPTIONS}
+    # an extra corruption has its own panel but never enters the mean over the 15
+    extra = results[results["task"] == "corruptions"].head(3).assign(
+        corruption="speckle_noise", category="extra", value=99.0)
+    with_extra = category_severity_means(pd.concat(
+        [results[results["task"] == "corruptions"], extra])).set_index(
+        ["category", "checkpoint", "severity"])["value"]
+    assert with_extra[(ALL_CORRUPTIONS, "mixup", 5)] == pytest.approx(27.0)
+    assert ("extra", extra["checkpoint"].iloc[0], 1) in with_extra.index
 
 
 def test_missing_results_is_a_report_error(tmp_path):

@@ -1,5 +1,7 @@
-"""Wilson intervals on rate metrics, checked against scipy's binomtest."""
+"""Wilson intervals on rate metrics (checked against scipy's binomtest) and the bootstrap
+interval of means over images."""
 
+import numpy as np
 import pytest
 from scipy.stats import binomtest
 
@@ -27,3 +29,21 @@ def test_rate_metric_is_percent_with_interval_around_it():
 def test_wilson_rejects_impossible_counts(count, n):
     with pytest.raises(ValueError, match="count"):
         wilson_interval(count, n)
+
+
+def test_wilson_bounds_at_zero_and_n_are_exactly_the_value():
+    assert Metric.rate("e", 0, 600).ci_low == 0.0
+    assert Metric.rate("e", 600, 600).ci_high == 100.0
+
+
+def test_image_mean_bootstrap_is_seeded_per_metric_and_matches_the_normal_approximation():
+    shares = (np.random.default_rng(3).random((2000, 5)) < 0.3).mean(axis=1)
+    first = Metric.image_mean("corruption_err", shares, 0, conditions={"corruption": "fog"})
+    assert first == Metric.image_mean("corruption_err", shares, 0,
+                                      conditions={"corruption": "fog"})
+    other = Metric.image_mean("corruption_err", shares, 0, conditions={"corruption": "snow"})
+    assert (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)  # own stream
+    assert first.value == 100 * shares.mean() and first.n == 2000
+    half = 1.959964 * 100 * shares.std(ddof=1) / np.sqrt(len(shares))
+    assert first.ci_low == pytest.approx(first.value - half, abs=0.15 * half)
+    assert first.ci_high == pytest.approx(first.value + half, abs=0.15 * half)

@@ -65,9 +65,15 @@ def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> 
 
 
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
-    """The corrupted set's folder and the wnids file: replacing either re-keys the results."""
+    """The corrupted set's folder and the wnids file: replacing either re-keys the results.
+    A set the task generates itself (`generate`, missing or carrying a manifest) is left out:
+    its content follows from the parameters and seed, already in the key, and fingerprinting it
+    would re-key the results once it exists."""
     folder = corrupted_folder(places.dataset, params.get("path") or None, places.data_root)
-    return [folder, *[_wnids_path(params["wnids"], places.data_root)] * bool(params.get("wnids"))]
+    generated = params.get("generate") and (not folder.exists()
+                                            or (folder / MANIFEST).is_file())
+    wnids = [_wnids_path(params["wnids"], places.data_root)] if params.get("wnids") else []
+    return [*([] if generated else [folder]), *wnids]
 
 
 def _wnids_path(value: str, data_root: Path | None) -> Path:

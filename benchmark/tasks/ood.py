@@ -16,9 +16,11 @@ its own forward and backward passes over the ID data.
 Rows ``score_hist`` (descriptive, no direction; the report's score histograms): per scorer, for
 each OOD set and for the ID scores (``ood_set = "in_distribution"``, reserved like "mean"), the
 percent of that set's samples in each of ``histogram_bins`` bins (default 30; 0 = no such rows),
-with conditions ``bin`` (0-based) and ``score`` (the bin's centre); ``n`` = the set's size. The
-bins are equal-width over [min, max] of all that scorer's scores (ID and every set together, so
-the sets share edges); the last bin holds the max; if all scores are equal, one bin holds them.
+with condition ``bin`` (0-based); ``n`` = the set's size; rows ``score_hist_centre`` (scorer,
+bin) hold each bin's centre. The bins are equal-width over [min, max] of all that scorer's
+scores (ID and every set together, so the sets share edges); the last bin holds the max; if all
+scores are equal, one bin holds them. Keying bins by index, not by centre, keeps a baseline's
+rows matched when the score range drifts.
 
 Parameters:
 
@@ -370,23 +372,26 @@ def _histogram_rows(scorer: str, groups: dict[str, np.ndarray], bins: int) -> li
     low, high = float(everything.min()), float(everything.max())
     edges = np.linspace(low, high, bins + 1) if high > low else np.array([low, high])
     centres = (edges[:-1] + edges[1:]) / 2
-    rows = []
+    rows = [Metric("score_hist_centre", float(centre), len(everything), None,
+                   {"scorer": scorer, "bin": i}) for i, centre in enumerate(centres)]
     for name, scores in groups.items():
         counts, _ = np.histogram(scores, bins=edges)
         rows += [Metric("score_hist", 100.0 * count / len(scores), len(scores), None,
-                        {"scorer": scorer, "ood_set": name, "bin": i, "score": float(centre)})
-                 for i, (count, centre) in enumerate(zip(counts, centres, strict=True))]
+                        {"scorer": scorer, "ood_set": name, "bin": i})
+                 for i, count in enumerate(counts)]
     return rows
 
 
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
     """The files the OOD sets (and ODIN's tuning set) are read from; generated sets have none.
-    A malformed spec contributes nothing here: the task reports it when it runs."""
-    specs = dict(params.get("sets") or {}) if isinstance(params.get("sets"), dict) else {}
+    An OpenOOD list contributes itself and the images it names (not its whole image root, often
+    a large shared folder). A malformed spec contributes nothing: the task reports it."""
+    sets = params.get("sets")
+    specs = list(sets.items()) if isinstance(sets, dict) else []
     if "odin" in params.get("scorers", ()) and params.get("odin_tune_split") != NO_SPLIT:
-        specs["odin_tune_ood"] = params.get("odin_tune_ood")
+        specs.append(("odin_tune_ood", params.get("odin_tune_ood")))
     paths = []
-    for name, spec in specs.items():
+    for name, spec in specs:
         try:
             spec = normalize_spec(name, spec)
         except SuiteError:
@@ -395,12 +400,16 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
             paths.append(_resolve(spec["path"], places.data_root))
         elif spec["kind"] in CIFAR:
             paths.append(_resolve(CIFAR[spec["kind"]][1], places.data_root))
-        if "root" in spec:
-            paths.append(_resolve(spec["root"], places.data_root))
+        listed = spec["kind"] == "list" or (spec["kind"] == "auto"
+                                            and paths[-1].suffix.lower() == ".txt")
+        if listed and paths[-1].is_file():
+            root = _resolve(spec.get("root", "."), places.data_root)
+            paths += [root / line.strip().rsplit(maxsplit=1)[0]
+                      for line in paths[-1].read_text().splitlines() if line.strip()]
     return paths
 
 
-@register_task("ood", defaults=DEFAULTS, version=2, inputs=_inputs)
+@register_task("ood", defaults=DEFAULTS, version=3, inputs=_inputs)
 def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
     check_params(params)

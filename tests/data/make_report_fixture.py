@@ -57,7 +57,10 @@ def rows() -> list[dict]:
                                 ("noise", (50, 30, 15, 5))):
             for i, share in enumerate(shares):
                 add(name, "ood", "score_hist", float(share), higher=None, ood_set=ood_set,
-                    scorer="msp", bin=i, score=0.1 + 0.25 * i)
+                    scorer="msp", bin=i)
+        for i in range(4):
+            add(name, "ood", "score_hist_centre", 0.1 + 0.25 * i, higher=None, scorer="msp",
+                bin=i)
         for corruption, category in (("gaussian_noise", "noise"), ("fog", "weather")):
             for severity in (1, 3, 5):
                 add(name, "corruptions", "top1_err", clean + 5 * severity, category=category,
@@ -68,7 +71,7 @@ def rows() -> list[dict]:
             add(name, "occlusion", "top1_err", err, mode="center", hole_frac=frac)
     frame = pd.DataFrame(out)
     conditions = ["bin", "category", "corruption", "eps", "hole_frac", "mode", "ood_set",
-                  "scaling", "score", "scorer", "severity", "source", "space"]
+                  "scaling", "scorer", "severity", "source", "space"]
     front = ["checkpoint", "task", "metric", *conditions]
     return frame[front + [c for c in frame.columns if c not in front]]
 
