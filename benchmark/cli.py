@@ -3,6 +3,9 @@
 Exit codes: 0 all done; 1 some checkpoint or task failed (the rest was still evaluated and
 stored) or, for `check`, a metric regressed; 2 unusable input (bad suite, missing data, bad flags,
 unreadable results or baseline).
+
+torch and the measurement packages are imported only by the commands that run models, so
+`--help`, `baseline` and `check` start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -11,24 +14,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from benchmark.archs import list_archs
 from benchmark.errors import RubenchError, SuiteError
-from benchmark.runner import RunOptions, RunSummary, run
-from benchmark.suites import builtin_suites, load_suite
-from benchmark.tasks import list_tasks
-from reports.check import (
-    compare,
-    failed,
-    format_table,
-    read_baseline,
-    read_results,
-    write_baseline,
-)
 from reports.errors import ReportError
-from reports.html import write_report
+
+if TYPE_CHECKING:
+    from benchmark.runner import RunOptions, RunSummary
 
 
 def _floats(text: str) -> list[float]:
@@ -93,13 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="exit 1 if DIR/results.csv regressed against a baseline")
     check.add_argument("out_dir", type=Path)
     check.add_argument("--baseline", type=Path, required=True)
-    check.add_argument("--tolerance", type=float, default=0.5,
-                       help="allowed worsening in absolute points (default 0.5)")
-    check.add_argument("--tolerance-for", action="append", default=[], metavar="METRIC=POINTS",
-                       help="per-metric tolerance, e.g. ece=1.0 (repeatable)")
+    check.add_argument("--tolerances", type=Path, default=None, metavar="TOML",
+                       help="tolerance file: [default] and [metrics.\"NAME\"] tables, each "
+                            "with `tolerance` and `reason`")
+    check.add_argument("--tolerance", type=float, default=None,
+                       help="allowed worsening in the metric's unit (default 0.5, or the "
+                            "file's [default])")
+    check.add_argument("--tolerance-for", action="append", default=[], metavar="METRIC=VALUE",
+                       help="per-metric tolerance, METRIC or TASK/METRIC, e.g. ece=1.0 "
+                            "(repeatable; beats the file)")
     check.add_argument("--allow-missing", action="store_true",
                        help="do not fail when a baseline metric is absent now")
-    check.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    check.add_argument("--output", type=Path, default=None, metavar="FILE",
+                       help="write every metric's verdict there (.csv: CSV, else a text table)")
 
     listing = sub.add_parser("list", help="show suites, tasks and architectures")
     listing.add_argument("pattern", nargs="?", default="*",
@@ -124,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train the digits zoo (once) and evaluate it")
     demo.add_argument("--zoo", type=Path, default=None, help="zoo folder (default OUT/zoo)")
+    demo.add_argument("--retrain", action="store_true",
+                      help="train every zoo member again, even where an unchanged one exists")
     _add_run_flags(demo)
     return parser
 
@@ -140,6 +140,11 @@ def _ood_sets(items: list[str]) -> dict[str, str]:
 
 
 def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra) -> RunOptions:
+    import torch
+
+    from benchmark.runner import RunOptions
+    from benchmark.suites import load_suite
+
     if args.threads is not None:
         if args.threads < 1:
             raise SuiteError(f"--threads {args.threads}: expected an integer >= 1")
@@ -174,6 +179,10 @@ def _finish(summary: RunSummary) -> int:
 
 
 def _list(pattern: str) -> None:
+    from benchmark.archs import list_archs
+    from benchmark.suites import builtin_suites
+    from benchmark.tasks import list_tasks
+
     print("suites:", ", ".join(builtin_suites()))
     print("tasks:")
     for task in list_tasks():
@@ -183,17 +192,28 @@ def _list(pattern: str) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from reports.check import (
+        Tolerances,
+        compare,
+        failed,
+        read_baseline,
+        read_results,
+        read_tolerances,
+        report,
+    )
+
     per_metric = {}
     for item in args.tolerance_for:
-        name, _, points = item.partition("=")
+        name, _, value = item.partition("=")
         try:
-            per_metric[name] = float(points)
+            per_metric[name.strip()] = float(value)
         except ValueError:
-            raise ReportError(f"--tolerance-for {item!r}: expected METRIC=POINTS") from None
+            raise ReportError(f"--tolerance-for {item!r}: expected METRIC=VALUE") from None
+    tolerances = read_tolerances(args.tolerances) if args.tolerances else Tolerances()
+    tolerances = tolerances.overridden(args.tolerance, per_metric)
     current = read_results(args.out_dir)
-    verdicts = compare(read_baseline(args.baseline), current, args.tolerance, per_metric,
-                       args.allow_missing)
-    print(format_table(verdicts, everything=args.all))
+    verdicts = compare(read_baseline(args.baseline), current, tolerances, args.allow_missing)
+    print(report(verdicts, args.output), end="")
     return 1 if failed(verdicts) else 0
 
 
@@ -205,11 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _list(args.pattern)
             return 0
         if args.command == "report":
+            from reports.html import write_report
+
             written = write_report(args.out_dir, baseline=args.baseline, show_ci=args.ci)
             print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} files in "
                   f"{args.out_dir / 'report'} (open report/index.html)")
             return 0
         if args.command == "baseline":
+            from reports.check import write_baseline
+
             count = write_baseline(args.out_dir, args.output)
             print(f"wrote {count} metrics to {args.output}")
             return 0
@@ -227,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  overwrite=args.overwrite, progress=not args.no_progress)
             print(f"wrote {folder}")
             return 0
+        from benchmark.runner import run
+
         if args.command == "evaluate":
             cli_meta = {"arch": args.arch, "num_classes": args.num_classes, "mean": args.mean,
                         "std": args.std, "input_size": args.input_size}
@@ -235,10 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _finish(run(opts))
         from benchmark.corrupt import materialize
         from benchmark.zoo import build_zoo
+        from reports.html import write_report
 
         out = args.out or Path("rubench-demo")
         zoo = args.zoo or out / "zoo"
-        build_zoo(zoo, progress=not args.no_progress)
+        build_zoo(zoo, progress=not args.no_progress, retrain=args.retrain)
         materialize("digits", out / "data", progress=not args.no_progress)  # digits-C, once
         args.out = out
         code = _finish(run(_options(args, zoo, "digits", data_root=out / "data")))

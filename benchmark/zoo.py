@@ -1,7 +1,10 @@
 """The embedded demo zoo: small CNNs trained on digits with the seed papers' regularizers.
 
-Training is deterministic (seeded shuffles, seeded mixing, deterministic kernels), and a
+Training is deterministic on one machine (seeded shuffles, seeded mixing, one thread), and a
 checkpoint is reused when the file and its recipe are unchanged, so `rubench demo` trains once.
+Another CPU's float kernels give slightly different weights (relative L2 distance 0.01-0.13
+when torch is forced onto its generic kernels, against 0.85 for another seed), so the CI gate
+evaluates the zoo committed in `.ci/zoo` rather than one trained afresh.
 """
 
 from __future__ import annotations
@@ -159,8 +162,9 @@ def recipe_hash(recipe: Recipe) -> str:
 
 
 def build_zoo(zoo_dir: Path, recipes: tuple[Recipe, ...] = RECIPES, progress: bool = True,
-              log: Callable[[str], None] = print) -> list[Path]:
-    """Train (or reuse, when unchanged) every recipe into `zoo_dir`, with a `rubench.toml`."""
+              log: Callable[[str], None] = print, retrain: bool = False) -> list[Path]:
+    """Train (or reuse, when unchanged and not `retrain`) every recipe into `zoo_dir`, with a
+    `rubench.toml`."""
     zoo_dir = Path(zoo_dir)
     zoo_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = zoo_dir / "zoo.json"
@@ -174,7 +178,7 @@ def build_zoo(zoo_dir: Path, recipes: tuple[Recipe, ...] = RECIPES, progress: bo
     for recipe in recipes:
         path = zoo_dir / f"{recipe.name}.safetensors"
         entry = manifest.get(recipe.name, {})
-        if (path.is_file() and entry.get("recipe") == recipe_hash(recipe)
+        if (not retrain and path.is_file() and entry.get("recipe") == recipe_hash(recipe)
                 and entry.get("sha256") == sha256_file(path)):
             log(f"zoo: reusing {path}")
         else:

@@ -19,11 +19,14 @@ __all__ = [
     "ReliabilityBins",
     "adaptive_ece",
     "brier",
+    "brier_per_sample",
     "ece",
     "fit_temperature",
     "mce",
     "nll",
+    "nll_per_sample",
     "reliability_bins",
+    "resampled_calibration_errors",
     "softmax",
     "top_label",
 ]
@@ -168,19 +171,20 @@ def adaptive_ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -
     return total / conf.size
 
 
-def nll(logits: ArrayLike, labels: ArrayLike) -> float:
-    """Mean cross-entropy of (N, K) logits against integer labels, in nats (float64, stable)."""
+def nll_per_sample(logits: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
+    """Cross-entropy of each row of (N, K) logits against its integer label, in nats."""
     log_probs = _log_softmax(_check_scores(logits, "logits"))
     lab = _check_labels(labels, log_probs.shape[0], log_probs.shape[1])
-    return float(-np.mean(log_probs[np.arange(lab.size), lab]))
+    return -log_probs[np.arange(lab.size), lab]
 
 
-def brier(probs: ArrayLike, labels: ArrayLike) -> float:
-    """Multi-class Brier score: mean over samples of sum_k (p_k - onehot_k)^2, in [0, 2].
+def nll(logits: ArrayLike, labels: ArrayLike) -> float:
+    """Mean cross-entropy of (N, K) logits against integer labels, in nats (float64, stable)."""
+    return float(np.mean(nll_per_sample(logits, labels)))
 
-    Not divided by the number of classes K (some papers do), nor halved (sklearn's binary
-    ``brier_score_loss`` is half this value for K = 2).
-    """
+
+def brier_per_sample(probs: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
+    """Each sample's multi-class Brier score sum_k (p_k - onehot_k)^2, in [0, 2]."""
     p = _check_scores(probs, "probs")
     if p.min() < 0.0 or p.max() > 1.0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError(
@@ -189,7 +193,50 @@ def brier(probs: ArrayLike, labels: ArrayLike) -> float:
     lab = _check_labels(labels, p.shape[0], p.shape[1])
     diff = p.copy()
     diff[np.arange(lab.size), lab] -= 1.0
-    return float(np.mean(np.sum(diff * diff, axis=1)))
+    return np.sum(diff * diff, axis=1)
+
+
+def brier(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Multi-class Brier score: mean over samples of sum_k (p_k - onehot_k)^2, in [0, 2].
+
+    Not divided by the number of classes K (some papers do), nor halved (sklearn's binary
+    ``brier_score_loss`` is half this value for K = 2).
+    """
+    return float(np.mean(brier_per_sample(probs, labels)))
+
+
+def resampled_calibration_errors(
+    confidences: ArrayLike, correct: ArrayLike, rows: NDArray[np.intp], n_bins: int = 15
+) -> dict[str, NDArray[np.float64]]:
+    """ECE, MCE and adaptive ECE of each resample, vectorized over resamples.
+
+    Row r of ``rows`` holds the sample indices of resample r (a bootstrap draw); entry r of each
+    result equals ``ece(confidences[rows[r]], correct[rows[r]], n_bins)`` and likewise for
+    ``mce`` and ``adaptive_ece``. An equal-width bin depends only on a sample's confidence, so
+    the bins are found once and each resample only recounts them.
+    """
+    _check_n_bins(n_bins)
+    conf, corr = _check_top_label(confidences, correct)
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        raise ValueError(f"rows must have shape (resamples, N) with N >= 1, got {rows.shape}")
+    count, size = rows.shape
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_of = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    flat = (np.arange(count)[:, None] * n_bins + bin_of[rows]).ravel()
+    shape = (count, n_bins)
+    members = np.bincount(flat, minlength=count * n_bins).reshape(shape)
+    gap = np.abs(np.bincount(flat, weights=corr[rows].ravel(), minlength=count * n_bins)
+                 - np.bincount(flat, weights=conf[rows].ravel(), minlength=count * n_bins)
+                 ).reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bin_gap = np.where(members > 0, gap / members, -np.inf)
+    ranked = np.take_along_axis(rows, np.argsort(conf[rows], axis=1, kind="stable"), axis=1)
+    diff = np.cumsum(corr[ranked] - conf[ranked], axis=1)
+    cuts = np.cumsum([len(part) for part in np.array_split(np.arange(size), n_bins)]) - 1
+    group_sums = np.diff(np.concatenate([np.zeros((count, 1)), diff[:, cuts]], axis=1), axis=1)
+    return {"ece": gap.sum(axis=1) / size, "mce": bin_gap.max(axis=1),
+            "adaptive_ece": np.abs(group_sums).sum(axis=1) / size}
 
 
 def fit_temperature(logits: ArrayLike, labels: ArrayLike,

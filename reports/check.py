@@ -1,19 +1,21 @@
 """CI regression gate: compare `results.csv` with a stored baseline, metric by metric.
 
-A metric regresses when it got worse by more than the tolerance (absolute points) **and** by more
-than the statistical noise: the combined half-width of the two 95 % intervals,
-sqrt(h_base^2 + h_now^2), where both rows carry one (Wilson for rates). A metric without an
-interval is judged by the tolerance alone. Metrics that vanished fail the check (a gate that
-passes when its numbers disappear protects nothing) unless allowed; new metrics are reported.
-Rows without a direction (a fitted temperature, a histogram bin) never fail: a change beyond
-the tolerance is reported as "changed", a vanished one as "missing (allowed)".
+A metric regresses when it got worse by more than its tolerance (in the metric's own unit:
+points for rates, nats for NLL, ...) **and** by more than the statistical noise: the combined
+half-width of the two 95 % intervals, sqrt(h_base^2 + h_now^2), where the rows carry one. A
+metric without an interval (a sanity flag: a decision, not an estimate) is judged by the
+tolerance alone. A NaN now, where the baseline has a number, always fails. Metrics that vanished
+fail the check (a gate that passes when its numbers disappear protects nothing) unless allowed;
+new metrics are reported. Rows without a direction (a fitted temperature, a histogram bin) are
+descriptive: they are neither stored in a baseline nor gated.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from reports.errors import ReportError
 from reports.leaderboard import condition_columns, direction
 
 BASELINE_FORMAT = 1
+DEFAULT_TOLERANCE = 0.5
 _KEY = ["checkpoint", "task", "metric", "conditions"]
+FAILING = ("REGRESSED", "MISSING", "INVALID")
 
 
 def _conditions(row: pd.Series, columns: list[str]) -> str:
@@ -32,10 +36,11 @@ def _conditions(row: pd.Series, columns: list[str]) -> str:
 
 
 def _records(results: pd.DataFrame) -> pd.DataFrame:
-    """results.csv rows reduced to the comparison key and the numbers the gate needs."""
+    """results.csv rows with a direction, reduced to the comparison key and the numbers the
+    gate needs."""
+    gated = results[[direction(v) is not None for v in results["higher_is_better"]]]
     columns = condition_columns(results)
-    frame = results.assign(conditions=[_conditions(row, columns) for _, row in
-                                       results.iterrows()])
+    frame = gated.assign(conditions=[_conditions(row, columns) for _, row in gated.iterrows()])
     for column in ("ci_low", "ci_high"):
         if column not in frame:
             frame[column] = float("nan")
@@ -58,8 +63,16 @@ def read_results(out_dir: Path) -> pd.DataFrame:
 
 
 def write_baseline(out_dir: Path, target: Path) -> int:
-    """Store the current numbers of `out_dir` as a JSON baseline; returns the metric count."""
+    """Store the current gated numbers of `out_dir` as a JSON baseline; returns their count.
+
+    A NaN is refused: a baseline must hold numbers a later run can be compared with.
+    """
     records = read_results(out_dir)
+    invalid = records[records["value"].isna()]
+    if len(invalid):
+        names = ", ".join(_name(tuple(r[k] for k in _KEY)) for _, r in invalid.head(5).iterrows())
+        raise ReportError(f"{Path(out_dir) / 'results.csv'}: {len(invalid)} metric(s) are NaN "
+                          f"({names}); fix the evaluation before storing a baseline")
     payload = {"format": BASELINE_FORMAT, "source": str(Path(out_dir) / "results.csv"),
                "metrics": json.loads(records.to_json(orient="records"))}
     Path(target).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
@@ -67,7 +80,7 @@ def write_baseline(out_dir: Path, target: Path) -> int:
 
 
 def read_baseline(path: Path) -> pd.DataFrame:
-    """The records stored by `write_baseline`."""
+    """The gated records stored by `write_baseline` (rows without a direction are dropped)."""
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
@@ -80,7 +93,79 @@ def read_baseline(path: Path) -> pd.DataFrame:
     frame = pd.DataFrame(payload["metrics"])
     if frame.empty:
         raise ReportError(f"{path}: the baseline holds no metrics")
+    frame = frame[[direction(v) is not None for v in frame["higher_is_better"]]]
+    if frame["value"].isna().any():
+        raise ReportError(f"{path}: {int(frame['value'].isna().sum())} baseline value(s) are "
+                          "NaN or missing; a baseline must hold numbers")
     return frame
+
+
+def _tolerance(value: object, where: str) -> float:
+    """A tolerance: a finite number >= 0 (NaN or infinity would let any regression through)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise ReportError(f"{where}: a tolerance must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How much worse each metric may get: `per_metric` keys are a metric name (`ece`) or
+    `task/metric` (`calibration/mce`, the more specific wins); `reasons` say why."""
+
+    default: float = DEFAULT_TOLERANCE
+    per_metric: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _tolerance(self.default, "default tolerance")
+        for name, value in self.per_metric.items():
+            _tolerance(value, f"tolerance of {name}")
+
+    def for_metric(self, task: str, metric: str) -> float:
+        """The tolerance of `metric` of task `task`."""
+        return self.per_metric.get(f"{task}/{metric}", self.per_metric.get(metric, self.default))
+
+    def overridden(self, default: float | None = None,
+                   per_metric: dict[str, float] | None = None) -> Tolerances:
+        """These tolerances with a new default and/or some per-metric values replaced."""
+        return Tolerances(self.default if default is None else default,
+                          {**self.per_metric, **(per_metric or {})}, self.reasons)
+
+
+def read_tolerances(path: Path) -> Tolerances:
+    """A gate's tolerance file (TOML): a `[default]` table and `[metrics."NAME"]` tables, each
+    with `tolerance` and the `reason` for it (required: a tolerance nobody can explain is a
+    hole in the gate)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ReportError(f"{path}: tolerance file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ReportError(f"{path}: not TOML: {exc}") from exc
+    unknown = set(data) - {"default", "metrics"}
+    if unknown:
+        raise ReportError(f"{path}: unknown table(s) {', '.join(sorted(unknown))} "
+                          "(expected [default] and [metrics.\"NAME\"])")
+
+    def entry(table: object, where: str) -> tuple[float, str]:
+        if not isinstance(table, dict) or set(table) != {"tolerance", "reason"} \
+                or not isinstance(table["reason"], str) or not table["reason"].strip():
+            raise ReportError(f"{path}: {where} needs exactly `tolerance` (a number) and "
+                              "`reason` (why that much)")
+        return _tolerance(table["tolerance"], f"{path}: {where}"), table["reason"]
+
+    default, default_reason = entry(data.get("default", {"tolerance": DEFAULT_TOLERANCE,
+                                                         "reason": "rubench's default"}),
+                                    "[default]")
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{path}: [metrics] must be a table of tables")
+    per_metric, reasons = {}, {"default": default_reason}
+    for name, table in metrics.items():
+        per_metric[name], reasons[name] = entry(table, f'[metrics."{name}"]')
+    return Tolerances(default, per_metric, reasons)
 
 
 @dataclass(frozen=True)
@@ -92,7 +177,7 @@ class Verdict:
     now: float | None
     noise: float
     tolerance: float
-    verdict: str  # ok | improved | within-noise | changed | REGRESSED | MISSING | new
+    verdict: str  # ok | improved | within-noise | REGRESSED | INVALID | MISSING | new | ...
 
     @property
     def delta(self) -> float | None:
@@ -109,64 +194,100 @@ def _half_width(row: Any) -> float | None:
     return (float(high) - float(low)) / 2
 
 
-def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerance: float,
-            per_metric: dict[str, float] | None = None, allow_missing: bool = False
-            ) -> list[Verdict]:
-    """One verdict per metric in either table (see the module docstring for the rule)."""
-    per_metric = per_metric or {}
+def _judge(old: dict[str, Any], new: dict[str, Any], limit: float) -> tuple[float, str]:
+    """(noise, verdict) of one metric present in both tables."""
+    widths = [w for w in (_half_width(old), _half_width(new)) if w is not None]
+    noise = math.sqrt(sum(w * w for w in widths))
+    if pd.isna(new["value"]):
+        return noise, "INVALID"
+    worse = new["value"] - old["value"]
+    if direction(old["higher_is_better"]):
+        worse = -worse
+    if worse > limit and worse > noise:
+        return noise, "REGRESSED"
+    if worse > limit:
+        return noise, "within-noise"
+    return noise, "improved" if worse < -limit else "ok"
+
+
+def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: Tolerances,
+            allow_missing: bool = False) -> list[Verdict]:
+    """One verdict per gated metric in either table (see the module docstring for the rule)."""
     base = {tuple(r[k] for k in _KEY): r for r in baseline.to_dict("records")}
     now = {tuple(r[k] for k in _KEY): r for r in current.to_dict("records")}
     verdicts = []
     for key in sorted(base.keys() | now.keys()):
-        limit = per_metric.get(key[2], tolerance)
+        limit = tolerances.for_metric(key[1], key[2])
         if key not in now:
-            descriptive = direction(base[key]["higher_is_better"]) is None
             verdicts.append(Verdict(key, base[key]["value"], None, 0.0, limit,
-                                    "missing (allowed)" if allow_missing or descriptive
-                                    else "MISSING"))
-            continue
-        if key not in base:
-            verdicts.append(Verdict(key, None, now[key]["value"], 0.0, limit, "new"))
-            continue
-        old, new = base[key], now[key]
-        widths = [w for w in (_half_width(old), _half_width(new)) if w is not None]
-        noise = math.sqrt(sum(w * w for w in widths))
-        higher = direction(new["higher_is_better"])
-        worse = (old["value"] - new["value"]) if higher else (new["value"] - old["value"])
-        if higher is None:
-            verdict = "changed" if abs(worse) > limit else "ok"
-        elif worse > limit and worse > noise:
-            verdict = "REGRESSED"
-        elif worse > limit:
-            verdict = "within-noise"
-        elif worse < -limit:
-            verdict = "improved"
+                                    "missing (allowed)" if allow_missing else "MISSING"))
+        elif key not in base:
+            verdicts.append(Verdict(key, None, now[key]["value"], 0.0, limit,
+                                    "INVALID" if pd.isna(now[key]["value"]) else "new"))
         else:
-            verdict = "ok"
-        verdicts.append(Verdict(key, float(old["value"]), float(new["value"]), noise, limit,
-                                verdict))
+            noise, verdict = _judge(base[key], now[key], limit)
+            verdicts.append(Verdict(key, float(base[key]["value"]), float(now[key]["value"]),
+                                    noise, limit, verdict))
     return verdicts
 
 
 def failed(verdicts: list[Verdict]) -> bool:
-    """True when any metric regressed or vanished."""
-    return any(v.verdict in ("REGRESSED", "MISSING") for v in verdicts)
+    """True when any metric regressed, vanished or became NaN."""
+    return any(v.verdict in FAILING for v in verdicts)
 
 
-def format_table(verdicts: list[Verdict], everything: bool = False) -> str:
-    """The diff table: metric, baseline, now, delta, noise, verdict (only notable rows unless
-    `everything`)."""
+def summary_line(verdicts: list[Verdict]) -> str:
+    """One line: passed or failed, and how many metrics got each verdict."""
+    counts = pd.Series([v.verdict for v in verdicts], dtype=object).value_counts().to_dict()
+    bad = sum(counts.get(name, 0) for name in FAILING)
+    tally = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+    head = f"FAILED: {bad} of {len(verdicts)} metrics" if bad else \
+        f"passed: {len(verdicts)} metrics"
+    return f"rubench check {head} ({tally})"
+
+
+def _name(key: tuple[str, str, str, str]) -> str:
+    checkpoint, task, metric, conditions = key
+    return f"{checkpoint} {task}/{metric}" + (f" [{conditions}]" if conditions else "")
+
+
+def format_table(verdicts: list[Verdict]) -> str:
+    """The diff table: metric, baseline, now, delta, noise, tolerance, verdict."""
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    rows = [v for v in verdicts if everything or v.verdict != "ok"]
-    header = f"{'metric':<60} {'baseline':>10} {'now':>10} {'delta':>9} {'noise':>7}  verdict"
+    header = (f"{'metric':<60} {'baseline':>10} {'now':>10} {'delta':>9} {'noise':>7} "
+              f"{'tol':>6}  verdict")
     lines = [header, "-" * len(header)]
-    for v in rows:
-        checkpoint, task, metric, conditions = v.key
-        name = f"{checkpoint} {task}/{metric}" + (f" [{conditions}]" if conditions else "")
-        lines.append(f"{name:<60} {number(v.baseline):>10} {number(v.now):>10} "
-                     f"{number(v.delta):>9} {v.noise:>7.3f}  {v.verdict}")
-    counts = pd.Series([v.verdict for v in verdicts]).value_counts().to_dict()
-    summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
-    return "\n".join(lines) + f"\n{len(verdicts)} metrics: {summary}\n"
+    lines += [f"{_name(v.key):<60} {number(v.baseline):>10} {number(v.now):>10} "
+              f"{number(v.delta):>9} {v.noise:>7.3f} {v.tolerance:>6.3g}  {v.verdict}"
+              for v in verdicts]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(verdicts: list[Verdict], path: Path) -> None:
+    """Every verdict to `path`: CSV when it ends in `.csv`, else the aligned text table."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        frame = pd.DataFrame([{**dict(zip(_KEY, v.key, strict=True)), "baseline": v.baseline,
+                               "now": v.now, "delta": v.delta, "noise": v.noise,
+                               "tolerance": v.tolerance, "verdict": v.verdict}
+                              for v in verdicts])
+        frame.to_csv(path, index=False)
+    else:
+        path.write_text(format_table(verdicts) + summary_line(verdicts) + "\n")
+
+
+def report(verdicts: list[Verdict], output: Path | None = None) -> str:
+    """What `rubench check` prints: the summary line first, then only the failing metrics;
+    the full table goes to `output` when given."""
+    lines = [summary_line(verdicts)]
+    failures = [v for v in verdicts if v.verdict in FAILING]
+    if failures:
+        lines.append(format_table(failures).rstrip("\n"))
+    if output is not None:
+        write_table(verdicts, output)
+        lines.append(f"full table ({len(verdicts)} metrics): {output}")
+    elif failures:
+        lines.append("(--output FILE writes the full table)")
+    return "\n".join(lines) + "\n"

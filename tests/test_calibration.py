@@ -15,11 +15,14 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from ood.calibration import (
     adaptive_ece,
     brier,
+    brier_per_sample,
     ece,
     fit_temperature,
     mce,
     nll,
+    nll_per_sample,
     reliability_bins,
+    resampled_calibration_errors,
     softmax,
     top_label,
 )
@@ -376,3 +379,83 @@ def test_invalid_inputs_raise_value_error(call, message: str) -> None:
     """Bad inputs raise ValueError naming the problem."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# bootstrap resamples and intervals
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", [1, 3, 10, 257])
+def test_resampled_errors_equal_the_scalar_functions_row_by_row(seed: int, n: int) -> None:
+    """The vectorized resample statistics equal ece / mce / adaptive_ece called on each
+    resample, including confidences on bin edges, ties, 1.0 and fewer samples than bins."""
+    rng = np.random.default_rng(seed)
+    conf = rng.choice(np.concatenate([EDGES[1:], rng.uniform(0.1, 1.0, 30)]), size=n)
+    correct = rng.random(n) < conf
+    rows = rng.integers(0, n, size=(25, n))
+    got = resampled_calibration_errors(conf, correct, rows, n_bins=15)
+    for name, scalar in (("ece", ece), ("mce", mce), ("adaptive_ece", adaptive_ece)):
+        want = [scalar(conf[r], correct[r], n_bins=15) for r in rows]
+        np.testing.assert_allclose(got[name], want, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_per_sample_nll_and_brier_average_to_the_metrics() -> None:
+    rng = np.random.default_rng(5)
+    logits = _random_logits(rng, 300, 7)
+    labels = rng.integers(0, 7, 300)
+    assert nll_per_sample(logits, labels).mean() == pytest.approx(nll(logits, labels), rel=1e-12)
+    probs = softmax(logits)
+    assert brier_per_sample(probs, labels).mean() == pytest.approx(brier(probs, labels),
+                                                                   rel=1e-12)
+
+
+def _calibration_rows(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    from benchmark.tasks.calibration import calibration_metrics
+
+    return {m.metric: m for m in calibration_metrics(logits, labels, 15, False,
+                                                     {"scaling": "none"}, seed, with_nll=True)}
+
+
+def _sampled_model(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A slightly overconfident 10-class model: labels drawn from softmax(logits / 1.3)."""
+    logits = _random_logits(rng, n, 10)
+    probs = softmax(logits / 1.3)
+    labels = (probs.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    return logits, labels
+
+
+def test_calibration_intervals_match_the_spread_over_independent_test_sets() -> None:
+    """The bootstrap half-width estimates how much each metric varies between independent
+    test sets of the same size (the reference: 300 fresh sets from the same model)."""
+    rng = np.random.default_rng(11)
+    n = 1000
+
+    def values(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        conf, pred = top_label(logits)
+        return {"ece": 100 * ece(conf, pred == labels), "mce": 100 * mce(conf, pred == labels),
+                "adaptive_ece": 100 * adaptive_ece(conf, pred == labels),
+                "brier": brier(softmax(logits), labels), "nll": nll(logits, labels)}
+
+    fresh = [values(*_sampled_model(rng, n)) for _ in range(300)]
+    one = _calibration_rows(*_sampled_model(rng, n))
+    for name in ("ece", "mce", "adaptive_ece", "brier", "nll"):
+        spread = np.std([rows[name] for rows in fresh])
+        half = (one[name].ci_high - one[name].ci_low) / 2
+        assert 0.5 * 1.96 * spread <= half <= 2.0 * 1.96 * spread, name
+        assert one[name].ci_low < one[name].ci_high
+
+
+def test_calibration_intervals_are_seeded_and_shrink_with_n() -> None:
+    rng = np.random.default_rng(3)
+    logits, labels = _sampled_model(rng, 4000)
+    first, again = _calibration_rows(logits, labels, 0), _calibration_rows(logits, labels, 0)
+    other = _calibration_rows(logits, labels, 1)
+    small = _calibration_rows(logits[:400], labels[:400], 0)
+    for name in ("ece", "brier"):
+        assert (first[name].ci_low, first[name].ci_high) == (again[name].ci_low,
+                                                             again[name].ci_high)
+        assert (first[name].ci_low, first[name].ci_high) != (other[name].ci_low,
+                                                             other[name].ci_high)
+        width = first[name].ci_high - first[name].ci_low
+        assert 2.0 < (small[name].ci_high - small[name].ci_low) / width < 5.0  # ~sqrt(10)

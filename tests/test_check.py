@@ -1,8 +1,13 @@
 """`rubench baseline` / `rubench check`: verdicts on crafted results, exit codes, diff table."""
 
+import contextlib
+import io
 import json
+import subprocess
+import sys
 
 import pandas as pd
+import pytest
 
 from benchmark.cli import main
 from benchmark.tasks import Metric
@@ -24,14 +29,15 @@ def write(folder, rows):
 def gate(tmp_path, base_rows, now_rows, *flags):
     write(tmp_path / "base", base_rows)
     write(tmp_path / "now", now_rows)
-    assert main(["baseline", str(tmp_path / "base"), "-o", str(tmp_path / "b.json")]) == 0
+    with contextlib.redirect_stdout(io.StringIO()):  # the tests read check's output only
+        assert main(["baseline", str(tmp_path / "base"), "-o", str(tmp_path / "b.json")]) == 0
     return main(["check", str(tmp_path / "now"), "--baseline", str(tmp_path / "b.json"), *flags])
 
 
 def test_identical_results_pass(tmp_path, capsys):
     rows = [rate_row("erm", "top1_err", 30, 600), rate_row("erm", "top1_err", 90, 600, eps=0.1)]
     assert gate(tmp_path, rows, rows) == 0
-    assert "2 metrics: 2 ok" in capsys.readouterr().out
+    assert capsys.readouterr().out == "rubench check passed: 2 metrics (2 ok)\n"
 
 
 def test_large_regression_fails_and_is_listed(tmp_path, capsys):
@@ -39,8 +45,33 @@ def test_large_regression_fails_and_is_listed(tmp_path, capsys):
                 [rate_row("erm", "top1_err", 300, 10000)])
     out = capsys.readouterr().out
     assert code == 1
+    assert out.splitlines()[0] == "rubench check FAILED: 1 of 1 metrics (1 REGRESSED)"
     line = next(line for line in out.splitlines() if "erm clean/top1_err" in line)
     assert "0.300" in line and "3.000" in line and "2.700" in line and "REGRESSED" in line
+
+
+def test_terminal_shows_only_failures_and_the_file_gets_everything(tmp_path, capsys):
+    """The summary line leads, then the failing metrics only; --output holds every verdict."""
+    base = [*(rate_row(f"m{i}", "top1_err", 30, 10000) for i in range(49)),
+            rate_row("m49", "top1_err", 100, 10000)]
+    now = [*base[:48], rate_row("m48", "top1_err", 300, 10000),
+           rate_row("m49", "top1_err", 10, 10000)]
+    out_csv = tmp_path / "verdicts.csv"
+    assert gate(tmp_path, base, now, "--output", str(out_csv)) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "rubench check FAILED: 1 of 50 metrics (1 REGRESSED, 1 improved, 48 ok)"
+    assert [line for line in lines if "clean/top1_err" in line] == \
+        [next(line for line in lines if line.startswith("m48 "))]
+    assert lines[-1] == f"full table (50 metrics): {out_csv}"
+    table = pd.read_csv(out_csv)
+    assert len(table) == 50 and set(table.verdict) == {"ok", "REGRESSED", "improved"}
+    row = table[table.checkpoint == "m48"].iloc[0]
+    assert row.baseline == 0.3 and row.now == 3.0 and row.tolerance == 0.5
+    assert row.noise > 0 and row.delta == pytest.approx(2.7)
+    text = tmp_path / "verdicts.txt"
+    assert gate(tmp_path, base, now, "--output", str(text)) == 1
+    body = text.read_text()
+    assert body.count("clean/top1_err") == 50 and "REGRESSED" in body
 
 
 def test_small_sample_change_within_noise_passes(tmp_path, capsys):
@@ -68,6 +99,100 @@ def test_tolerance_global_and_per_metric(tmp_path):
     assert gate(tmp_path, base, now) == 1  # +0.8 > default 0.5
     assert gate(tmp_path, base, now, "--tolerance", "1") == 0
     assert gate(tmp_path, base, now, "--tolerance-for", "ece=1.0") == 0
+    assert gate(tmp_path, base, now, "--tolerance-for", "calibration/ece=1.0") == 0
+    assert gate(tmp_path, base, now, "--tolerance-for", "clean/ece=1.0") == 1  # other task
+    # task/metric beats metric, whichever order they come in
+    assert gate(tmp_path, base, now, "--tolerance-for", "calibration/ece=0.1",
+                "--tolerance-for", "ece=1.0") == 1
+
+
+TOLERANCES = """
+[default]
+tolerance = 0.5
+reason = "points"
+
+[metrics.nll]
+tolerance = 0.01
+reason = "nats"
+
+[metrics."calibration/ece"]
+tolerance = 1.0
+reason = "ECE moves a lot on 600 images"
+"""
+
+
+def test_tolerance_file_per_metric_with_reasons(tmp_path):
+    base = [["erm", "calibration", "ece", float("nan"), 2.0, None, None, 600, False],
+            ["erm", "clean", "nll", float("nan"), 0.100, None, None, 600, False]]
+    ece_up = [[*base[0][:4], 2.8, *base[0][5:]], base[1]]
+    nll_up = [base[0], [*base[1][:4], 0.12, *base[1][5:]]]
+    path = tmp_path / "gate.toml"
+    path.write_text(TOLERANCES)
+    assert gate(tmp_path, base, ece_up, "--tolerances", str(path)) == 0
+    assert gate(tmp_path, base, nll_up) == 0  # +0.02 nats is nothing at the default 0.5
+    assert gate(tmp_path, base, nll_up, "--tolerances", str(path)) == 1
+    # flags beat the file
+    assert gate(tmp_path, base, nll_up, "--tolerances", str(path),
+                "--tolerance-for", "nll=0.05") == 0
+    assert gate(tmp_path, base, ece_up, "--tolerances", str(path), "--tolerance", "0.1") == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[metrics.nll]\ntolerance = 0.01\n", "needs exactly `tolerance`"),
+    ("[metrics.nll]\ntolerance = 0.01\nreason = \"  \"\n", "needs exactly `tolerance`"),
+    ("[metrics.nll]\ntolerance = nan\nreason = \"x\"\n", "finite number >= 0"),
+    ("[metrics.nll]\ntolerance = inf\nreason = \"x\"\n", "finite number >= 0"),
+    ("[default]\ntolerance = -1\nreason = \"x\"\n", "finite number >= 0"),
+    ("[default]\ntolerance = \"big\"\nreason = \"x\"\n", "finite number >= 0"),
+    ("[defaults]\ntolerance = 1\nreason = \"x\"\n", "unknown table"),
+    ("[metrics]\nnll = 3\n", "needs exactly `tolerance`"),
+    ("tolerance = [", "not TOML"),
+])
+def test_bad_tolerance_file_exits_2_naming_the_file(tmp_path, capsys, body, message):
+    rows = [rate_row("erm", "top1_err", 30, 600)]
+    path = tmp_path / "gate.toml"
+    path.write_text(body)
+    assert gate(tmp_path, rows, rows, "--tolerances", str(path)) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err
+
+
+@pytest.mark.parametrize("flags", [("--tolerance", "nan"), ("--tolerance", "inf"),
+                                   ("--tolerance", "-0.5"), ("--tolerance-for", "ece=nan"),
+                                   ("--tolerance-for", "ece=-inf"), ("--tolerance-for", "ece")])
+def test_tolerance_flags_must_be_finite_and_non_negative(tmp_path, capsys, flags):
+    """A NaN tolerance would compare False with everything and let any regression through."""
+    base = [rate_row("erm", "top1_err", 30, 10000)]
+    now = [rate_row("erm", "top1_err", 3000, 10000)]
+    assert gate(tmp_path, base, now, *flags) == 2
+    assert "tolerance" in capsys.readouterr().err
+
+
+def test_nan_now_always_fails(tmp_path, capsys):
+    """NaN compares False with every threshold: the gate must not read that as 'ok'."""
+    base = [rate_row("erm", "top1_err", 30, 600),
+            ["erm", "calibration", "ece", float("nan"), 2.0, None, None, 600, False]]
+    now = [["erm", "clean", "top1_err", float("nan"), float("nan"), float("nan"),
+            float("nan"), 600, False],
+           ["erm", "calibration", "ece", float("nan"), float("nan"), None, None, 600, False],
+           ["erm", "clean", "top5_err", float("nan"), float("nan"), None, None, 600, False]]
+    assert gate(tmp_path, base, now, "--tolerance", "1000") == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "rubench check FAILED: 3 of 3 metrics (3 INVALID)"
+
+
+def test_nan_is_never_stored_as_a_baseline(tmp_path, capsys):
+    write(tmp_path / "base", [["erm", "clean", "top1_err", float("nan"), float("nan"), None,
+                               None, 600, False]])
+    assert main(["baseline", str(tmp_path / "base"), "-o", str(tmp_path / "b.json")]) == 2
+    assert "1 metric(s) are NaN (erm clean/top1_err)" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+    (tmp_path / "b.json").write_text(json.dumps({"format": 1, "metrics": [
+        {"checkpoint": "erm", "task": "clean", "metric": "top1_err", "conditions": "",
+         "value": None, "n": 600, "higher_is_better": False}]}))
+    write(tmp_path / "now", [rate_row("erm", "top1_err", 30, 600)])
+    assert main(["check", str(tmp_path / "now"), "--baseline", str(tmp_path / "b.json")]) == 2
+    assert "NaN or missing" in capsys.readouterr().err
 
 
 def test_missing_metric_fails_unless_allowed_and_new_metric_is_reported(tmp_path, capsys):
@@ -91,19 +216,46 @@ def test_unusable_input_exits_2(tmp_path, capsys):
     assert "nowhere/results.csv: no results.csv" in err
 
 
-def test_rows_without_direction_are_reported_but_never_fail(tmp_path, capsys):
-    """A fitted temperature moving by 2 is news, not a regression, whichever way it moves."""
-    base = [["erm", "calibration", "temperature", float("nan"), 1.5, None, None, 100, None]]
-    up = [["erm", "calibration", "temperature", float("nan"), 3.5, None, None, 100, None]]
-    assert gate(tmp_path, base, up) == 0
-    assert next(line for line in capsys.readouterr().out.splitlines()
-                if "temperature" in line).endswith("changed")
-    assert gate(tmp_path, up, base) == 0
-
-
-def test_vanished_rows_without_direction_are_listed_but_do_not_fail(tmp_path, capsys):
-    """Histogram bins are keyed by their centre, which moves with the score range."""
+def test_rows_without_direction_are_neither_stored_nor_gated(tmp_path, capsys):
+    """A fitted temperature or a histogram bin is description, not a number that can fail."""
     kept = rate_row("erm", "top1_err", 30, 600)
-    base = [kept, ["erm", "ood", "score_hist", 0.25, 40.0, None, None, 600, None]]
-    assert gate(tmp_path, base, [kept]) == 0
-    assert "missing (allowed)" in capsys.readouterr().out
+    base = [kept, ["erm", "calibration", "temperature", float("nan"), 1.5, None, None, 100, None],
+            ["erm", "ood", "score_hist", 0.25, 40.0, None, None, 600, None]]
+    now = [kept, ["erm", "calibration", "temperature", float("nan"), 3.5, None, None, 100, None]]
+    assert gate(tmp_path, base, now) == 0
+    assert capsys.readouterr().out.startswith("rubench check passed: 1 metrics (1 ok)")
+    stored = json.loads((tmp_path / "b.json").read_text())["metrics"]
+    assert [m["metric"] for m in stored] == ["top1_err"]
+
+
+def test_old_baselines_with_descriptive_rows_still_work(tmp_path, capsys):
+    kept = rate_row("erm", "top1_err", 30, 600)
+    write(tmp_path / "now", [kept])
+    (tmp_path / "b.json").write_text(json.dumps({"format": 1, "metrics": [
+        {"checkpoint": "erm", "task": "clean", "metric": "top1_err", "conditions": "",
+         "value": kept[4], "ci_low": kept[5], "ci_high": kept[6], "n": 600,
+         "higher_is_better": False},
+        {"checkpoint": "erm", "task": "ood", "metric": "score_hist", "conditions": "bin=3",
+         "value": 4.0, "n": 600, "higher_is_better": None}]}))
+    assert main(["check", str(tmp_path / "now"), "--baseline", str(tmp_path / "b.json")]) == 0
+    assert capsys.readouterr().out.startswith("rubench check passed: 1 metrics (1 ok)")
+
+
+def test_check_and_help_do_not_import_torch(tmp_path):
+    """`--help`, `baseline` and `check` answer without loading torch (seconds of start-up)."""
+    rows = [rate_row("erm", "top1_err", 30, 600)]
+    write(tmp_path / "base", rows)
+    script = f"""
+import sys
+from benchmark.cli import main
+assert main(["baseline", {str(tmp_path / "base")!r}, "-o", {str(tmp_path / "b.json")!r}]) == 0
+assert main(["check", {str(tmp_path / "base")!r}, "--baseline", {str(tmp_path / "b.json")!r}]) == 0
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "torchvision", "foolbox", "matplotlib") if m in sys.modules)
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -25,7 +25,8 @@ from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar100
 from benchmark.tasks import TaskContext, get_task
 from benchmark.tasks import ood as ood_task
-from benchmark.tasks.ood import DEFAULTS
+from benchmark.tasks.ood import DEFAULTS, _detection_rows
+from benchmark.tasks.registry import wilson_interval
 from ood.calibration import fit_temperature
 from ood.datasets import natural_crops
 from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
@@ -115,20 +116,43 @@ def test_bootstrap_intervals_per_set_and_for_the_mean_over_sets():
     crops = natural_crops(50, 1, (8, 8), seed=0, stream=0, levels=17).images
     sets = [logits_of(model, noise).max(1), logits_of(model, crops).max(1)]
     replicates = bootstrap_ood_metrics(id_scores, sets, resamples=300, seed=0)
+
+    def expected(metric, replicated, value, n_ood):
+        low, high = percentile_interval(replicated)
+        if metric in ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive"):  # hull with Wilson
+            w_low, w_high = wilson_interval(round(value * n_ood), n_ood)
+            low, high = min(low, w_low), max(high, w_high)
+        return 100 * low, 100 * high
+
     for metric in METRICS:
+        values = [ood_metrics(id_scores, scores)[metric] for scores in sets]
         for j, name in enumerate(["gaussian", "crops"]):
             row = rows[metric, "maxlogit", name]
-            assert row.value == pytest.approx(100 * ood_metrics(id_scores, sets[j])[metric],
-                                              abs=1e-6)
-            low, high = percentile_interval(replicates[metric][:, j])
-            assert (row.ci_low, row.ci_high) == pytest.approx((100 * low, 100 * high),
-                                                              abs=1e-6)
-        low, high = percentile_interval(replicates[metric].mean(axis=1))
+            assert row.value == pytest.approx(100 * values[j], abs=1e-6)
+            assert (row.ci_low, row.ci_high) == pytest.approx(
+                expected(metric, replicates[metric][:, j], values[j], 50), abs=1e-6)
         mean = rows[metric, "maxlogit", "mean"]
-        assert (mean.ci_low, mean.ci_high) == pytest.approx((100 * low, 100 * high), abs=1e-6)
+        assert (mean.ci_low, mean.ci_high) == pytest.approx(
+            expected(metric, replicates[metric].mean(axis=1), np.mean(values), 100), abs=1e-6)
     plain = run_ood(digits_ctx(model), scorers=["maxlogit"], ood_limit=50, bootstrap=0,
                     histogram_bins=0, sets={"gaussian": "gaussian"})
     assert all(m.ci_low is None and m.ci_high is None for m in plain)
+
+
+def test_ood_shares_at_0_and_100_percent_keep_a_wilson_interval():
+    """Perfect separation: every bootstrap replicate gives TNR 100 / FPR 0, but 100 OOD samples
+    cannot pin a share down to a point; Wilson's bound for 0 of 100 is z^2 / (n + z^2)."""
+    id_scores = np.linspace(1.0, 2.0, 200)
+    rows = {(m.metric, m.conditions["ood_set"]): m for m in _detection_rows(
+        "msp", id_scores, {"far": np.full(100, -5.0), "farther": np.full(100, -9.0)}, 200, 0)}
+    bound = 100 * 1.959963984540054**2 / (100 + 1.959963984540054**2)  # 3.6995 %
+    for ood_set, n in (("far", 100), ("mean", 200)):
+        wilson = 100 * 1.959963984540054**2 / (n + 1.959963984540054**2)
+        tnr, fpr = rows["tnr_at_tpr95", ood_set], rows["fpr_at_tpr95_ood_positive", ood_set]
+        assert (tnr.value, fpr.value) == (100.0, 0.0)
+        assert (tnr.ci_low, tnr.ci_high) == pytest.approx((100 - wilson, 100.0))
+        assert (fpr.ci_low, fpr.ci_high) == pytest.approx((0.0, wilson))
+    assert rows["fpr_at_tpr95_ood_positive", "far"].ci_high == pytest.approx(bound)
 
 
 def test_score_histograms_share_edges_and_match_numpy():

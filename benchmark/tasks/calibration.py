@@ -5,7 +5,9 @@ Rows (rates in percent):
 
 - condition ``scaling = "none"``: ``ece``, ``mce``, ``adaptive_ece``, ``brier`` of the raw
   logits (Guo et al.: equal-width bins (i/B, (i+1)/B], top label, L1, weighted by bin size;
-  adaptive ECE: B equal-mass bins);
+  adaptive ECE: B equal-mass bins), each with a 95 % percentile bootstrap interval over
+  images (so the CI gate can tell a change from sampling noise; an MCE on a few hundred images
+  has a wide one);
 - with ``reliability = true`` (default false, which keeps one row per metric): per bin,
   condition ``bin`` = i (0-based, bin (i/B, (i+1)/B]), ``reliability_count`` (samples) and, for
   non-empty bins, ``reliability_confidence`` (mean top-label confidence) and
@@ -30,18 +32,27 @@ import torch
 from benchmark.data import EvalData
 from benchmark.datasets import DATASETS
 from benchmark.errors import SuiteError
-from benchmark.tasks.registry import Metric, TaskContext, predict, register_task
+from benchmark.tasks.registry import (
+    Metric,
+    TaskContext,
+    bootstrap_resamples,
+    metric_stream,
+    predict,
+    register_task,
+)
 from ood.calibration import (
     adaptive_ece,
-    brier,
+    brier_per_sample,
     ece,
     fit_temperature,
     mce,
-    nll,
+    nll_per_sample,
     reliability_bins,
+    resampled_calibration_errors,
     softmax,
     top_label,
 )
+from ood.metrics import percentile_interval
 
 NO_SPLIT = "none"
 
@@ -80,23 +91,37 @@ def _digest(image: torch.Tensor) -> bytes:
 
 
 def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, reliability: bool,
-                        conditions: dict[str, Any]) -> list[Metric]:
-    """ECE, MCE, adaptive ECE (percent), Brier and optionally the reliability bins of `logits`.
+                        conditions: dict[str, Any], seed: int, with_nll: bool = False
+                        ) -> list[Metric]:
+    """ECE, MCE, adaptive ECE (percent), Brier (and NLL) of `logits` with 95 % bootstrap
+    intervals over images, and optionally the reliability bins.
 
-    float64 numpy throughout (for a few thousand rows torch's thread pool costs more than the
-    arithmetic).
+    The intervals are percentile intervals of each statistic over one shared set of image
+    resamples (seeded by `seed` and `conditions`); they make these numbers gateable with their
+    sampling noise. float64 numpy throughout (for a few thousand rows torch's thread pool costs
+    more than the arithmetic).
     """
     probs = softmax(logits)
     conf, predicted = top_label(probs, from_logits=False)
     correct = predicted == labels
     n = len(labels)
-    metrics = [
-        Metric("ece", 100.0 * ece(conf, correct, n_bins=bins), n, False, dict(conditions)),
-        Metric("mce", 100.0 * mce(conf, correct, n_bins=bins), n, False, dict(conditions)),
-        Metric("adaptive_ece", 100.0 * adaptive_ece(conf, correct, n_bins=bins), n, False,
-               dict(conditions)),
-        Metric("brier", brier(probs, labels), n, False, dict(conditions)),
-    ]
+    per_image = {"brier": brier_per_sample(probs, labels)}
+    if with_nll:
+        per_image["nll"] = nll_per_sample(logits, labels)
+    values = {"ece": 100.0 * ece(conf, correct, n_bins=bins),
+              "mce": 100.0 * mce(conf, correct, n_bins=bins),
+              "adaptive_ece": 100.0 * adaptive_ece(conf, correct, n_bins=bins),
+              **{name: float(v.mean()) for name, v in per_image.items()}}
+    draws: dict[str, list[np.ndarray]] = {name: [] for name in values}
+    for rows in bootstrap_resamples(n, metric_stream(seed, "calibration", conditions)):
+        for name, errors in resampled_calibration_errors(conf, correct, rows, bins).items():
+            draws[name].append(100.0 * errors)
+        for name, v in per_image.items():
+            draws[name].append(v[rows].mean(axis=1))
+    metrics = []
+    for name, value in values.items():
+        low, high = percentile_interval(np.concatenate(draws[name]))
+        metrics.append(Metric(name, value, n, False, dict(conditions), low, high))
     if reliability:
         table = reliability_bins(conf, correct, n_bins=bins)
         for i in range(bins):
@@ -113,7 +138,7 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, relia
 
 
 @register_task("calibration", defaults={"bins": 15, "reliability": False,
-                                        "temperature_split": NO_SPLIT}, version=3)
+                                        "temperature_split": NO_SPLIT}, version=4)
 def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
     bins, split = params["bins"], params["temperature_split"]
@@ -124,7 +149,7 @@ def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
                          f"{params['reliability']!r}")
     logits, labels = ctx.clean_logits().double().numpy(), ctx.data.labels
     metrics = calibration_metrics(logits, labels, bins, params["reliability"],
-                                  {"scaling": "none"})
+                                  {"scaling": "none"}, ctx.seed)
     if split == NO_SPLIT:
         return metrics
     heldout = load_heldout(ctx, split, "calibration: temperature_split")
@@ -134,6 +159,6 @@ def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     scaled = logits / temperature
     where = {"scaling": "temperature"}
     metrics.append(Metric("temperature", temperature, len(heldout), None, where))
-    metrics.extend(calibration_metrics(scaled, labels, bins, params["reliability"], where))
-    metrics.append(Metric("nll", nll(scaled, labels), len(labels), False, dict(where)))
+    metrics.extend(calibration_metrics(scaled, labels, bins, params["reliability"], where,
+                                       ctx.seed, with_nll=True))
     return metrics

@@ -6,8 +6,14 @@ from typing import Any
 
 import torch
 
-from benchmark.tasks.registry import Metric, TaskContext, register_task
-from ood.calibration import nll
+from benchmark.tasks.registry import (
+    Metric,
+    TaskContext,
+    bootstrap_mean_interval,
+    metric_stream,
+    register_task,
+)
+from ood.calibration import nll_per_sample
 
 
 def topk_errors(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
@@ -16,12 +22,14 @@ def topk_errors(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
     return int((~(topk == labels[:, None]).any(dim=1)).sum())
 
 
-@register_task("clean", defaults={"topk": [1, 5]})
+@register_task("clean", defaults={"topk": [1, 5]}, version=2)
 def clean(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
-    """Top-k error (percent) and NLL (nats) on the clean data."""
+    """Top-k error (percent) and NLL (nats, with a bootstrap interval) on the clean data."""
     logits, labels = ctx.clean_logits(), ctx.labels()
     n, num_classes = logits.shape
     metrics = [Metric.rate(f"top{k}_err", topk_errors(logits, labels, k), n)
                for k in params["topk"] if k == 1 or k < num_classes]
-    metrics.append(Metric("nll", nll(logits.double().numpy(), labels.numpy()), n, False))
+    per_image = nll_per_sample(logits.double().numpy(), labels.numpy())
+    low, high = bootstrap_mean_interval(per_image, metric_stream(ctx.seed, "nll", {}))
+    metrics.append(Metric("nll", float(per_image.mean()), n, False, {}, low, high))
     return metrics

@@ -10,8 +10,10 @@ samples. Every one of these rows carries a 95 % stratified percentile-bootstrap 
 scores and each OOD set are resampled separately with replacement, and a replicate uses one ID
 resample for every set, so the "mean" row's interval comes from the replicates' means over sets
 (the sets share the ID data, so they are not independent). Resamples are seeded by the run's
-seed, the same for every scorer. ID scores come from the shared clean forward pass; ODIN needs
-its own forward and backward passes over the ID data.
+seed, the same for every scorer. The two shares of OOD samples (TNR, FPR at TPR 95 %) take the
+hull of that interval and the Wilson interval of the share (of all OOD samples, for "mean"): the
+percentile interval collapses to a point at 0 % and 100 %. ID scores come from the shared
+clean forward pass; ODIN needs its own forward and backward passes over the ID data.
 
 Rows ``score_hist`` (descriptive, no direction; the report's score histograms): per scorer, for
 each OOD set and for the ID scores (``ood_set = "in_distribution"``, reserved like "mean"), the
@@ -66,7 +68,14 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.tasks.calibration import NO_SPLIT, load_heldout
-from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, predict, register_task
+from benchmark.tasks.registry import (
+    Metric,
+    TaskContext,
+    TaskPlaces,
+    predict,
+    register_task,
+    wilson_interval,
+)
 from ood import datasets as oodsets
 from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
 from ood.scores import (
@@ -334,11 +343,24 @@ LOGIT_SCORERS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
 }
 
 
-def _interval(replicates: np.ndarray | None) -> tuple[float | None, float | None]:
-    """The percentile 95 % interval of bootstrap replicates, in percent; none without them."""
+# Metrics that are a share of the OOD samples on one side of the threshold.
+OOD_SHARES = ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive")
+
+
+def _interval(replicates: np.ndarray | None, metric: str, value: float, n_ood: int
+              ) -> tuple[float | None, float | None]:
+    """The percentile 95 % interval of bootstrap replicates, in percent; none without them.
+
+    For a share of the OOD samples the interval also covers the Wilson interval of that share
+    (`value` of `n_ood`): at 0 % or 100 % every bootstrap replicate lands on the same value and
+    the percentile interval collapses to a point, which would claim a noise-free number.
+    """
     if replicates is None:
         return None, None
     low, high = percentile_interval(replicates)
+    if metric in OOD_SHARES:
+        w_low, w_high = wilson_interval(round(value * n_ood), n_ood)
+        low, high = min(low, w_low), max(high, w_high)
     return 100.0 * low, 100.0 * high
 
 
@@ -353,14 +375,16 @@ def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.nda
     rows = []
     for j, (name, scores) in enumerate(by_set.items()):
         for metric, higher in METRICS.items():
-            interval = _interval(None if replicates is None else replicates[metric][:, j])
+            interval = _interval(None if replicates is None else replicates[metric][:, j],
+                                 metric, values[name][metric], len(scores))
             rows.append(Metric(metric, 100.0 * values[name][metric], n_id + len(scores), higher,
                                {"scorer": scorer, "ood_set": name}, *interval))
-    n_all = n_id + sum(len(scores) for scores in by_set.values())
+    n_ood = sum(len(scores) for scores in by_set.values())
     for metric, higher in METRICS.items():
-        interval = _interval(None if replicates is None else replicates[metric].mean(axis=1))
         mean = float(np.mean([v[metric] for v in values.values()]))
-        rows.append(Metric(metric, 100.0 * mean, n_all, higher,
+        interval = _interval(None if replicates is None else replicates[metric].mean(axis=1),
+                             metric, mean, n_ood)
+        rows.append(Metric(metric, 100.0 * mean, n_id + n_ood, higher,
                            {"scorer": scorer, "ood_set": MEAN_SET}, *interval))
     return rows
 
@@ -409,7 +433,7 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
     return paths
 
 
-@register_task("ood", defaults=DEFAULTS, version=3, inputs=_inputs)
+@register_task("ood", defaults=DEFAULTS, version=4, inputs=_inputs)
 def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
     check_params(params)

@@ -6,7 +6,7 @@ import fnmatch
 import json
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from ood.metrics import percentile_interval
 
 Condition = str | int | float
 
@@ -65,7 +66,7 @@ class Metric:
         if values.size == 0:
             raise ValueError(f"{metric}: no images to average")
         where = dict(conditions or {})
-        low, high = bootstrap_mean_interval(values, _stream(seed, metric, where))
+        low, high = bootstrap_mean_interval(values, metric_stream(seed, metric, where))
         return cls(metric, 100.0 * float(values.mean()), int(values.size), higher_is_better,
                    where, 100.0 * low, 100.0 * high)
 
@@ -73,28 +74,29 @@ class Metric:
 BOOTSTRAP_RESAMPLES = 1000
 
 
-def _stream(seed: int, metric: str, conditions: dict[str, Condition]) -> np.random.Generator:
+def metric_stream(seed: int, metric: str, conditions: dict[str, Condition]
+                  ) -> np.random.Generator:
     """A random stream for one metric's bootstrap, independent of every other metric's."""
     label = json.dumps([metric, conditions], sort_keys=True).encode()
     return np.random.default_rng([seed, zlib.crc32(label)])
 
 
+def bootstrap_resamples(n: int, rng: np.random.Generator,
+                        resamples: int = BOOTSTRAP_RESAMPLES) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of n items as chunks of index rows (each row: n draws with
+    replacement), a chunk at a time, so memory stays bounded whatever their number."""
+    chunk = max(1, min(resamples, 2**22 // n))
+    for start in range(0, resamples, chunk):
+        yield rng.integers(0, n, size=(min(start + chunk, resamples) - start, n))
+
+
 def bootstrap_mean_interval(values: np.ndarray, rng: np.random.Generator,
                             resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95
                             ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (resampling with replacement).
-
-    Resamples are drawn a chunk at a time, so memory stays bounded whatever their number.
-    """
-    n = values.size
-    means = np.empty(resamples)
-    chunk = max(1, min(resamples, 2**22 // n))
-    for start in range(0, resamples, chunk):
-        stop = min(start + chunk, resamples)
-        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    tail = (1.0 - level) / 2
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    """Percentile bootstrap interval of the mean of `values` (resampling with replacement)."""
+    means = np.concatenate([values[rows].mean(axis=1)
+                            for rows in bootstrap_resamples(values.size, rng, resamples)])
+    return percentile_interval(means, level)
 
 
 def wilson_interval(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
