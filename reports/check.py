@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,29 +76,45 @@ def write_baseline(out_dir: Path, target: Path) -> int:
                           f"({names}); fix the evaluation before storing a baseline")
     payload = {"format": BASELINE_FORMAT, "source": str(Path(out_dir) / "results.csv"),
                "metrics": json.loads(records.to_json(orient="records"))}
-    Path(target).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    partial.replace(target)  # atomic: a kill never leaves half a baseline
     return len(records)
 
 
 def read_baseline(path: Path) -> pd.DataFrame:
-    """The gated records stored by `write_baseline` (rows without a direction are dropped)."""
+    """The gated records stored by `write_baseline` (rows without a direction are dropped).
+
+    Anything else — a missing or unreadable file, another format, malformed records — is a
+    ReportError naming the file (exit 2, never the exit 1 of a regression).
+    """
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ReportError(f"{path}: baseline file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: unreadable baseline: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path}: not JSON: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != BASELINE_FORMAT:
         raise ReportError(f"{path}: not a rubench baseline (format {BASELINE_FORMAT})")
-    frame = pd.DataFrame(payload["metrics"])
-    if frame.empty:
+    records = payload.get("metrics")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ReportError(f"{path}: `metrics` must be a list of metric records")
+    if not records:
         raise ReportError(f"{path}: the baseline holds no metrics")
+    frame = pd.DataFrame(records)
+    missing = {*_KEY, "value", "higher_is_better"} - set(frame)
+    if missing:
+        raise ReportError(f"{path}: metric records lack {', '.join(sorted(missing))}")
     frame = frame[[direction(v) is not None for v in frame["higher_is_better"]]]
-    if frame["value"].isna().any():
-        raise ReportError(f"{path}: {int(frame['value'].isna().sum())} baseline value(s) are "
-                          "NaN or missing; a baseline must hold numbers")
-    return frame
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    if values.isna().any():
+        raise ReportError(f"{path}: {int(values.isna().sum())} baseline value(s) are NaN, "
+                          "missing or not numbers; a baseline must hold numbers")
+    return frame.assign(value=values)
 
 
 def _tolerance(value: object, where: str) -> float:

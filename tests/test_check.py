@@ -192,7 +192,7 @@ def test_nan_is_never_stored_as_a_baseline(tmp_path, capsys):
          "value": None, "n": 600, "higher_is_better": False}]}))
     write(tmp_path / "now", [rate_row("erm", "top1_err", 30, 600)])
     assert main(["check", str(tmp_path / "now"), "--baseline", str(tmp_path / "b.json")]) == 2
-    assert "NaN or missing" in capsys.readouterr().err
+    assert "NaN, missing or not numbers" in capsys.readouterr().err
 
 
 def test_missing_metric_fails_unless_allowed_and_new_metric_is_reported(tmp_path, capsys):
@@ -259,3 +259,23 @@ assert not heavy, heavy
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("content", [
+    '{"format": 1}', '{"format": 1, "metrics": 5}', '{"format": 1, "metrics": [5]}',
+    '{"format": 1, "metrics": [{"checkpoint": "erm"}]}', b"\xff\xfe\x00binary",
+    '{"format": 1, "metrics": [{"checkpoint": "erm", "task": "clean", "metric": "top1_err", '
+    '"conditions": "", "value": "high", "n": 1, "higher_is_better": false}]}',
+    "directory"])
+def test_malformed_baseline_exits_2_naming_the_file(tmp_path, capsys, content):
+    """Exit 1 means 'regressed': a broken baseline must never look like that."""
+    write(tmp_path / "now", [rate_row("erm", "top1_err", 30, 600)])
+    baseline = tmp_path / "b.json"
+    if content == "directory":
+        baseline.mkdir()
+    elif isinstance(content, bytes):
+        baseline.write_bytes(content)
+    else:
+        baseline.write_text(content)
+    assert main(["check", str(tmp_path / "now"), "--baseline", str(baseline)]) == 2
+    assert f"rubench: error: {baseline}" in capsys.readouterr().err
