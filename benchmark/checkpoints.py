@@ -14,9 +14,11 @@ stored, which is often ambiguous (CutMix-PyTorch stores only `arch = 'resnet'`).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import re
+import struct
 import tomllib
 import zipfile
 from collections.abc import Mapping
@@ -184,12 +186,20 @@ class LoadedModel:
     meta_sources: dict[str, str]
 
 
-def is_torchscript(path: Path) -> bool:
+def is_torchscript(raw: bytes) -> bool:
     """True for a TorchScript archive (a zip with a `code/` folder), not a `torch.save` file."""
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(io.BytesIO(raw)):
         return False
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+
+
+def _safetensors_metadata(raw: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's JSON header (8-byte little-endian length)."""
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    stored = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in stored.items()}
 
 
 class _Placeholder:
@@ -242,33 +252,44 @@ def _refusal(path: Path, exc: Exception) -> CheckpointError:
     )
 
 
-def read_checkpoint(path: Path, trust: bool) -> tuple[Any, dict[str, Any]]:
+def read_checkpoint(path: Path, trust: bool, sha256: str | None = None
+                    ) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint file: (weights or scripted module, metadata stored inside it).
 
     Safe by default: safetensors, or `torch.load(weights_only=True)`. TorchScript archives
-    carry their own code and full pickles may run code, so both need `trust`.
+    carry their own code and full pickles may run code, so both need `trust`. The file is read
+    once and loaded from those bytes; with `sha256` (the hash its results are stored under) the
+    bytes must have that hash, so a file rewritten after it was hashed (a training job updating
+    `last.pth`) never has its numbers stored under the old file's hash.
     """
     try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise CheckpointError(
+            f"{path}: the file changed after rubench hashed it (sha256 {sha256[:12]}... when "
+            f"found, {hashlib.sha256(raw).hexdigest()[:12]}... when loaded); nothing was "
+            "evaluated. Re-run once the file is no longer being written."
+        )
+    try:
         if path.name.endswith(".safetensors"):
-            from safetensors import safe_open
-            from safetensors.torch import load_file
+            from safetensors.torch import load as load_safetensors
 
-            with safe_open(str(path), framework="pt") as handle:
-                stored = dict(handle.metadata() or {})
-            return load_file(str(path)), _parse_string_meta(stored, path)
-        if is_torchscript(path):
+            return load_safetensors(raw), _parse_string_meta(_safetensors_metadata(raw), path)
+        if is_torchscript(raw):
             if not trust:
                 raise CheckpointError(
                     f"{path}: is a TorchScript archive, which carries its own code; "
                     "re-run with --trust-checkpoints if you trust it"
                 )
-            return torch.jit.load(str(path), map_location="cpu"), {}
+            return torch.jit.load(io.BytesIO(raw), map_location="cpu"), {}
         if trust:
-            obj = torch.load(path, map_location="cpu", weights_only=False,
+            obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False,
                              pickle_module=_LenientPickle)
         else:
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+                obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as exc:
                 raise _refusal(path, exc) from None
     except CheckpointError:
@@ -351,7 +372,7 @@ def load_weights(net: nn.Module, state: dict[str, torch.Tensor], path: Path, arc
 
 def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
     """Read, describe and build the evaluation model of one checkpoint (eval mode, on CPU)."""
-    obj, inner = read_checkpoint(ref.path, trust)
+    obj, inner = read_checkpoint(ref.path, trust, ref.sha256)
     external = ref.external()
     meta: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -378,6 +399,13 @@ def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
                 f"{ref.path}: no architecture given: add `arch = \"...\"` to "
                 f"{ref.path.with_name(strip_suffix(ref.path) + '.toml')} or {DIR_SIDECAR}, or "
                 "pass --arch (`rubench list` shows the names)"
+            )
+        if sources["arch"] == "checkpoint" and ":" in str(meta["arch"]) and not trust:
+            raise CheckpointError(
+                f"{ref.path}: the checkpoint itself names the importable architecture "
+                f"{meta['arch']!r}; rubench imports code a checkpoint chooses only with "
+                "--trust-checkpoints. Name the architecture yourself instead: `arch = ...` in a "
+                f"sidecar TOML ({DIR_SIDECAR} or <checkpoint>.toml) or --arch."
             )
         try:
             net = build_arch(meta["arch"], num_classes=meta["num_classes"])

@@ -235,10 +235,75 @@ def test_cutmix_imagenet_checkpoint_loads_into_torchvision_resnet50(tmp_path):
 
 def test_safetensors_metadata_counts_as_checkpoint_keys(tmp_path):
     path = tmp_path / "m.safetensors"
-    save_file(dict(tiny_state()), str(path), metadata={"arch": TINY, "num_classes": "10",
-                                                       "mean": "[0.3]", "std": "[0.2]"})
+    torch.manual_seed(0)
+    state = build_arch("digits_cnn", num_classes=10).state_dict()
+    save_file(dict(state), str(path), metadata={"arch": "digits_cnn", "num_classes": "10",
+                                                "mean": "[0.3]", "std": "[0.2]"})
     loaded = load(path)
     assert loaded.meta["mean"] == [0.3] and loaded.meta_sources["arch"] == "checkpoint"
+
+
+def _save_with_arch(path: Path, arch: str) -> None:
+    if path.suffix == ".safetensors":
+        save_file(dict(tiny_state()), str(path), metadata={"arch": arch, "num_classes": "10",
+                                                           "mean": "[0.3]", "std": "[0.2]"})
+    else:
+        torch.save({"arch": arch, "num_classes": 10, "mean": [0.3], "std": [0.2],
+                    "state_dict": tiny_state()}, path)
+
+
+@pytest.mark.parametrize("arch", [TINY, "os:system", "builtins:exec", "subprocess:call",
+                                  "shutil:rmtree"])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_code_named_inside_a_checkpoint_is_never_imported_without_consent(tmp_path, monkeypatch,
+                                                                          arch, suffix):
+    """A checkpoint choosing `module:callable` would make rubench import and call that code."""
+    path = tmp_path / f"m{suffix}"
+    _save_with_arch(path, arch)
+    with monkeypatch.context() as patch:
+        def no_import(name, *args, **kwargs):
+            raise AssertionError(f"imported {name}")
+
+        patch.setattr("benchmark.archs.registry.importlib.import_module", no_import)
+        with pytest.raises(CheckpointError, match=r"names the importable architecture.*"
+                                                  r"--trust-checkpoints"):
+            load(path)
+    if arch == TINY:  # the user's consent: a sidecar, a flag, or trust
+        assert load(path, cli={"arch": TINY}).meta_sources["arch"] == "command line"
+        write_sidecar(tmp_path / "m.toml", arch=TINY)
+        assert load(path).meta_sources["arch"] == str(tmp_path / "m.toml")
+        (tmp_path / "m.toml").unlink()
+        assert load(path, trust=True).meta_sources["arch"] == "checkpoint"
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("tinynets:raises", "raised RuntimeError: broken factory"),
+    ("tinynets:not_a_module", "returned a dict, not a torch.nn.Module"),
+    ("os:getcwd", "raised TypeError"),
+])
+def test_a_factory_that_fails_fails_its_checkpoint_with_a_message(tmp_path, factory, message):
+    path = tmp_path / "m.pth"
+    torch.save(tiny_state(), path)
+    with pytest.raises(CheckpointError, match=message):
+        load(path, cli={**META, "arch": factory})
+
+
+def test_a_file_rewritten_after_hashing_is_refused_not_stored_under_the_old_hash(tmp_path):
+    """Hash and load must see the same bytes (a training job rewriting `last.pth` in place)."""
+    for suffix, save in ((".pth", lambda state, path: torch.save(state, path)),
+                         (".safetensors", lambda state, path: save_file(dict(state), str(path)))):
+        path = tmp_path / f"last{suffix}"
+        save(tiny_state(0), path)
+        ref = make_ref(path, tmp_path, META, {})
+        save(tiny_state(1), path)
+        with pytest.raises(CheckpointError, match="changed after rubench hashed it"):
+            load_model(ref)
+        fresh = make_ref(path, tmp_path, META, {})
+        assert fresh.sha256 != ref.sha256
+        images = torch.rand(3, 1, 8, 8)
+        with torch.no_grad():
+            assert torch.allclose(load_model(fresh).model(images),
+                                  reference_logits(tiny_state(1), images))
 
 
 def test_torchscript_needs_trust_and_then_matches_eager(tmp_path):

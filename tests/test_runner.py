@@ -269,3 +269,51 @@ def test_two_files_with_the_same_name_are_not_mixed(tmp_path, capsys):
     assert "name 'm0' is already taken" in capsys.readouterr().err
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert results.groupby("checkpoint").checkpoint_sha256.nunique().max() == 1
+
+
+def test_a_checkpoint_rewritten_mid_run_fails_alone_and_the_rerun_evaluates_it(tmp_path,
+                                                                              monkeypatch, capsys):
+    """Fault injection: the file changes between hashing and loading. Its numbers must not be
+    stored under the first hash; the next run evaluates the new file under its own hash."""
+    import benchmark.runner as runner
+
+    states = make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    original = runner.make_ref
+
+    def rewrite_m0_after_hashing(path, *args, **kwargs):
+        ref = original(path, *args, **kwargs)
+        if path.name == "m0.pth":
+            torch.manual_seed(7)
+            torch.save(build_arch(TINY, num_classes=10).state_dict(), path)
+        return ref
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "make_ref", rewrite_m0_after_hashing)
+        assert evaluate(tmp_path / "zoo", tmp_path / "out") == 1
+    assert "changed after rubench hashed it" in capsys.readouterr().err
+    first = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(first.checkpoint) == {"m1"}
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0
+    second = pd.read_csv(tmp_path / "out" / "results.csv")
+    m0 = second[(second.checkpoint == "m0") & (second.metric == "nll")].value.item()
+    torch.manual_seed(7)
+    rewritten = build_arch(TINY, num_classes=10).state_dict()
+    labels = read_digits(split="test").labels
+    for state, expected in ((rewritten, True), (states["m0"], False)):
+        logits = torch.from_numpy(reference_logits(state))
+        nll = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).item()
+        assert (abs(m0 - nll) < 1e-6) is expected
+
+
+def test_a_checkpoint_naming_code_fails_alone(tmp_path, capsys):
+    """`arch = "os:system"` in a checkpoint's own metadata is refused; the others still run."""
+    make_zoo(tmp_path / "zoo", seeds=(0,))
+    (tmp_path / "zoo" / "rubench.toml").write_text("num_classes = 10\nmean = [0.3]\n"
+                                                   "std = [0.25]\n")
+    (tmp_path / "zoo" / "m0.toml").write_text(f'arch = "{TINY}"\n')
+    torch.manual_seed(1)
+    torch.save({"arch": "os:system", "state_dict": build_arch(TINY, num_classes=10).state_dict()},
+               tmp_path / "zoo" / "evil.pth")
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 1
+    assert "names the importable architecture 'os:system'" in capsys.readouterr().err
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv").checkpoint) == {"m0"}

@@ -14,3 +14,13 @@ def tiny_cnn(num_classes: int = 10, in_channels: int = 1, side: int = 8) -> nn.M
 def tiny_cnn32(num_classes: int = 10) -> nn.Module:
     """The same for 32x32 RGB images."""
     return tiny_cnn(num_classes, in_channels=3, side=32)
+
+
+def raises(num_classes: int = 10) -> nn.Module:
+    """A factory that fails, as user code can."""
+    raise RuntimeError("broken factory")
+
+
+def not_a_module(num_classes: int = 10) -> dict:
+    """A factory that returns something other than a module."""
+    return {"num_classes": num_classes}

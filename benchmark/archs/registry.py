@@ -52,7 +52,15 @@ def build_arch(name: str, num_classes: int) -> nn.Module:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"cannot import architecture {name!r}: {exc}") from exc
-        return factory(num_classes=num_classes)
+        try:
+            net = factory(num_classes=num_classes)
+        except Exception as exc:  # user code: report it against the checkpoint, not the run
+            raise ValueError(f"{name}(num_classes={num_classes}) raised "
+                             f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"{name}(num_classes={num_classes}) returned a "
+                             f"{type(net).__name__}, not a torch.nn.Module")
+        return net
     if name in _torchvision_names():
         import torchvision.models as tvm
 
