@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pickle
 import re
 import struct
@@ -78,10 +79,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(META_KEYS)}"
         )
-    return {key: _check_meta(key, value, str(path)) for key, value in data.items()}
+    return {key: check_meta(key, value, str(path)) for key, value in data.items()}
 
 
-def _check_meta(key: str, value: Any, where: str) -> Any:
+def check_meta(key: str, value: Any, where: str) -> Any:
     """Validate and normalize one metadata value; `where` names its source for errors."""
     try:
         if key in ("arch", "name"):
@@ -89,19 +90,29 @@ def _check_meta(key: str, value: Any, where: str) -> Any:
                 raise TypeError("expected a non-empty string")
             return value
         if key == "num_classes":
-            if isinstance(value, bool) or int(value) != value or int(value) < 1:
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or int(value) != value or int(value) < 1:
                 raise TypeError("expected a positive integer")
             return int(value)
         if key in ("mean", "std"):
+            if isinstance(value, str | bytes) or any(isinstance(v, bool | str) for v in value):
+                raise TypeError("expected a list of numbers")
             floats = [float(v) for v in value]
-            if not floats or (key == "std" and min(floats) <= 0):
-                raise TypeError("expected a non-empty list of numbers (std > 0)")
+            if not floats or not all(math.isfinite(v) for v in floats) \
+                    or (key == "std" and min(floats) <= 0):
+                raise TypeError("expected a non-empty list of finite numbers (std > 0)")
             return floats
         if key == "input_size":
-            sizes = [int(v) for v in ([value] if isinstance(value, int) else value)]
+            values = [value] if isinstance(value, int) else value
+            if isinstance(values, str | bytes) or any(
+                    isinstance(v, bool) or not isinstance(v, int) for v in values):
+                raise TypeError("expected integers")
+            sizes = list(values)
+            if len(sizes) == 3 and sizes[0] in (1, 3):  # timm's [channels, height, width]
+                sizes = sizes[1:]
             sizes = sizes * 2 if len(sizes) == 1 else sizes
             if len(sizes) != 2 or min(sizes) < 1:
-                raise TypeError("expected an int or [height, width]")
+                raise TypeError("expected an int, [height, width] or [channels, height, width]")
             return sizes
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: bad value for {key!r} ({value!r}): {exc}") from exc
@@ -146,7 +157,7 @@ def make_ref(
 ) -> CheckpointRef:
     """Describe one checkpoint: its display name, file hash and non-embedded metadata."""
     layers = [*sidecar_meta(path, root),
-              ("command line", {k: _check_meta(k, v, "command line") for k, v in cli_meta.items()
+              ("command line", {k: check_meta(k, v, "command line") for k, v in cli_meta.items()
                                 if v is not None}),
               ("suite defaults", dict(suite_defaults))]
     resolved: dict[str, tuple[Any, str]] = {}
@@ -382,7 +393,7 @@ def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
         if key in external and external[key][1] != "suite defaults":
             meta[key], sources[key] = external[key]
         elif key in inner:
-            meta[key] = _check_meta(key, inner[key], f"{ref.path} (key {key!r})")
+            meta[key] = check_meta(key, inner[key], f"{ref.path} (key {key!r})")
             sources[key] = "checkpoint"
         elif key in external:
             meta[key], sources[key] = external[key]

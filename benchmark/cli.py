@@ -142,8 +142,9 @@ def _ood_sets(items: list[str]) -> dict[str, str]:
 def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra) -> RunOptions:
     import torch
 
+    from benchmark.params import validate
     from benchmark.runner import RunOptions
-    from benchmark.suites import load_suite
+    from benchmark.suites import RunParams, load_suite
 
     if args.threads is not None:
         if args.threads < 1:
@@ -153,18 +154,20 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
     if args.tasks is not None:
         suite = suite.select([t.strip() for t in args.tasks.split(",") if t.strip()])
     if getattr(args, "ood", None):
-        suite = suite.with_params("ood", sets=_ood_sets(args.ood))
+        suite = suite.with_params("ood", "--ood", sets=_ood_sets(args.ood))
     if getattr(args, "surrogate", None) is not None:
-        suite = suite.with_params("transfer", surrogate=str(args.surrogate.resolve()))
+        suite = suite.with_params("transfer", "--surrogate",
+                                  surrogate=str(args.surrogate.resolve()))
 
-    def pick(flag: object, key: str) -> object:
-        return flag if flag is not None else suite.run[key]
-
+    flags = {"batch_size": args.batch_size, "seed": args.seed, "limit": args.limit}
+    run_params = validate(RunParams, {**suite.run, **{k: v for k, v in flags.items()
+                                                      if v is not None}},
+                          "command line (--seed, --batch-size, --limit)")
+    if args.workers < 0:
+        raise SuiteError(f"--workers {args.workers}: expected an integer >= 0")
     return RunOptions(ckpt_dir=ckpt_dir, out_dir=args.out or Path("rubench-results"),
-                      suite=suite, device=args.device,
-                      batch_size=pick(args.batch_size, "batch_size"), seed=pick(args.seed, "seed"),
-                      limit=pick(args.limit, "limit"), num_workers=args.workers,
-                      progress=not args.no_progress, **extra)
+                      suite=suite, device=args.device, num_workers=args.workers,
+                      progress=not args.no_progress, **run_params, **extra)
 
 
 def _finish(summary: RunSummary) -> int:

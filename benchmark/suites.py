@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import SuiteError
+from benchmark.checkpoints import check_meta
+from benchmark.errors import CheckpointError, SuiteError
+from benchmark.params import param, validate
 from benchmark.tasks import get_task, resolve_params
 
 _TOP_KEYS = {"name", "version", "description", "dataset", "model_defaults", "run", "tasks"}
-_DATASET_KEYS = {"name", "split", "path"}
 _MODEL_KEYS = {"num_classes", "mean", "std", "input_size"}
-_RUN_KEYS = {"seed", "batch_size", "limit"}
+TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """[dataset]: the data set's `name`, the evaluated `split`, its folder `path` (absolute or
+    under --data-root; default: the data set's own folder name)."""
+
+    name: str = param("")
+    split: str = param("test")
+    path: str | None = param(None)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise SuiteError("missing required key 'name'")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """[run] (and the flags that override it): the `seed`, the `batch_size`, and `limit`, a
+    seeded class-stratified subset of that many images (0 = all)."""
+
+    seed: int = param(0, ge=0)
+    batch_size: int = param(256, ge=1)
+    limit: int = param(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -39,10 +65,12 @@ class Suite:
     run: dict[str, Any]
     tasks: tuple[TaskSpec, ...]
 
-    def with_params(self, task_type: str, **params: Any) -> Suite:
-        """The suite with `params` overriding those of every task of type `task_type`."""
-        tasks = tuple(TaskSpec(t.name, t.task, {**t.params, **params}) if t.task == task_type
-                      else t for t in self.tasks)
+    def with_params(self, task_type: str, where: str, **params: Any) -> Suite:
+        """The suite with `params` (from `where`, e.g. a command-line flag) overriding those of
+        every task of type `task_type`, validated like the suite's own."""
+        tasks = tuple(TaskSpec(t.name, t.task, resolve_params(
+            get_task(t.task), {**t.params, **params}, f"{where} for [tasks.{t.name}]"))
+            if t.task == task_type else t for t in self.tasks)
         return Suite(**{**self.__dict__, "tasks": tasks})
 
     def select(self, names: list[str]) -> Suite:
@@ -97,23 +125,33 @@ def parse_suite(raw: dict[str, Any], source: str) -> Suite:
     for key in ("name", "version", "dataset", "tasks"):
         if key not in raw:
             raise SuiteError(f"{source}: missing required key {key!r}")
-    dataset = _check_keys(raw["dataset"], _DATASET_KEYS, f"{source} [dataset]")
-    if "name" not in dataset:
-        raise SuiteError(f"{source} [dataset]: missing required key 'name'")
-    dataset = {"split": "test", "path": None, **dataset}
-    model_defaults = _check_keys(raw.get("model_defaults", {}), _MODEL_KEYS,
-                                 f"{source} [model_defaults]")
-    run = {"seed": 0, "batch_size": 256, "limit": 0,
-           **_check_keys(raw.get("run", {}), _RUN_KEYS, f"{source} [run]")}
+    for key in ("name", "version", "description"):
+        if key in raw and not isinstance(raw[key], str | int | float):
+            raise SuiteError(f"{source}: {key!r} must be a string, got {raw[key]!r}")
+    dataset = validate(DatasetParams, raw["dataset"], f"{source} [dataset]")
+    model_defaults = {}
+    for key, value in _check_keys(raw.get("model_defaults", {}), _MODEL_KEYS,
+                                  f"{source} [model_defaults]").items():
+        try:
+            model_defaults[key] = check_meta(key, value, f"{source} [model_defaults]")
+        except CheckpointError as exc:
+            raise SuiteError(str(exc)) from None
+    run = validate(RunParams, raw.get("run", {}), f"{source} [run]")
     tasks = []
     for name, table in _check_keys(raw["tasks"], set(raw["tasks"]), f"{source} [tasks]").items():
-        params = dict(_check_keys(table, set(table), f"{source} [tasks.{name}]"))
+        where = f"{source} [tasks.{name}]"
+        if not TASK_NAME.fullmatch(name):
+            raise SuiteError(f"{where}: a task name may hold letters, digits, '_' and '-' only "
+                             "(it names the task's files in reports)")
+        params = dict(_check_keys(table, set(table), where))
+        task_type = params.pop("task", name)
+        if not isinstance(task_type, str):
+            raise SuiteError(f"{where}: 'task' must name a registered task, got {task_type!r}")
         try:
-            task = get_task(params.pop("task", name))
+            task = get_task(task_type)
         except SuiteError as exc:
-            raise SuiteError(f"{source} [tasks.{name}]: {exc}") from None
-        tasks.append(TaskSpec(name, task.name,
-                              resolve_params(task, params, f"{source} [tasks.{name}]")))
+            raise SuiteError(f"{where}: {exc}") from None
+        tasks.append(TaskSpec(name, task.name, resolve_params(task, params, where)))
     if not tasks:
         raise SuiteError(f"{source}: the suite names no tasks")
     return Suite(name=str(raw["name"]), version=str(raw["version"]),

@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode
 import benchmark.tasks.perturbations  # noqa: F401  (registers the tasks)
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
-from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks.registry import wilson_interval
 from corruptions.affine import affine, affine_params
 from corruptions.per_index import uniforms
@@ -117,8 +117,9 @@ def make_ctx(model, data, batch_size, seed=0):
 
 
 def run(ctx, **params):
+    """The task as the runner calls it: parameters validated (as at suite load), then run."""
     task = get_task("affine")
-    return task.fn(ctx, {**task.defaults, **params})
+    return task.fn(ctx, resolve_params(task, params, "test suite"))
 
 
 def test_task_matches_torchvision_reference_and_is_batch_size_free():
@@ -174,6 +175,6 @@ def test_zoom_convention_names_its_rows_and_bad_parameters_fail():
     for bad, match in [({"scale_convention": "pil"}, "scale_convention"),
                        ({"rotations": [], "shears": [], "scales": []}, "no set"),
                        ({"scales": [0.0]}, "scales"), ({"rotations": "20"}, "rotations"),
-                       ({"shears": [28.6, 28.6]}, "repeats")]:
+                       ({"shears": [28.6, 28.6]}, "distinct")]:
         with pytest.raises(SuiteError, match=match):
             run(make_ctx(net, data, 20), **bad)

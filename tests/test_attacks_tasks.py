@@ -20,7 +20,7 @@ from benchmark.cli import main
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import read_digits
 from benchmark.errors import SuiteError
-from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks.registry import wilson_interval
 
 MEAN, STD = [0.3], [0.4]
@@ -63,8 +63,9 @@ def context(model, data, batch_size=64, **extra) -> TaskContext:
 
 
 def run(ctx, name, **params):
+    """The task as the runner calls it: parameters validated (as at suite load), then run."""
     task = get_task(name)
-    return task.fn(ctx, {**task.defaults, **params})
+    return task.fn(ctx, resolve_params(task, params, "test suite"))
 
 
 def table(metrics) -> dict:
@@ -275,12 +276,16 @@ def test_a_budget_violation_fails_the_task(nets, digits, monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [
-    ("fgsm", {"eps": []}, "`eps` must be a non-empty list"),
-    ("fgsm", {"eps": [0.1, 0.1]}, "lists a value twice"),
-    ("pgd", {"norm": "l1"}, "`norm` must be one of"),
-    ("pgd", {"steps": 0}, "`steps` must be an integer >= 1"),
+    ("fgsm", {"eps": []}, "'eps' must be a non-empty list"),
+    ("fgsm", {"eps": [0.1, 0.1]}, "'eps' must be a non-empty list of distinct numbers >= 0"),
+    ("fgsm", {"eps": [0.1, -0.1]}, "'eps' must be a non-empty list of distinct numbers >= 0"),
+    ("pgd", {"norm": "l1"}, "'norm' must be one of 'linf', 'l2'"),
+    ("pgd", {"steps": 0}, "'steps' must be an integer >= 1"),
+    ("pgd", {"steps": 2.5}, "'steps' must be an integer >= 1"),
     ("pgd", {"restarts": 2, "random_start": False}, "restarts > 1 needs random_start"),
-    ("fgsm", {"space": "normalised"}, "`space` must be one of"),
+    ("fgsm", {"space": "normalised"}, "'space' must be one of"),
+    ("cw", {"abort_early": 1}, "'abort_early' must be true or false"),
+    ("transfer", {"attack_params": {"steps": 0}, "attack": "ifgsm"}, "'steps' must be an"),
     ("transfer", {}, "`surrogate` must name"),
     ("transfer", {"surrogate": "missing.pth"}, "not found"),
     ("transfer", {"surrogate": "x.pth", "attack": "pgd", "attack_params": {"stepz": 1}},

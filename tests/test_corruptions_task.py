@@ -177,12 +177,15 @@ def test_bad_set_fails_the_task_only_naming_the_file(tmp_path: Path, cifar_c, ca
 
 def test_bad_parameters_are_named(tmp_path: Path, cifar_c, capsys) -> None:
     data_root, _, _ = cifar_c
+    """Refused when the suite loads (exit 2), before any checkpoint is read."""
     suite = _suite(tmp_path / "s.toml", "cifar10", 'corruptions = ["rain"]\n', 10, 32)
-    assert _run(tmp_path, data_root, suite) == 1
-    assert "corruptions: corruptions: unknown name(s) ['rain']" in capsys.readouterr().err
+    assert _run(tmp_path, data_root, suite) == 2
+    assert "corruptions: unknown name(s) ['rain']" in capsys.readouterr().err
     suite = _suite(tmp_path / "s.toml", "cifar10", "severities = [0, 6]\n", 10, 32)
-    assert _run(tmp_path, data_root, suite) == 1
-    assert "severities must be a subset of [1, 2, 3, 4, 5]" in capsys.readouterr().err
+    assert _run(tmp_path, data_root, suite) == 2
+    assert "'severities' must be a non-empty list of distinct values among 1, 2, 3, 4, 5" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def tiny_cnn64(num_classes: int = 4) -> torch.nn.Module:

@@ -3,6 +3,7 @@ what does not (moving the folder); end to end through a task that declares its i
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,12 @@ def _declared(params, places):
     return [places.data_root / params["file"]]
 
 
-@register_task("reads_a_file", defaults={"file": "table.txt"}, inputs=_declared)
+@dataclass(frozen=True)
+class _ReadsAFileParams:
+    file: str = "table.txt"
+
+
+@register_task("reads_a_file", params=_ReadsAFileParams, inputs=_declared)
 def _reads_a_file(ctx, params):
     """Test task: reports the length of a file under --data-root."""
     text = (ctx.data_root / params["file"]).read_text()

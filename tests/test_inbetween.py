@@ -10,7 +10,7 @@ from scipy import stats
 import benchmark.tasks.perturbations  # noqa: F401  (registers the tasks)
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
-from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import TaskContext, get_task, resolve_params
 from corruptions.inbetween import cut_boxes, cutmix, mixup, neither_count, partners
 
 
@@ -90,7 +90,7 @@ def run(data, batch_size=64, seed=0, **params):
                       batch_size=batch_size, progress=False)
     task = get_task("inbetween")
     return {(m.conditions["mix"], m.conditions["lam"]): m
-            for m in task.fn(ctx, {**task.defaults, **params})}
+            for m in task.fn(ctx, resolve_params(task, params, "test suite"))}
 
 
 def test_neither_rate_by_hand_on_two_images():

@@ -9,7 +9,7 @@ import benchmark.tasks.perturbations  # noqa: F401  (registers occlusion, affine
 from benchmark.cli import main
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
-from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks.registry import wilson_interval
 from corruptions.occlusion import hole_box, hole_side, occlude
 
@@ -111,8 +111,9 @@ def context(model, data, batch_size=32, seed=0, mean=(0.3,)):
 
 
 def run(task, ctx, **params):
+    """The task as the runner calls it: parameters validated (as at suite load), then run."""
     definition = get_task(task)
-    return definition.fn(ctx, {**definition.defaults, **params})
+    return definition.fn(ctx, resolve_params(definition, params, "test suite"))
 
 
 def table(metrics):
@@ -187,7 +188,7 @@ def test_occlusion_err_at_one_hole_size_and_parameter_checks():
     assert (occ[0].value, occ[0].ci_low, occ[0].ci_high) == (cell[0].value, cell[0].ci_low,
                                                              cell[0].ci_high)  # Wilson
     assert occ[0].ci_low < occ[0].value < occ[0].ci_high
-    for bad, match in [({"hole_fracs": [0.5, 1.2]}, "hole_fracs holds 1.2"),
+    for bad, match in [({"hole_fracs": [0.5, 1.2]}, r"'hole_fracs' must be .* <= 1; got \[0.5"),
                        ({"modes": ["center", "side"]}, "modes"),
                        ({"fill": "grey"}, "fill"),
                        ({"occ_err_frac": 0.3}, "occ_err_frac"),

@@ -23,9 +23,9 @@ from benchmark.data import stratified_subset
 from benchmark.datasets import load_dataset, read_digits
 from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar100
-from benchmark.tasks import TaskContext, get_task
+from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks import ood as ood_task
-from benchmark.tasks.ood import DEFAULTS, _detection_rows
+from benchmark.tasks.ood import _detection_rows
 from benchmark.tasks.registry import wilson_interval
 from ood.calibration import fit_temperature
 from ood.datasets import natural_crops
@@ -50,7 +50,9 @@ def digits_ctx(model: torch.nn.Module, batch_size: int = 600, data_root: Path | 
 
 
 def run_ood(ctx: TaskContext, **params) -> list:
-    return get_task("ood").fn(ctx, {**DEFAULTS, **params})
+    """The task as the runner calls it: parameters validated (as at suite load), then run."""
+    task = get_task("ood")
+    return task.fn(ctx, resolve_params(task, params, "test suite"))
 
 
 def by_condition(metrics: list) -> dict[tuple, float]:
@@ -69,7 +71,7 @@ def test_digits_ood_numbers_match_sklearn_on_independently_generated_noise():
                       sets={"uniform": "uniform", "crops": {"kind": "natural_crops",
                                                             "levels": 17}})
     rows = by_condition(metrics)
-    scorers, sets = DEFAULTS["scorers"], ["uniform", "crops", "mean"]
+    scorers, sets = get_task("ood").defaults["scorers"], ["uniform", "crops", "mean"]
     assert {key for key in rows if key[0] in METRICS} == {
         (metric, scorer, name) for metric in METRICS for scorer in scorers for name in sets}
     # ODIN's uniform set, regenerated from its definition: image i ~ default_rng([0, 1, 0, i]).

@@ -70,59 +70,120 @@ from attacks.minimal import MinimalResult, carlini_wagner, ddn, deepfool
 from benchmark.checkpoints import load_model, make_ref, sha256_file
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
+from benchmark.params import defaults, param, validate
 from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, register_task
 
 LINF_EPS = [8 / 255]  # the CIFAR Linf budget (RobustBench)
 L2_EPS = [0.5]  # the CIFAR L2 budget
-COMMON = {"space": "pixel", "limit": 0}
 
 
-# ---------------------------------------------------------------- parameter checks
+# ---------------------------------------------------------------- parameter schemas
+
+
+@dataclass(frozen=True)
+class AttackParams:
+    """Parameters every attack task has: the attack `space` and `limit` (a seeded stratified
+    subset of the evaluated images; 0 = all)."""
+
+    space: str = param("pixel", choices=SPACES)
+    limit: int = param(0, ge=0)
+
+
+@dataclass(frozen=True)
+class FgsmParams(AttackParams):
+    """FGSM: the budgets `eps` and the `loss`."""
+
+    eps: list[float] = param(LINF_EPS, ge=0, nonempty=True, distinct=True)
+    loss: str = param("ce", choices=LOSSES)
+
+
+@dataclass(frozen=True)
+class IfgsmParams(FgsmParams):
+    """I-FGSM: `steps` of step_factor * eps / steps."""
+
+    steps: int = param(10, ge=1)
+    step_factor: float = param(1.0, gt=0)
+
+
+@dataclass(frozen=True)
+class PgdParams(IfgsmParams):
+    """PGD: also the `norm`, seeded `random_start` and `restarts` (worst case kept)."""
+
+    step_factor: float = param(2.5, gt=0)
+    norm: str = param("linf", choices=NORMS)
+    restarts: int = param(1, ge=1)
+    random_start: bool = param(True)
+
+    def __post_init__(self) -> None:
+        if self.restarts > 1 and not self.random_start:
+            raise SuiteError("restarts > 1 needs random_start = true")
+
+
+@dataclass(frozen=True)
+class DeepFoolParams(AttackParams):
+    """DeepFool, foolbox's defaults; errors reported at each `eps`."""
+
+    eps: list[float] = param(L2_EPS, ge=0, nonempty=True, distinct=True)
+    norm: str = param("l2", choices=NORMS)
+    steps: int = param(50, ge=1)
+    candidates: int = param(10, ge=2)
+    overshoot: float = param(0.02, ge=0)
+
+
+@dataclass(frozen=True)
+class CwParams(AttackParams):
+    """Carlini-Wagner L2, foolbox's defaults."""
+
+    eps: list[float] = param(L2_EPS, ge=0, nonempty=True, distinct=True)
+    binary_search_steps: int = param(9, ge=1)
+    steps: int = param(10000, ge=1)
+    stepsize: float = param(0.01, gt=0)
+    confidence: float = param(0.0, ge=0)
+    initial_const: float = param(1e-3, gt=0)
+    abort_early: bool = param(True)
+
+
+@dataclass(frozen=True)
+class DdnParams(AttackParams):
+    """DDN (L2)."""
+
+    eps: list[float] = param(L2_EPS, ge=0, nonempty=True, distinct=True)
+    steps: int = param(100, ge=1)
+    init_epsilon: float = param(1.0, gt=0)
+    gamma: float = param(0.05, gt=0)
+
+
+GRADIENT_ATTACKS = {"fgsm": FgsmParams, "ifgsm": IfgsmParams, "pgd": PgdParams}
+
+
+@dataclass(frozen=True)
+class TransferParams(FgsmParams):
+    """Black-box transfer: the `surrogate` checkpoint (a path, absolute or relative to the
+    checkpoint directory; or --surrogate), the `attack` crafted on it and its `attack_params`
+    (steps, step_factor, ...: the parameters of that attack's own task)."""
+
+    surrogate: str = param("")
+    attack: str = param("fgsm", choices=tuple(GRADIENT_ATTACKS))
+    attack_params: dict[str, Any] = param({})
+
+    def __post_init__(self) -> None:
+        schema = GRADIENT_ATTACKS[self.attack]
+        own = set(_own_params(schema))
+        unknown = sorted(set(self.attack_params) - own)
+        if unknown:
+            raise SuiteError(f"attack_params: {self.attack} has no parameter(s) "
+                             f"{', '.join(unknown)} (allowed: {', '.join(sorted(own)) or 'none'})")
+        validate(schema, self.attack_params, "attack_params")
 
 
 def _fail(task: str, message: str) -> SuiteError:
     return SuiteError(f"task {task}: {message}")
 
 
-def _eps_list(task: str, value: Any) -> list[float]:
-    ok = isinstance(value, list) and value and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-        for v in value)
-    if not ok:
-        raise _fail(task, f"parameter `eps` must be a non-empty list of numbers >= 0, "
-                          f"got {value!r}")
-    if len(set(value)) != len(value):
-        raise _fail(task, f"parameter `eps` lists a value twice: {value!r}")
-    return [float(v) for v in value]
-
-
-def _choice(task: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise _fail(task, f"parameter `{name}` must be one of {', '.join(map(repr, allowed))}, "
-                          f"got {value!r}")
-    return value
-
-
-def _integer(task: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(task, f"parameter `{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _number(task: str, name: str, value: Any, minimum: float = 0.0, strict: bool = True
-            ) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value == minimum):
-        bound = ">" if strict else ">="
-        raise _fail(task, f"parameter `{name}` must be a number {bound} {minimum:g}, "
-                          f"got {value!r}")
-    return float(value)
-
-
-def _flag(task: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(task, f"parameter `{name}` must be true or false, got {value!r}")
-    return value
+def _own_params(schema: type) -> dict[str, Any]:
+    """The parameters an attack has beyond FGSM's (what `transfer`'s attack_params may set)."""
+    inherited = set(defaults(FgsmParams))
+    return {k: v for k, v in defaults(schema).items() if k not in inherited}
 
 
 # ---------------------------------------------------------------- shared machinery
@@ -149,8 +210,7 @@ class _Selection:
             yield x, y, torch.from_numpy(self.index[rows]), rows
 
 
-def _select(ctx: TaskContext, task: str, limit: Any) -> _Selection:
-    limit = _integer(task, "limit", limit, 0)
+def _select(ctx: TaskContext, task: str, limit: int) -> _Selection:
     if len(ctx.data) == 0:
         raise _fail(task, "the evaluated data set holds no image")
     logits = ctx.clean_logits()
@@ -267,29 +327,16 @@ class _GradientSpec:
                    index=index, loss=self.loss, bounds=bounds)
 
 
-def _gradient_spec(task: str, attack: str, params: dict[str, Any]) -> _GradientSpec:
-    """Validate the parameters of a fixed-budget attack (also used by `transfer`)."""
-    fields: dict[str, Any] = {
-        "attack": attack,
-        "eps": _eps_list(task, params["eps"]),
-        "space": _choice(task, "space", params["space"], SPACES),
-        "loss": _choice(task, "loss", params["loss"], LOSSES),
-    }
-    if attack == "pgd":
-        fields["norm"] = _choice(task, "norm", params["norm"], NORMS)
-        fields["restarts"] = _integer(task, "restarts", params["restarts"], 1)
-        fields["random_start"] = _flag(task, "random_start", params["random_start"])
-        if fields["restarts"] > 1 and not fields["random_start"]:
-            raise _fail(task, "restarts > 1 needs random_start = true")
-    if attack in ("pgd", "ifgsm"):
-        fields["steps"] = _integer(task, "steps", params["steps"], 1)
-        fields["step_factor"] = _number(task, "step_factor", params["step_factor"])
-    return _GradientSpec(**fields)
+def _gradient_spec(attack: str, params: dict[str, Any]) -> _GradientSpec:
+    """The configuration of a fixed-budget attack from its (validated) parameters."""
+    return _GradientSpec(attack=attack, eps=[float(v) for v in params["eps"]],
+                         space=params["space"], loss=params["loss"],
+                         **{k: params[k] for k in _own_params(GRADIENT_ATTACKS[attack])})
 
 
 def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, Any]
                    ) -> list[Metric]:
-    spec = _gradient_spec(task, attack, params)
+    spec = _gradient_spec(attack, params)
     selection = _select(ctx, task, params["limit"])
     tally, zero_grad, randomized = _Tally(selection), 0, False
     for x, y, index, rows in selection.batches(ctx, task):
@@ -331,29 +378,19 @@ def _gradient_metrics(spec: _GradientSpec, selection: _Selection, tally: _Tally,
     return metrics + _model_flags(selection, randomized, zero_grad, base)
 
 
-ATTACK_PARAMS = {  # per-attack parameters and defaults, shared by the tasks and `transfer`
-    "fgsm": {},
-    "ifgsm": {"steps": 10, "step_factor": 1.0},
-    "pgd": {"norm": "linf", "steps": 10, "step_factor": 2.5, "restarts": 1,
-            "random_start": True},
-}
-
-
-@register_task("fgsm", defaults={"eps": LINF_EPS, "loss": "ce", **COMMON}, version=2)
+@register_task("fgsm", params=FgsmParams, version=2)
 def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
-@register_task("ifgsm", defaults={"eps": LINF_EPS, **ATTACK_PARAMS["ifgsm"], "loss": "ce",
-                                  **COMMON}, version=2)
+@register_task("ifgsm", params=IfgsmParams, version=2)
 def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
-@register_task("pgd", defaults={"eps": LINF_EPS, **ATTACK_PARAMS["pgd"], "loss": "ce",
-                                **COMMON}, version=2)
+@register_task("pgd", params=PgdParams, version=2)
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
@@ -365,8 +402,7 @@ def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
 def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str,
                   attack: Callable[[AttackSpace, torch.Tensor], MinimalResult]) -> list[Metric]:
     """Run a minimal attack batch by batch: median norm, fail rate, top-1 error at each eps."""
-    eps = _eps_list(task, params["eps"])
-    space = _choice(task, "space", params["space"], SPACES)
+    eps, space = [float(v) for v in params["eps"]], params["space"]
     selection = _select(ctx, task, params["limit"])
     tally, zero_grad, randomized, norms = _Tally(selection), 0, False, []
     for x, y, _, rows in selection.batches(ctx, task):
@@ -406,45 +442,31 @@ def _median_norm(distances: np.ndarray, conditions: dict[str, Any]) -> Metric:
                   float(ordered[n - k]))
 
 
-@register_task("deepfool", defaults={"eps": L2_EPS, "norm": "l2", "steps": 50,
-                                     "candidates": 10, "overshoot": 0.02, **COMMON},
-               version=2)
+@register_task("deepfool", params=DeepFoolParams, version=2)
 def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """DeepFool (L2 or Linf): median perturbation norm, fail rate, top-1 error at eps."""
-    norm = _choice("deepfool", "norm", params["norm"], NORMS)
-    steps = _integer("deepfool", "steps", params["steps"], 1)
-    candidates = _integer("deepfool", "candidates", params["candidates"], 2)
-    overshoot = _number("deepfool", "overshoot", params["overshoot"], strict=False)
+    norm = params["norm"]
     return _minimal_task(ctx, "deepfool", params, norm, lambda s, y: deepfool(
-        s.model, s.x, y, norm=norm, steps=steps, candidates=candidates,
-        overshoot=overshoot, bounds=s.bounds))
+        s.model, s.x, y, norm=norm, steps=params["steps"], candidates=params["candidates"],
+        overshoot=float(params["overshoot"]), bounds=s.bounds))
 
 
-@register_task("cw", defaults={"eps": L2_EPS, "binary_search_steps": 9, "steps": 10000,
-                               "stepsize": 0.01, "confidence": 0.0, "initial_const": 1e-3,
-                               "abort_early": True, **COMMON}, version=2)
+@register_task("cw", params=CwParams, version=2)
 def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Carlini-Wagner L2 (foolbox): median perturbation norm, fail rate, top-1 error at eps."""
-    options = {
-        "binary_search_steps": _integer("cw", "binary_search_steps",
-                                        params["binary_search_steps"], 1),
-        "steps": _integer("cw", "steps", params["steps"], 1),
-        "stepsize": _number("cw", "stepsize", params["stepsize"]),
-        "confidence": _number("cw", "confidence", params["confidence"], strict=False),
-        "initial_const": _number("cw", "initial_const", params["initial_const"]),
-        "abort_early": _flag("cw", "abort_early", params["abort_early"]),
-    }
+    options = {"binary_search_steps": params["binary_search_steps"], "steps": params["steps"],
+               "stepsize": float(params["stepsize"]), "confidence": float(params["confidence"]),
+               "initial_const": float(params["initial_const"]),
+               "abort_early": params["abort_early"]}
     return _minimal_task(ctx, "cw", params, "l2", lambda s, y: carlini_wagner(
         s.model, s.x, y, bounds=s.bounds, **options))
 
 
-@register_task("ddn", defaults={"eps": L2_EPS, "steps": 100, "init_epsilon": 1.0,
-                                "gamma": 0.05, **COMMON}, version=2)
+@register_task("ddn", params=DdnParams, version=2)
 def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """DDN (foolbox, L2): median perturbation norm, fail rate, top-1 error at eps."""
-    steps = _integer("ddn", "steps", params["steps"], 1)
-    init_epsilon = _number("ddn", "init_epsilon", params["init_epsilon"])
-    gamma = _number("ddn", "gamma", params["gamma"])
+    steps = params["steps"]
+    init_epsilon, gamma = float(params["init_epsilon"]), float(params["gamma"])
     return _minimal_task(ctx, "ddn", params, "l2", lambda s, y: ddn(
         s.model, s.x, y, steps=steps, init_epsilon=init_epsilon, gamma=gamma,
         seed=ctx.seed, bounds=s.bounds))
@@ -552,21 +574,12 @@ def _craft(ctx: TaskContext, spec: _GradientSpec, selection: _Selection, path: P
     return crafted
 
 
-@register_task("transfer", defaults={"surrogate": "", "attack": "fgsm", "attack_params": {},
-                                     "eps": LINF_EPS, "loss": "ce", **COMMON},
-               version=2, inputs=_transfer_inputs)
+@register_task("transfer", params=TransferParams, version=2, inputs=_transfer_inputs)
 def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Black-box error per eps: adversarial examples crafted on a surrogate checkpoint."""
-    attack = _choice("transfer", "attack", params["attack"], tuple(ATTACK_PARAMS))
-    given = params["attack_params"]
-    if not isinstance(given, dict):
-        raise _fail("transfer", f"parameter `attack_params` must be a table, got {given!r}")
-    unknown = sorted(set(given) - set(ATTACK_PARAMS[attack]))
-    if unknown:
-        allowed = ", ".join(ATTACK_PARAMS[attack]) or "none"
-        raise _fail("transfer", f"attack_params: {attack} has no parameter(s) "
-                                f"{', '.join(unknown)} (allowed: {allowed})")
-    spec = _gradient_spec("transfer", attack, {**params, **ATTACK_PARAMS[attack], **given})
+    attack = params["attack"]
+    spec = _gradient_spec(attack, {**params, **_own_params(GRADIENT_ATTACKS[attack]),
+                                   **params["attack_params"]})
     path = _surrogate_path(ctx, params["surrogate"])
     selection = _select(ctx, "transfer", params["limit"])
     crafted = _craft(ctx, spec, selection, path, params["limit"])

@@ -23,6 +23,7 @@ Rows (rates in percent):
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch
 from benchmark.data import EvalData
 from benchmark.datasets import DATASETS
 from benchmark.errors import SuiteError
+from benchmark.params import param
 from benchmark.tasks.registry import (
     Metric,
     TaskContext,
@@ -137,16 +139,19 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, relia
     return metrics
 
 
-@register_task("calibration", defaults={"bins": 15, "reliability": False,
-                                        "temperature_split": NO_SPLIT}, version=4)
+@dataclass(frozen=True)
+class CalibrationParams:
+    """See the module docstring."""
+
+    bins: int = param(15, ge=1)
+    reliability: bool = param(False)
+    temperature_split: str = param(NO_SPLIT)
+
+
+@register_task("calibration", params=CalibrationParams, version=4)
 def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
     bins, split = params["bins"], params["temperature_split"]
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise SuiteError(f"calibration: bins must be an integer >= 1, got {bins!r}")
-    if not isinstance(params["reliability"], bool):
-        raise SuiteError(f"calibration: reliability must be true or false, got "
-                         f"{params['reliability']!r}")
     logits, labels = ctx.clean_logits().double().numpy(), ctx.data.labels
     metrics = calibration_metrics(logits, labels, bins, params["reliability"],
                                   {"scaling": "none"}, ctx.seed)

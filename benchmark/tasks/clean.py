@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from benchmark.params import param
 from benchmark.tasks.registry import (
     Metric,
     TaskContext,
@@ -22,7 +24,14 @@ def topk_errors(logits: torch.Tensor, labels: torch.Tensor, k: int) -> int:
     return int((~(topk == labels[:, None]).any(dim=1)).sum())
 
 
-@register_task("clean", defaults={"topk": [1, 5]}, version=2)
+@dataclass(frozen=True)
+class CleanParams:
+    """`topk`: the k of the top-k errors (top-5 only with more than 5 classes)."""
+
+    topk: list[int] = param([1, 5], ge=1, nonempty=True, distinct=True)
+
+
+@register_task("clean", params=CleanParams, version=2)
 def clean(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-k error (percent) and NLL (nats, with a bootstrap interval) on the clean data."""
     logits, labels = ctx.clean_logits(), ctx.labels()

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
+from benchmark.params import param
 from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, predict, register_task
 from corruptions import metrics
 from corruptions.catalog import BENCHMARK, CATEGORIES, CATEGORY_OF, SEVERITIES, select
@@ -47,6 +48,7 @@ from corruptions.released import (
     TreeCorruptions,
     detect_layout,
 )
+from corruptions.tables import get_table
 
 # The folder each data set's corrupted copy extracts to (released) or is written to (generated).
 DEFAULT_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C",
@@ -91,22 +93,38 @@ class Cell:
     images: int
 
 
-@register_task("corruptions", defaults={
-    "path": "",             # corrupted-set folder; "" = DEFAULT_FOLDERS[dataset] under data root
-    "corruptions": "all",   # "all" (19) | "benchmark" (15) | "extra" (4) | list of names
-    "categories": [],       # restrict to categories: noise, blur, weather, digital, extra
-    "severities": [1, 2, 3, 4, 5],
-    "wnids": "",            # JPEG trees: class list file (one wnid a line, sorted = index)
-    "generate": False,      # make the set with benchmark.corrupt.materialize when missing
-    "table": "auto",        # severity table used when generating
-}, version=2, inputs=_inputs)
+@dataclass(frozen=True)
+class CorruptionsParams:
+    """`path`: the corrupted-set folder ("" = the data set's default folder under --data-root);
+    `corruptions`: "all" (19), "benchmark" (15), "extra" (4) or a list of names, restricted to
+    `categories` when given; `wnids`: JPEG trees' class list file (one wnid a line, sorted =
+    index); `generate`: make the set with `rubench corrupt`'s generator when it is missing,
+    with severity `table` ("auto": the data set's own)."""
+
+    path: str = param("")
+    corruptions: str | list[str] = param("all")
+    categories: list[str] = param([], choices=tuple(CATEGORIES), distinct=True)
+    severities: list[int] = param(list(SEVERITIES), choices=SEVERITIES, nonempty=True,
+                                  distinct=True)
+    wnids: str = param("")
+    generate: bool = param(False)
+    table: str = param("auto")
+
+    def __post_init__(self) -> None:
+        try:
+            if not select(self.corruptions, list(self.categories)):
+                raise SuiteError("parameters 'corruptions' and 'categories' select nothing")
+            if self.table != "auto":
+                get_table(self.table)
+        except ValueError as exc:
+            raise SuiteError(str(exc)) from None
+
+
+@register_task("corruptions", params=CorruptionsParams, version=2, inputs=_inputs)
 def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
-    names = _checked(lambda: select(params["corruptions"], list(params["categories"])))
-    severities = sorted(set(params["severities"]))
-    if not severities or not set(severities) <= set(SEVERITIES):
-        raise SuiteError(f"corruptions: severities must be a subset of {list(SEVERITIES)}, "
-                         f"got {params['severities']}")
+    names = select(params["corruptions"], list(params["categories"]))
+    severities = sorted(params["severities"])
     folder = corrupted_folder(ctx.data.name, params["path"] or None, ctx.data_root)
     if params["generate"] and not folder.exists():
         from benchmark.corrupt import materialize

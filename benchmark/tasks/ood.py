@@ -56,6 +56,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
+from benchmark.params import param
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.tasks.calibration import NO_SPLIT, load_heldout
 from benchmark.tasks.registry import (
@@ -107,30 +109,8 @@ _MATERIALIZE_BYTES = 256 * 2**20  # sets up to this size are decoded / generated
 _CACHE: OrderedDict[str, oodsets.OODSet] = OrderedDict()  # OOD sets shared across checkpoints
 _CACHE_SIZE = 16
 
-DEFAULTS: dict[str, Any] = {
-    "scorers": list(SCORERS),
-    "sets": {},
-    "resize": "none",
-    "ood_limit": 0,
-    "energy_temperature": 1.0,
-    "odin_temperature": ODIN_TEMPERATURE,
-    "odin_eps": ODIN_EPS,
-    "odin_tune_split": NO_SPLIT,
-    "odin_tune_ood": "natural_crops",
-    "odin_tune_n": 1000,
-    "odin_temperatures": list(ODIN_TEMPERATURES),
-    "odin_eps_grid": list(ODIN_EPS_GRID),
-    "bootstrap": 1000,
-    "histogram_bins": 30,
-}
-
-
 def _bad(param: str, problem: str) -> SuiteError:
-    return SuiteError(f"task 'ood', parameter {param!r}: {problem}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return SuiteError(f"parameter {param!r}: {problem}")
 
 
 def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
@@ -154,6 +134,9 @@ def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
         raise _bad(where, f"kind {kind!r} needs a path")
     if kind == "list" and "root" not in spec:
         raise _bad(where, "kind 'list' needs root, the folder its relative paths start from")
+    for key in ("path", "root", "split"):
+        if key in spec and (not isinstance(spec[key], str) or not spec[key]):
+            raise _bad(where, f"{key} must be a non-empty string, got {spec[key]!r}")
     for key in ("n", "levels"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool)
                             or spec[key] < (1 if key == "n" else 2)):
@@ -161,41 +144,33 @@ def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
     return dict(spec)
 
 
-def check_params(params: dict[str, Any]) -> None:
-    """Reject malformed parameters with a message naming the parameter."""
-    scorers = params["scorers"]
-    if not isinstance(scorers, list) or not scorers or len(set(scorers)) != len(scorers) \
-            or not set(scorers) <= set(SCORERS):
-        raise _bad("scorers", f"expected distinct names among {', '.join(SCORERS)}, got "
-                              f"{scorers!r}")
-    sets = params["sets"]
-    if not isinstance(sets, dict) or not sets:
-        raise _bad("sets", "no OOD sets; name them in the suite ([tasks.ood] sets = {name = "
-                           "\"path-or-builtin\"}) or with --ood NAME=PATH")
-    for reserved, meaning in ((MEAN_SET, "the average over sets"),
-                              (ID_SET, "the ID scores' histogram rows")):
-        if reserved in sets:
-            raise _bad("sets", f"{reserved!r} is reserved for {meaning}")
-    if params["resize"] not in oodsets.RESIZE_MODES:
-        raise _bad("resize", f"{params['resize']!r} is not one of "
-                             f"{', '.join(oodsets.RESIZE_MODES)}")
-    for key, low in (("ood_limit", 0), ("odin_tune_n", 1), ("bootstrap", 0),
-                     ("histogram_bins", 0)):
-        if not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < low:
-            raise _bad(key, f"expected an integer >= {low}, got {params[key]!r}")
-    for key in ("energy_temperature", "odin_temperature"):
-        if not _is_number(params[key]) or params[key] <= 0:
-            raise _bad(key, f"expected a number > 0, got {params[key]!r}")
-    if not _is_number(params["odin_eps"]) or params["odin_eps"] < 0:
-        raise _bad("odin_eps", f"expected a number >= 0, got {params['odin_eps']!r}")
-    for key, positive in (("odin_temperatures", True), ("odin_eps_grid", False)):
-        grid = params[key]
-        if not isinstance(grid, list) or not grid or not all(
-                _is_number(v) and (v > 0 if positive else v >= 0) for v in grid):
-            raise _bad(key, f"expected a non-empty list of numbers "
-                            f"{'> 0' if positive else '>= 0'}, got {grid!r}")
-    if not isinstance(params["odin_tune_split"], str):
-        raise _bad("odin_tune_split", "expected a split name or \"none\"")
+@dataclass(frozen=True)
+class OodParams:
+    """See the module docstring. `sets` may be empty in a suite that expects `--ood`."""
+
+    scorers: list[str] = param(list(SCORERS), choices=SCORERS, nonempty=True, distinct=True)
+    sets: dict[str, Any] = param({})
+    resize: str = param("none", choices=oodsets.RESIZE_MODES)
+    ood_limit: int = param(0, ge=0)
+    energy_temperature: float = param(1.0, gt=0)
+    odin_temperature: float = param(ODIN_TEMPERATURE, gt=0)
+    odin_eps: float = param(ODIN_EPS, ge=0)
+    odin_tune_split: str = param(NO_SPLIT)
+    odin_tune_ood: str | dict[str, Any] = param("natural_crops")
+    odin_tune_n: int = param(1000, ge=1)
+    odin_temperatures: list[float] = param(list(ODIN_TEMPERATURES), gt=0, nonempty=True)
+    odin_eps_grid: list[float] = param(list(ODIN_EPS_GRID), ge=0, nonempty=True)
+    bootstrap: int = param(1000, ge=0)
+    histogram_bins: int = param(30, ge=0)
+
+    def __post_init__(self) -> None:
+        for reserved, meaning in ((MEAN_SET, "the average over sets"),
+                                  (ID_SET, "the ID scores' histogram rows")):
+            if reserved in self.sets:
+                raise _bad("sets", f"{reserved!r} is reserved for {meaning}")
+        for name, spec in self.sets.items():
+            normalize_spec(name, spec)
+        normalize_spec("odin_tune_ood", self.odin_tune_ood)
 
 
 def _resolve(path: str, data_root: Path | None) -> Path:
@@ -433,10 +408,12 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
     return paths
 
 
-@register_task("ood", defaults=DEFAULTS, version=4, inputs=_inputs)
+@register_task("ood", params=OodParams, version=4, inputs=_inputs)
 def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
-    check_params(params)
+    if not params["sets"]:
+        raise _bad("sets", "no OOD sets; name them in the suite ([tasks.ood] sets = {name = "
+                           "\"path-or-builtin\"}) or with --ood NAME=PATH")
     scorers = params["scorers"]
     specs = {name: normalize_spec(name, spec) for name, spec in params["sets"].items()}
     tuned = "odin" in scorers and params["odin_tune_split"] != NO_SPLIT

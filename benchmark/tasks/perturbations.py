@@ -16,8 +16,8 @@ misclassified perturbations (`Metric.image_mean`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.errors import SuiteError
+from benchmark.params import param
 from benchmark.tasks.registry import Metric, TaskContext, register_task
 from corruptions.affine import affine, affine_params
 from corruptions.inbetween import (
@@ -41,41 +42,8 @@ from corruptions.occlusion import MODES, hole_box, occlude
 FILLS = ("black", "mean")
 
 
-def _numbers(task: str, name: str, values: Any, low: float, high: float,
-             low_open: bool = False, empty_ok: bool = False) -> list[float]:
-    """A list of distinct numbers in [low, high] (or (low, high]), as floats; non-empty unless
-    `empty_ok`."""
-    if not isinstance(values, list) or not (values or empty_ok):
-        kind = "list" if empty_ok else "non-empty list"
-        raise SuiteError(f"task {task}: parameter {name} must be a {kind} of numbers, "
-                         f"got {values!r}")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SuiteError(f"task {task}: parameter {name} holds {value!r}, not a number")
-        if not (low < value if low_open else low <= value) or value > high:
-            bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-            raise SuiteError(f"task {task}: parameter {name} holds {value}, outside {bound}")
-        out.append(float(value))
-    if len(set(out)) != len(out):
-        raise SuiteError(f"task {task}: parameter {name} repeats a value: {values}")
-    return out
-
-
-def _choices(task: str, name: str, values: Any, allowed: Sequence[str]) -> list[str]:
-    """A non-empty list of distinct names from `allowed`."""
-    if not isinstance(values, list) or not values or len(set(values)) != len(values) \
-            or any(v not in allowed for v in values):
-        raise SuiteError(f"task {task}: parameter {name} must be a list of distinct values from "
-                         f"{', '.join(allowed)}; got {values!r}")
-    return list(values)
-
-
-def _choice(task: str, name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise SuiteError(f"task {task}: parameter {name} must be one of {', '.join(allowed)}; "
-                         f"got {value!r}")
-    return value
+def _floats(values: list[float]) -> list[float]:
+    return [float(v) for v in values]
 
 
 def _batches(ctx: TaskContext, desc: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -89,13 +57,29 @@ def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     return (logits.argmax(dim=1) != labels).cpu().numpy()
 
 
-@register_task("occlusion", defaults={
-    "hole_fracs": [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
-    "modes": ["center", "boundary"],
-    "fill": "mean",
-    "occ_err_mode": "center",
-    "occ_err_frac": "mean",
-}, version=2)
+@dataclass(frozen=True)
+class OcclusionParams:
+    """See `occlusion`."""
+
+    hole_fracs: list[float] = param([0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0],
+                                    ge=0, le=1, nonempty=True, distinct=True)
+    modes: list[str] = param(["center", "boundary"], choices=MODES, nonempty=True,
+                             distinct=True)
+    fill: str = param("mean", choices=FILLS)
+    occ_err_mode: str = param("center", choices=MODES)
+    occ_err_frac: str | float = param("mean")
+
+    def __post_init__(self) -> None:
+        if self.occ_err_mode not in self.modes:
+            raise SuiteError(f"parameter 'occ_err_mode' = {self.occ_err_mode!r} is not among "
+                             f"modes {self.modes}")
+        if self.occ_err_frac != "mean" and (isinstance(self.occ_err_frac, str) or float(
+                self.occ_err_frac) not in _floats(self.hole_fracs)):
+            raise SuiteError(f"parameter 'occ_err_frac' must be \"mean\" or one of hole_fracs "
+                             f"{self.hole_fracs}; got {self.occ_err_frac!r}")
+
+
+@register_task("occlusion", params=OcclusionParams, version=2)
 def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error under centred center / boundary occlusion, swept over hole sizes.
 
@@ -110,15 +94,8 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     (default center) at `occ_err_frac` — `mean` (default: the sweep mean, the `mean_err` row
     renamed, interval included) or one hole_frac (a Wilson rate).
     """
-    fracs = _numbers("occlusion", "hole_fracs", params["hole_fracs"], 0.0, 1.0)
-    modes = _choices("occlusion", "modes", params["modes"], MODES)
-    fill_name = _choice("occlusion", "fill", params["fill"], FILLS)
-    err_mode = _choice("occlusion", "occ_err_mode", params["occ_err_mode"], modes)
-    err_frac = params["occ_err_frac"]
-    if err_frac != "mean" and (isinstance(err_frac, bool) or not isinstance(err_frac, int | float)
-                               or float(err_frac) not in fracs):
-        raise SuiteError(f"task occlusion: parameter occ_err_frac must be \"mean\" or one of "
-                         f"hole_fracs {fracs}; got {err_frac!r}")
+    fracs, modes = _floats(params["hole_fracs"]), list(params["modes"])
+    fill_name, err_mode, err_frac = params["fill"], params["occ_err_mode"], params["occ_err_frac"]
     if fill_name == "mean":
         if "mean" not in ctx.meta:
             raise SuiteError("task occlusion: fill = \"mean\" needs the checkpoint's "
@@ -185,12 +162,21 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     return metrics
 
 
-@register_task("affine", defaults={
-    "rotations": [20.0, 40.0],
-    "shears": [28.6, 57.3],
-    "scales": [0.6, 0.8, 1.2, 1.4],
-    "scale_convention": "torchvision",
-}, version=2)
+@dataclass(frozen=True)
+class AffineParams:
+    """See `affine_deformations`."""
+
+    rotations: list[float] = param([20.0, 40.0], ge=0, le=180, distinct=True)
+    shears: list[float] = param([28.6, 57.3], ge=0, le=89, distinct=True)
+    scales: list[float] = param([0.6, 0.8, 1.2, 1.4], gt=0, le=100, distinct=True)
+    scale_convention: str = param("torchvision", choices=("torchvision", "zoom"))
+
+    def __post_init__(self) -> None:
+        if not (self.rotations or self.shears or self.scales):
+            raise SuiteError("no set to evaluate: rotations, shears and scales are all empty")
+
+
+@register_task("affine", params=AffineParams, version=2)
 def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error under PatchUp's affine sets: random rotation, random x-shear, fixed scale.
 
@@ -202,17 +188,10 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric
     magnitude) and `mean_err`, the mean over the sets (interval: a bootstrap over images of
     each image's share of sets it is misclassified in).
     """
-    convention = _choice("affine", "scale_convention", params["scale_convention"],
-                         ("torchvision", "zoom"))
-    sets = [("rotation", m) for m in _numbers("affine", "rotations", params["rotations"], 0, 180,
-                                              empty_ok=True)]
-    sets += [("shear", m) for m in _numbers("affine", "shears", params["shears"], 0, 89,
-                                           empty_ok=True)]
-    sets += [("scale", m) for m in _numbers("affine", "scales", params["scales"], 0, 100,
-                                            low_open=True, empty_ok=True)]
-    if not sets:
-        raise SuiteError("task affine: no set to evaluate (rotations, shears and scales are all "
-                         "empty)")
+    convention = params["scale_convention"]
+    sets = [(transform, m) for transform, key in (("rotation", "rotations"), ("shear", "shears"),
+                                                  ("scale", "scales"))
+            for m in _floats(params[key])]
     n = len(ctx.data)
     everyone = np.arange(n)
     drawn = {s: affine_params(*s, everyone, ctx.seed, convention) for s in sets}
@@ -235,11 +214,17 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric
     return metrics
 
 
-@register_task("inbetween", defaults={
-    "lams": [0.1, 0.2, 0.3, 0.4, 0.5],
-    "mixes": ["mixup", "cutmix"],
-    "box": "inside",
-})
+@dataclass(frozen=True)
+class InbetweenParams:
+    """See `inbetween`."""
+
+    lams: list[float] = param([0.1, 0.2, 0.3, 0.4, 0.5], gt=0, le=0.5, nonempty=True,
+                              distinct=True)
+    mixes: list[str] = param(["mixup", "cutmix"], choices=MIXES, nonempty=True, distinct=True)
+    box: str = param("inside", choices=PLACEMENTS)
+
+
+@register_task("inbetween", params=InbetweenParams)
 def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Share of in-between-class samples (two classes mixed) predicted as neither class.
 
@@ -248,9 +233,7 @@ def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     x1; `box`: `inside` (default, exact area up to pixel rounding) or `clipped` (CutMix's
     sampler)); `lams` in (0, 0.5]. Metric: `neither_rate` (percent) per (mix, lam).
     """
-    lams = _numbers("inbetween", "lams", params["lams"], 0.0, 0.5, low_open=True)
-    mixes = _choices("inbetween", "mixes", params["mixes"], MIXES)
-    placement = _choice("inbetween", "box", params["box"], PLACEMENTS)
+    lams, mixes, placement = _floats(params["lams"]), list(params["mixes"]), params["box"]
     _, height, width = ctx.data.image_shape()
     labels = ctx.data.labels
     n = len(labels)

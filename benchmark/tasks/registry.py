@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from benchmark.params import NoParams, validate
+from benchmark.params import defaults as schema_defaults
 from ood.metrics import percentile_interval
 
 Condition = str | int | float
@@ -177,30 +179,36 @@ InputsFn = Callable[[dict[str, Any], TaskPlaces], list[Path]]
 
 @dataclass(frozen=True)
 class TaskDef:
-    """A registered task: function, default parameters, version (bump when its numbers change),
-    and the input files it reads (`inputs`), which key its stored results with the parameters."""
+    """A registered task: function, parameter schema (`benchmark.params`), version (bump when
+    its numbers change), and the input files it reads (`inputs`), which key its stored results
+    with the parameters."""
 
     name: str
     fn: TaskFn
-    defaults: dict[str, Any]
+    params: type
     version: int
     description: str
     inputs: InputsFn | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every parameter with its default value."""
+        return schema_defaults(self.params)
 
 
 _TASKS: dict[str, TaskDef] = {}
 
 
-def register_task(name: str, defaults: dict[str, Any] | None = None, version: int = 1,
+def register_task(name: str, params: type = NoParams, version: int = 1,
                   inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
-    """Register `fn` as task `name`; its docstring's first line is the description."""
+    """Register `fn` as task `name` with its parameter schema (a frozen dataclass, see
+    `benchmark.params`); its docstring's first line is the description."""
 
     def wrap(fn: TaskFn) -> TaskFn:
         if name in _TASKS:
             raise ValueError(f"task {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _TASKS[name] = TaskDef(name, fn, dict(defaults or {}), version, doc[0] if doc else "",
-                               inputs)
+        _TASKS[name] = TaskDef(name, fn, params, version, doc[0] if doc else "", inputs)
         return fn
 
     return wrap
@@ -219,10 +227,6 @@ def list_tasks(pattern: str = "*") -> list[TaskDef]:
 
 
 def resolve_params(task: TaskDef, params: dict[str, Any], where: str) -> dict[str, Any]:
-    """Task defaults overlaid with `params`; an unknown parameter is an error naming `where`."""
-    unknown = sorted(set(params) - set(task.defaults))
-    if unknown:
-        allowed = ", ".join(sorted(task.defaults)) or "none"
-        raise SuiteError(f"{where}: task {task.name!r} has no parameter(s) {', '.join(unknown)}"
-                         f" (allowed: {allowed})")
-    return {**task.defaults, **params}
+    """`params` checked against the task's schema and completed with its defaults; a bad
+    parameter is a SuiteError naming `where`, the parameter and what is allowed."""
+    return validate(task.params, params, f"{where} (task {task.name!r})")
