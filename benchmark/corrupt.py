@@ -29,7 +29,10 @@ from corruptions.generate import corrupt
 from corruptions.tables import get_table
 from corruptions.weather import load_frost_textures
 
-GENERATOR_VERSION = 1  # bump when generated images change
+# Bump when generated images change (2: snow centre-trimmed before its blur, frost textures
+# rescaled as OpenCV does), and bump the `corruptions` task's version with it: stored results
+# on generated sets are keyed by that, not by the files.
+GENERATOR_VERSION = 2
 MANIFEST = "GENERATED.json"
 NPY_MAX_SIDE = 32  # larger images are written as a JPEG tree, like Tiny-ImageNet-C / ImageNet-C
 JPEG_QUALITY = 85
@@ -84,7 +87,9 @@ def materialize(dataset: str, out: Path | str, data_root: Path | str | None = No
         existing = _read_manifest(target)
         if existing == manifest:
             return target
-        if not overwrite:
+        older = {k for k in existing.keys() | manifest.keys()
+                 if existing.get(k) != manifest.get(k)} == {"generator_version"}
+        if not (overwrite or older):  # an older generator's copy is rubench's own: remake it
             raise DataError(f"{target}: exists and was not made with these settings "
                             f"({_difference(existing, manifest)}); remove it or pass overwrite")
         shutil.rmtree(target)

@@ -56,15 +56,16 @@ def zoom_bilinear(x: np.ndarray, factor: float) -> np.ndarray:
     return out.permute(0, 2, 3, 1).numpy()
 
 
-def clipped_zoom(x: np.ndarray, factor: float, trim: bool = True) -> np.ndarray:
+def clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     """Zoom into the centre of (N, H, W, C) by `factor`: the central ceil(H / factor) rows and
-    columns, zoomed, then (`trim`) their top-left H x W. The references' centred trim
-    coincides: for factors below 2 the zoomed crop exceeds H x W by at most one pixel."""
+    columns, zoomed (to round(ceil(H / factor) * factor), which may exceed H), then the centred
+    H x W, as the reference generators trim (`make_cifar_c.py`'s `clipped_zoom`)."""
     h, w = x.shape[1:3]
     ch, cw = math.ceil(h / factor), math.ceil(w / factor)
     top, left = (h - ch) // 2, (w - cw) // 2
     zoomed = zoom_bilinear(x[:, top:top + ch, left:left + cw], factor)
-    return zoomed[:, :h, :w] if trim else zoomed
+    trim_top, trim_left = (zoomed.shape[1] - h) // 2, (zoomed.shape[2] - w) // 2
+    return zoomed[:, trim_top:trim_top + h, trim_left:trim_left + w]
 
 
 def motion_kernel(radius: float, sigma: float) -> np.ndarray:

@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -91,7 +89,10 @@ def brightness(x: np.ndarray, c: float, rngs: Sequence[np.random.Generator]) -> 
 
 def snow(x: np.ndarray, c: tuple, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """Snow flakes (thresholded zoomed Gaussian noise, motion-blurred at U(-135, -45) degrees,
-    added twice: as is and rotated 180 degrees) over a whitened, blended image."""
+    added twice: as is and rotated 180 degrees) over a whitened, blended image. The zoomed
+    layer is centre-trimmed to the image before the blur, as in the reference generators
+    (`imagecorruptions` blurs the oversized layer and keeps its top-left corner instead, which
+    shifts the flakes by a pixel at CIFAR's zoom 2.25)."""
     loc, scale, zoom, threshold, radius, sigma, blend = c
     rgb = (ops.to_rgb(x) / 255.0).astype(np.float32)
     h, w = rgb.shape[1:3]
@@ -100,11 +101,11 @@ def snow(x: np.ndarray, c: tuple, rngs: Sequence[np.random.Generator]) -> np.nda
     base = blend * rgb + (1 - blend) * np.maximum(rgb, grey * 1.5 + 0.5)
     for i, rng in enumerate(rngs):
         layer = rng.normal(size=(h, w), loc=loc, scale=scale)
-        layer = ops.clipped_zoom(layer[None, :, :, None], zoom, trim=False)[0, :, :, 0]
+        layer = ops.clipped_zoom(layer[None, :, :, None], zoom)[0, :, :, 0]
         layer[layer < threshold] = 0
         layer = ops.motion_blur_one(np.clip(layer, 0, 1), radius, sigma,
                                     rng.uniform(-135, -45))
-        layer = (np.round(layer * 255).astype(np.uint8) / 255.0)[:h, :w, None]
+        layer = (np.round(layer * 255).astype(np.uint8) / 255.0)[:, :, None]
         out[i] = np.clip(base[i] + layer + np.rot90(layer, k=2), 0, 1) * 255
     return ops.like_input(out, x.shape[-1])
 
@@ -146,12 +147,30 @@ class FrostTextures:
 
 
 def _resize(texture: np.ndarray, scale: float, h: int, w: int) -> np.ndarray:
+    """`texture` (H, W, C) resized by `scale` as `cv2.resize(fx=scale, fy=scale)` does
+    (bilinear, half-pixel centres, source coordinate = (i + 0.5) / scale - 0.5, output size
+    round(H * scale)), enlarged further where needed to exceed h x w."""
     th, tw = texture.shape[:2]
     factor = max(scale, (h + 1) / th, (w + 1) / tw)
-    size = (max(h + 1, round(th * factor)), max(w + 1, round(tw * factor)))
-    planes = torch.from_numpy(texture.transpose(2, 0, 1)[None].astype(np.float64))
-    resized = F.interpolate(planes, size=size, mode="bilinear", align_corners=False)
-    return np.clip(np.rint(resized[0].permute(1, 2, 0).numpy()), 0, 255)
+    rows = _linear_taps(th, max(h + 1, round(th * factor)), factor)
+    cols = _linear_taps(tw, max(w + 1, round(tw * factor)), factor)
+    pixels = texture.astype(np.float64)
+    pixels = rows[2][:, None, None] * pixels[rows[1]] + (1 - rows[2])[:, None, None] \
+        * pixels[rows[0]]
+    pixels = cols[2][None, :, None] * pixels[:, cols[1]] + (1 - cols[2])[None, :, None] \
+        * pixels[:, cols[0]]
+    return np.clip(np.rint(pixels), 0, 255)
+
+
+def _linear_taps(size: int, out: int, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's INTER_LINEAR taps along one axis: (lower index, upper index, upper weight)."""
+    source = (np.arange(out) + 0.5) / factor - 0.5
+    low = np.floor(source).astype(np.int64)
+    weight = source - low
+    weight[low < 0] = 0.0
+    low = np.clip(low, 0, size - 1)
+    weight[low >= size - 1] = 0.0
+    return low, np.minimum(low + 1, size - 1), weight
 
 
 @functools.cache

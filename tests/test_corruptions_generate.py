@@ -175,3 +175,18 @@ def test_task_generate_option_makes_the_set_once(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "digits-C" / "GENERATED.json").stat().st_mtime_ns == made
     # the set holds all 19 corruptions for later selections
     assert len(list((tmp_path / "data" / "digits-C").glob("*.npy"))) == 20
+    # a copy made by an older generator is remade (its images changed), then reused again
+    manifest_path = tmp_path / "data" / "digits-C" / "GENERATED.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["generator_version"] -= 1
+    manifest_path.write_text(json.dumps(manifest))
+    stale = np.load(tmp_path / "data" / "digits-C" / "snow.npy")
+    stale[:] = 0
+    np.save(tmp_path / "data" / "digits-C" / "snow.npy", stale)
+    assert main([*args, "--out", str(tmp_path / "c")]) == 0
+    remade = json.loads(manifest_path.read_text())
+    assert remade["generator_version"] == manifest["generator_version"] + 1
+    assert np.load(tmp_path / "data" / "digits-C" / "snow.npy").any()
+    made = manifest_path.stat().st_mtime_ns
+    assert main([*args, "--out", str(tmp_path / "d")]) == 0
+    assert manifest_path.stat().st_mtime_ns == made

@@ -120,13 +120,13 @@ class CorruptionsParams:
             raise SuiteError(str(exc)) from None
 
 
-@register_task("corruptions", params=CorruptionsParams, version=2, inputs=_inputs)
+@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs)
 def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
     names = select(params["corruptions"], list(params["categories"]))
     severities = sorted(params["severities"])
     folder = corrupted_folder(ctx.data.name, params["path"] or None, ctx.data_root)
-    if params["generate"] and not folder.exists():
+    if params["generate"] and (not folder.exists() or _outdated(folder)):
         from benchmark.corrupt import materialize
 
         materialize(ctx.data.name, folder.parent, data_root=ctx.data_root, folder=folder.name,
@@ -282,6 +282,17 @@ def _class_list(ctx: TaskContext, params: dict[str, Any]) -> list[str] | None:
 def _hwc(data: EvalData) -> tuple[int, int, int]:
     channels, height, width = data.image_shape()
     return height, width, channels
+
+
+def _outdated(folder: Path) -> bool:
+    """A set rubench generated with an older generator (remade: its images changed)."""
+    from benchmark.corrupt import GENERATOR_VERSION
+
+    try:
+        made_by = json.loads((folder / MANIFEST).read_text()).get("generator_version")
+    except (OSError, ValueError):
+        return False  # not rubench's, or unreadable: `_check_manifest` reports it
+    return isinstance(made_by, int) and made_by < GENERATOR_VERSION
 
 
 def _check_manifest(folder: Path, ctx: TaskContext) -> None:
