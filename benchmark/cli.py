@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--input-size", type=_ints, default=None, help="e.g. 32 or 224x224")
     evaluate.add_argument("--trust-checkpoints", action="store_true",
                           help="allow full unpickling and TorchScript: can run code in the files")
+    evaluate.add_argument("--allow-class-mismatch", action="store_true",
+                          help="evaluate checkpoints whose class count differs from the data "
+                               "set's (refused by default)")
     evaluate.add_argument("--surrogate", type=Path, default=None,
                           help="checkpoint the `transfer` task crafts its examples on")
     evaluate.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
@@ -260,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cli_meta = {"arch": args.arch, "num_classes": args.num_classes, "mean": args.mean,
                         "std": args.std, "input_size": args.input_size}
             opts = _options(args, args.ckpt_dir, args.suite, data_root=args.data_root,
-                            trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta)
+                            trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta,
+                            allow_class_mismatch=args.allow_class_mismatch)
             return _finish(run(opts))
         from benchmark.corrupt import materialize
         from benchmark.zoo import build_zoo

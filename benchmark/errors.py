@@ -15,3 +15,11 @@ class DataError(RubenchError):
 
 class SuiteError(RubenchError):
     """A suite file or task configuration that is invalid."""
+
+
+class ModelOutputError(RubenchError):
+    """A model produced outputs no metric can be computed from (NaN or infinite logits)."""
+
+
+class StoreError(RubenchError):
+    """The results store or an output file cannot be written (locked, read-only, disk full)."""

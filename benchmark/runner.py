@@ -43,6 +43,7 @@ class RunOptions:
     cli_meta: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
     progress: bool = True
+    allow_class_mismatch: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,17 @@ def resolve_device(name: str) -> torch.device:
     """`auto` -> CUDA when available, else CPU; `cpu` / `cuda[:N]` as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise RubenchError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RubenchError("--device cuda was asked for, but torch sees no CUDA device")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise RubenchError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA "
+                           "device(s)")
     return device
 
 
@@ -131,7 +140,7 @@ def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
 
 
 def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], path: Path,
-                device: torch.device) -> None:
+                device: torch.device, allow_class_mismatch: bool = False) -> None:
     """Fail early, with a clear message, when the model cannot take this data's images."""
     channels, height, width = data.image_shape()
     if "input_size" in meta and list(meta["input_size"]) != [height, width]:
@@ -154,6 +163,11 @@ def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], pa
     if shape != (1, meta["num_classes"]):
         raise CheckpointError(f"{path}: model outputs shape {shape} for one image, expected "
                               f"(1, {meta['num_classes']}) logits")
+    if meta["num_classes"] != data.num_classes and not allow_class_mismatch:
+        raise CheckpointError(
+            f"{path}: the model has {meta['num_classes']} classes, the data set "
+            f"{data.name} {data.num_classes}: wrong suite or wrong checkpoint? (Labels index "
+            "the first outputs; --allow-class-mismatch evaluates it anyway.)")
 
 
 def _describe(exc: BaseException) -> str:
@@ -231,7 +245,8 @@ class _Session:
         try:
             loaded = load_model(ref, trust=opts.trust_checkpoints)
             model = loaded.model.to(self.device)
-            check_model(model, self.data, loaded.meta, path, self.device)
+            check_model(model, self.data, loaded.meta, path, self.device,
+                        opts.allow_class_mismatch)
         except RubenchError as exc:
             self.fail(ref.name, path, ref.sha256, None, exc)
             return

@@ -8,17 +8,21 @@ of the task's configuration changes the key, so stale numbers are never reused.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmark.errors import StoreError
 from benchmark.tasks import Metric
+from reports.files import write_atomic
+
+LOCK_WAIT_S = 120  # how long a write waits for another run's transaction on the same store
 
 _RESULTS_TABLE = """
 CREATE TABLE IF NOT EXISTS results (
@@ -75,11 +79,35 @@ class Store:
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "results.sqlite"
-        self.conn = sqlite3.connect(self.path)
-        self.conn.executescript(_SCHEMA)
-        self._allow_no_direction()
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.out_dir}: cannot create the output folder: {exc}") from exc
+        try:
+            # another run on the same --out holds the write lock for one unit at a time: wait
+            self.conn = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)
+            self.conn.executescript(_SCHEMA)
+            self._allow_no_direction()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """A store failure as a clear error naming the file (locked, read-only, full, ...)."""
+        if "locked" in str(exc):
+            return StoreError(f"{self.path}: another process kept the store locked for over "
+                              f"{LOCK_WAIT_S} s (a second rubench run on the same --out?); "
+                              "wait for it, or use another --out")
+        return StoreError(f"{self.path}: cannot write the results store: {exc}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction; SQLite failures (locked, read-only, disk full) as StoreError."""
+        try:
+            with self.conn:
+                yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def _allow_no_direction(self) -> None:
         """Migrate a store written before rows could have no direction (higher_is_better was
@@ -118,7 +146,7 @@ class Store:
                  None if m.higher_is_better is None else int(m.higher_is_better), m.ci_low,
                  m.ci_high)
                 for m in metrics]
-        with self.conn:
+        with self._transaction():
             key = (sha256, task, config_hash)
             self.conn.execute("DELETE FROM results WHERE checkpoint_sha256=? AND task=? AND "
                               "config_hash=?", key)
@@ -132,7 +160,7 @@ class Store:
     def save_checkpoint(self, *, checkpoint: str, sha256: str, path: str, meta: dict[str, Any],
                         meta_sources: dict[str, str]) -> None:
         """Remember how a checkpoint was described (architecture, normalization, sources)."""
-        with self.conn:
+        with self._transaction():
             self.conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
                               (sha256, checkpoint, path, json.dumps(meta, sort_keys=True),
                                json.dumps(meta_sources, sort_keys=True)))
@@ -140,7 +168,7 @@ class Store:
     def record_failure(self, *, checkpoint: str, path: str, sha256: str | None,
                        task: str | None, error: str) -> None:
         """Log a failed checkpoint or task; it stays pending, so the next run retries it."""
-        with self.conn:
+        with self._transaction():
             self.conn.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                               (checkpoint, path, sha256, task, error, time.time()))
 
@@ -156,7 +184,7 @@ class Store:
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted "
                           "(plan_order INTEGER, checkpoint_sha256 TEXT, task TEXT, "
                           "config_hash TEXT)")
-        with self.conn:
+        with self._transaction():
             self.conn.execute("DELETE FROM wanted")
             self.conn.executemany("INSERT INTO wanted VALUES (?, ?, ?, ?)",
                                   [(i, *key) for i, key in enumerate(keys)])
@@ -185,8 +213,10 @@ class Store:
         Only the units of the run that asked are exported, so results of an older checkpoint
         file or an older task configuration never appear beside current ones.
         """
-        target = self.out_dir / "results.csv"
-        temporary = target.with_suffix(".csv.tmp")
-        self.results_frame(keys).to_csv(temporary, index=False)
-        os.replace(temporary, target)
-        return target
+        frame = self.results_frame(keys)
+        try:
+            return write_atomic(self.out_dir / "results.csv",
+                                lambda path: frame.to_csv(path, index=False))
+        except OSError as exc:
+            raise StoreError(f"{self.out_dir / 'results.csv'}: cannot write: {exc}; the "
+                             f"results stay in {self.path}") from exc

@@ -76,6 +76,9 @@ class Suite:
     def select(self, names: list[str]) -> Suite:
         """The suite restricted to the tasks named, in the suite's order."""
         known = [t.name for t in self.tasks]
+        if not names:
+            raise SuiteError(f"--tasks names no task; suite {self.name!r} has "
+                             f"{', '.join(known)}")
         unknown = [n for n in names if n not in known]
         if unknown:
             raise SuiteError(f"{self.source}: no task(s) {', '.join(unknown)} in suite "

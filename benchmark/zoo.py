@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from benchmark.archs import build_arch
 from benchmark.checkpoints import sha256_file
 from benchmark.datasets import read_digits
+from reports.files import write_atomic, write_text_atomic
 
 ZOO_VERSION = 2  # bump when the training code changes the weights it produces
 ARCH = "digits_cnn"
@@ -170,7 +171,8 @@ def build_zoo(zoo_dir: Path, recipes: tuple[Recipe, ...] = RECIPES, progress: bo
     manifest_path = zoo_dir / "zoo.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     mean, std = normalization()
-    (zoo_dir / "rubench.toml").write_text(
+    write_text_atomic(
+        zoo_dir / "rubench.toml",
         f'# Written by `rubench demo`: metadata for every checkpoint in this folder.\n'
         f'arch = "{ARCH}"\nnum_classes = 10\ninput_size = [8, 8]\n'
         f"mean = [{mean!r}]\nstd = [{std!r}]\n")
@@ -185,10 +187,11 @@ def build_zoo(zoo_dir: Path, recipes: tuple[Recipe, ...] = RECIPES, progress: bo
             net = train(recipe, progress=progress)
             state = {k: v.contiguous() for k, v in net.state_dict().items()}
             # one metadata key: safetensors writes several in a random order, changing the sha256
-            save_file(state, str(path), metadata={"recipe": json.dumps(asdict(recipe),
-                                                                       sort_keys=True)})
+            metadata = {"recipe": json.dumps(asdict(recipe), sort_keys=True)}
+            write_atomic(path, lambda target, st=state, md=metadata: save_file(
+                st, str(target), metadata=md))
             manifest[recipe.name] = {"recipe": recipe_hash(recipe), "sha256": sha256_file(path)}
-            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
             log(f"zoo: trained {path}")
         paths.append(path)
     return paths

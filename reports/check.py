@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from reports.errors import ReportError
+from reports.files import write_atomic, write_text_atomic
 from reports.leaderboard import condition_columns, direction
 
 BASELINE_FORMAT = 1
@@ -76,10 +76,7 @@ def write_baseline(out_dir: Path, target: Path) -> int:
                           f"({names}); fix the evaluation before storing a baseline")
     payload = {"format": BASELINE_FORMAT, "source": str(Path(out_dir) / "results.csv"),
                "metrics": json.loads(records.to_json(orient="records"))}
-    target = Path(target)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    partial.replace(target)  # atomic: a kill never leaves half a baseline
+    write_text_atomic(target, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return len(records)
 
 
@@ -290,9 +287,9 @@ def write_table(verdicts: list[Verdict], path: Path) -> None:
                                "now": v.now, "delta": v.delta, "noise": v.noise,
                                "tolerance": v.tolerance, "verdict": v.verdict}
                               for v in verdicts])
-        frame.to_csv(path, index=False)
+        write_atomic(path, lambda temporary: frame.to_csv(temporary, index=False))
     else:
-        path.write_text(format_table(verdicts) + summary_line(verdicts) + "\n")
+        write_text_atomic(path, format_table(verdicts) + summary_line(verdicts) + "\n")
 
 
 def report(verdicts: list[Verdict], output: Path | None = None) -> str:

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from corruptions.catalog import BENCHMARK, BENCHMARK_CATEGORIES
+from reports.files import write_atomic
 
 MAX_COLUMNS = 4
 ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
@@ -32,8 +33,7 @@ def save(figure: Figure, title: str, path: Path) -> Path:
     """Title, lay out and write `figure` as a PNG at `path`."""
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
+    return write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110))
 
 
 def _metric(rows: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from reports.details import (
 )
 from reports.errors import ReportError
 from reports.figures import SPECIAL, ood_histograms
+from reports.files import write_atomic, write_text_atomic
 from reports.leaderboard import leaderboard, notes, provenance, write_leaderboard
 from reports.leaderboard import to_markdown as leaderboard_markdown
 
@@ -62,6 +63,24 @@ def _figures(detail: Detail, results: pd.DataFrame, stem: Path) -> list[Path]:
     return plot(detail, stem.with_suffix(".png"))
 
 
+MAX_FIGURE_CHECKPOINTS = 12  # more lines or panels than this make figures nobody can read
+
+
+def figure_checkpoints(results: pd.DataFrame, baseline: str | None = None,
+                       limit: int = MAX_FIGURE_CHECKPOINTS) -> list[str]:
+    """The checkpoints the figures show: all up to `limit`; beyond, the baseline and the others
+    with the lowest clean top-1 error (then by name), so a report of a thousand checkpoints stays
+    a few megabytes with readable figures."""
+    names = sorted(results["checkpoint"].unique())
+    if len(names) <= limit:
+        return names
+    clean = results[(results["metric"] == "top1_err") & (results["task"] == "clean")]
+    error = clean.groupby("checkpoint")["value"].min()
+    ranked = sorted(names, key=lambda name: (name != baseline, error.get(name, float("inf")),
+                                             name))
+    return sorted(ranked[:limit])
+
+
 def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = False
                  ) -> list[Path]:
     """Write leaderboard.md/.csv, report/<task>__<metric>.{md,csv,png}, the sanity-flag table
@@ -86,34 +105,43 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
         summary = (f"{len(flags)} sanity checks of the attacks, {len(raised)} raised"
                    + (":" if len(raised) else "."))
         stem = folder / "sanity_flags"
-        flags.to_csv(stem.with_suffix(".csv"), index=False)
+        write_atomic(stem.with_suffix(".csv"), lambda path: flags.to_csv(path, index=False))
         listing = markdown_table(raised, index=False) if len(raised) else ""
-        stem.with_suffix(".md").write_text(f"### Sanity flags\n\n{summary}\n\n{listing}\n\n"
-                                           f"{source}\n")
+        write_text_atomic(stem.with_suffix(".md"), f"### Sanity flags\n\n{summary}\n\n"
+                                                   f"{listing}\n\n{source}\n")
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         sections += ["<h2>Sanity flags</h2>", f"<p>{html.escape(summary)}</p>"]
         if len(raised):
             sections.append(_markdown_table_to_html(listing))
+    shown = figure_checkpoints(results, baseline)
+    plotted = results[results["checkpoint"].isin(shown)]
+    if len(shown) < results["checkpoint"].nunique():
+        sections.append(f"<p class=note>Figures show {len(shown)} of "
+                        f"{results['checkpoint'].nunique()} checkpoints ("
+                        + html.escape(", ".join(shown)) + "); the tables list every one.</p>")
+    for_figures = {(d.task, d.metric): d for d in details(plotted)}
     for detail in details(results):
         stem = folder / _slug(f"{detail.task}__{detail.metric}")
         markdown = to_markdown(detail)
-        stem.with_suffix(".md").write_text(markdown + "\n" + source + "\n")
-        flat(detail).to_csv(stem.with_suffix(".csv"))
+        write_text_atomic(stem.with_suffix(".md"), markdown + "\n" + source + "\n")
+        write_atomic(stem.with_suffix(".csv"), flat(detail).to_csv)
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         sections.append(f"<h2>{html.escape(detail.task)} / {html.escape(detail.metric)}</h2>")
-        for image in _figures(detail, results, stem):
+        subset = for_figures.get((detail.task, detail.metric))
+        for image in _figures(subset, plotted, stem) if subset is not None else []:
             written.append(image)
             sections.append(_image(image))
         sections.append(_markdown_table_to_html(markdown.split("\n", 2)[2]))
-    histograms = results[results["metric"].str.startswith("score_hist")]
+    histograms = plotted[plotted["metric"].str.startswith("score_hist")]
     for task, rows in histograms.groupby("task", sort=False):
         sections.append(f"<h2>{html.escape(task)} / score histograms</h2>")
         for image in ood_histograms(rows, folder / _slug(f"{task}__score_hist.png")):
             written.append(image)
             sections.append(_image(image))
     index = folder / "index.html"
-    index.write_text("<!doctype html><html><head><meta charset=utf-8><title>rubench report"
-                     f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(sections)
-                     + f"\n<p class=note>{html.escape(source)}</p>\n</body></html>\n")
+    write_text_atomic(index, "<!doctype html><html><head><meta charset=utf-8><title>rubench "
+                      f"report</title><style>{_STYLE}</style></head><body>\n"
+                      + "\n".join(sections)
+                      + f"\n<p class=note>{html.escape(source)}</p>\n</body></html>\n")
     written.append(index)
     return written

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from reports.errors import ReportError
+from reports.files import write_atomic, write_text_atomic
 
 ARROWS = {True: "↑", False: "↓", None: ""}
 
@@ -266,9 +267,10 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool 
     results = pd.read_csv(source)
     table = leaderboard(results)
     markdown = out_dir / "leaderboard.md"
-    markdown.write_text("# Leaderboard\n\n" + to_markdown(table, baseline, show_ci=show_ci)
-                        + "\n" + "\n\n".join(notes(table, baseline, show_ci)) + "\n\n"
-                        + provenance(results) + "\n")
+    write_text_atomic(markdown, "# Leaderboard\n\n" + to_markdown(table, baseline,
+                                                                   show_ci=show_ci)
+                      + "\n" + "\n\n".join(notes(table, baseline, show_ci)) + "\n\n"
+                      + provenance(results) + "\n")
     csv = out_dir / "leaderboard.csv"
     combined = table.values.copy()
     for column in table.ci_low:
@@ -278,5 +280,5 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool 
                    if col == column}
         if flagged:
             combined[f"{column} flags"] = pd.Series(flagged)
-    combined.to_csv(csv)
+    write_atomic(csv, combined.to_csv)
     return markdown, csv

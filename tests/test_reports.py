@@ -155,3 +155,28 @@ def test_generated_data_is_labelled_in_the_header_and_the_provenance(out_dir):
     assert "Noise err (generated)" in table.values
     assert "source=generated" in provenance(results)
     assert "generated" not in provenance(results[results["task"] != "corruptions"])
+
+
+def test_figures_stay_bounded_for_many_checkpoints(tmp_path):
+    """40 checkpoints: every table lists all 40, the figures show the baseline and the 11 with
+    the lowest clean error, and the page says so; no figure grows with the checkpoint count."""
+    source = pd.read_csv(DATA / "report_results.csv")
+    names = sorted(source["checkpoint"].unique())
+    frames = []
+    for i in range(40):
+        frame = source[source["checkpoint"] == names[i % len(names)]].copy()
+        frame["checkpoint"] = f"m{i:02d}"
+        clean = (frame["task"] == "clean") & (frame["metric"] == "top1_err")
+        frame.loc[clean, "value"] = 50.0 - i  # m39 is best, m00 worst
+        frames.append(frame)
+    pd.concat(frames).to_csv(tmp_path / "results.csv", index=False)
+    written = write_report(tmp_path, baseline="m00")
+    page = (tmp_path / "report" / "index.html").read_text()
+    shown = ["m00", *(f"m{i}" for i in range(29, 40))]
+    assert "Figures show 12 of 40 checkpoints (" + ", ".join(sorted(shown)) + ")" in page
+    tables = [p for p in written if p.suffix == ".csv" and p.parent.name == "report"]
+    assert tables and all(len(pd.read_csv(p, header=None)) >= 40 for p in tables
+                          if "sanity" not in p.name)
+    for image in (p for p in written if p.suffix == ".png"):
+        assert Image.open(image).size[1] < 2500, image.name
+    assert not list((tmp_path / "report").glob(".*tmp*"))

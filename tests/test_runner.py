@@ -317,3 +317,92 @@ def test_a_checkpoint_naming_code_fails_alone(tmp_path, capsys):
     assert evaluate(tmp_path / "zoo", tmp_path / "out") == 1
     assert "names the importable architecture 'os:system'" in capsys.readouterr().err
     assert set(pd.read_csv(tmp_path / "out" / "results.csv").checkpoint) == {"m0"}
+
+
+@pytest.mark.parametrize("arch", ["tinynets:nan_cnn", "tinynets:inf_cnn"])
+def test_non_finite_outputs_fail_every_task_alike_and_store_nothing(tmp_path, capsys, arch):
+    """No task may turn NaN or infinite logits into numbers (an argmax still 'classifies')."""
+    make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    (tmp_path / "zoo" / "m1.toml").write_text(f'arch = "{arch}"\n')
+    tasks = "clean,calibration,occlusion,affine,inbetween,ood,fgsm,ifgsm,pgd,deepfool,cw,ddn"
+    code = main(["evaluate", str(tmp_path / "zoo"), "--suite", "digits", "--tasks", tasks,
+                 "--limit", "30", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    failures = [line for line in err.splitlines() if line.startswith("- m1 / ")]
+    assert len(failures) == len(tasks.split(","))
+    assert all("hold NaN or infinite values" in line for line in failures), failures
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv").checkpoint) == {"m0"}
+
+
+def test_dropout_left_on_raises_flag_randomized(tmp_path):
+    """The runner reseeds before each task, which replays the clean pass's dropout masks: the
+    randomness check must still see the outputs change."""
+    make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    (tmp_path / "zoo" / "m1.toml").write_text('arch = "tinynets:dropout_cnn"\n')
+    assert main(["evaluate", str(tmp_path / "zoo"), "--suite", "digits", "--tasks",
+                 "fgsm,pgd,deepfool", "--limit", "30", "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    flags = results[results.metric == "flag_randomized"].groupby("checkpoint").value.agg(set)
+    assert flags["m0"] == {0.0} and flags["m1"] == {1.0}
+    assert len(results[(results.metric == "flag_randomized")]) == 6  # 3 tasks x 2 models
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--tasks", ","], "--tasks names no task"),
+    (["--device", "tpu"], "--device tpu: expected auto, cpu, cuda or cuda:N"),
+    (["--device", "cuda:7"], "--device cuda"),
+])
+def test_unusable_flags_exit_2_with_a_message(tmp_path, capsys, flags, message):
+    make_zoo(tmp_path / "zoo", seeds=(0,))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_an_unwritable_out_folder_is_a_clear_error(tmp_path, capsys):
+    if os.geteuid() == 0:  # root writes anywhere: a file where the folder should be instead
+        (tmp_path / "out").write_text("in the way")
+    else:
+        (tmp_path / "out").mkdir(mode=0o500)
+    make_zoo(tmp_path / "zoo", seeds=(0,))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"rubench: error: {tmp_path / 'out'}" in err and "Traceback" not in err
+
+
+def test_a_model_with_another_class_count_is_refused_unless_asked(tmp_path, capsys):
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    (folder / "rubench.toml").write_text(f'arch = "{TINY}"\nnum_classes = 12\nmean = [0.3]\n'
+                                         'std = [0.25]\n')
+    torch.manual_seed(0)
+    torch.save(build_arch(TINY, num_classes=12).state_dict(), folder / "wide.pth")
+    assert evaluate(folder, tmp_path / "out") == 1
+    assert "the model has 12 classes, the data set digits 10" in capsys.readouterr().err
+    assert evaluate(folder, tmp_path / "out", "--allow-class-mismatch") == 0
+
+
+def test_concurrent_runs_on_one_out_folder_both_finish_with_whole_files(tmp_path):
+    """Two runs with different tasks on one --out: the store serializes their transactions and
+    each export is written under its own temporary name, then renamed."""
+    make_zoo(tmp_path / "zoo")
+    suite = basic_suite(tmp_path)
+    runs = [subprocess.Popen([sys.executable, "-m", "benchmark.cli", "evaluate",
+                              str(tmp_path / "zoo"), "--suite", str(suite), "--tasks", tasks,
+                              "--out", str(tmp_path / "out"), "--no-progress"],
+                             cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+            for tasks in ("clean", "calibration", "clean,calibration")]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    final = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(final.checkpoint) == {"m0", "m1", "m2"}
+    assert not list((tmp_path / "out").glob("*.tmp*")) and not list(
+        (tmp_path / "out").glob(".*tmp*"))
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:
+        done = conn.execute("SELECT COUNT(*) FROM completed").fetchone()[0]
+    assert done == 6  # 3 checkpoints x 2 tasks, each stored once

@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from benchmark.errors import StoreError
 from benchmark.store import Store
 from benchmark.tasks import Metric
 
@@ -36,7 +37,8 @@ def test_old_store_is_migrated_keeping_its_rows_and_accepts_rows_without_directi
 
 def test_a_failed_migration_leaves_the_old_store_as_it_was(tmp_path):
     old_store(tmp_path / "out", extra=", surprise TEXT")  # a column the new table lacks
-    with pytest.raises(sqlite3.OperationalError, match="surprise"):
+    with pytest.raises(StoreError, match=r"results\.sqlite: cannot write the results store.*"
+                                         "surprise"):
         Store(tmp_path / "out")
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:
         tables = {name for (name,) in conn.execute(

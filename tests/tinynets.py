@@ -1,5 +1,6 @@
 """Tiny test architectures (a few hundred parameters), importable as `tinynets:<name>`."""
 
+import torch
 import torch.nn as nn
 
 
@@ -24,3 +25,38 @@ def raises(num_classes: int = 10) -> nn.Module:
 def not_a_module(num_classes: int = 10) -> dict:
     """A factory that returns something other than a module."""
     return {"num_classes": num_classes}
+
+
+class _Offset(nn.Sequential):
+    """tiny_cnn (same weights' names) whose logits get `value` added: NaN or infinity."""
+
+    def __init__(self, value: float, num_classes: int) -> None:
+        super().__init__(*tiny_cnn(num_classes))
+        self.value = value
+
+    def forward(self, x):
+        return super().forward(x) + self.value
+
+
+def nan_cnn(num_classes: int = 10) -> nn.Module:
+    """tiny_cnn with NaN logits."""
+    return _Offset(float("nan"), num_classes)
+
+
+def inf_cnn(num_classes: int = 10) -> nn.Module:
+    """tiny_cnn with one infinite logit per image."""
+    net = _Offset(0.0, num_classes)
+    net.value = float("inf") * (torch.arange(num_classes) == 3)
+    return net
+
+
+class _Dropout(nn.Sequential):
+    """tiny_cnn with dropout on its logits left on at test time (ignores eval mode)."""
+
+    def forward(self, x):
+        return nn.functional.dropout(super().forward(x), p=0.3, training=True)
+
+
+def dropout_cnn(num_classes: int = 10) -> nn.Module:
+    """tiny_cnn whose outputs are random at test time."""
+    return _Dropout(*tiny_cnn(num_classes))

@@ -33,8 +33,9 @@ with value 0/1 (1 = suspicious; `higher_is_better` false):
 - `flag_not_monotone` (fixed-budget tasks): top-1 error drops somewhere as eps grows.
 - `flag_zero_grad` (white-box tasks): some correctly classified point has an exactly-zero input
   gradient of the loss (gradient masking); `zero_grad_rate` is their share of all points (%).
-- `flag_randomized`: a forward pass differs from the shared clean pass on the same images
-  (dropout or noise at test time); `flag_softmax_output`: the outputs are already probabilities.
+- `flag_randomized`: a forward pass differs from the shared clean pass on the same images, or
+  two passes in a row differ (dropout or noise at test time); `flag_softmax_output`: the
+  outputs are already probabilities. Non-finite outputs fail the task (`require_finite`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ from benchmark.checkpoints import load_model, make_ref, sha256_file
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
 from benchmark.params import defaults, param, validate
-from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, register_task
+from benchmark.tasks.registry import (
+    Metric,
+    TaskContext,
+    TaskPlaces,
+    register_task,
+    require_finite,
+)
 
 LINF_EPS = [8 / 255]  # the CIFAR Linf budget (RobustBench)
 L2_EPS = [0.5]  # the CIFAR L2 budget
@@ -262,15 +269,25 @@ class _Tally:
 
 def _evaluate(model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(x_adv)
+        return require_finite(model(x_adv), "on adversarial inputs")
+
+
+def _randomized(adv_space: AttackSpace, clean_logits: torch.Tensor, logits: torch.Tensor,
+                rows: slice) -> bool:
+    """Whether the model's outputs are random: the task's pass on a batch differs from the
+    shared clean pass, or (first batch) two passes in a row differ. The runner reseeds before
+    each task, which replays the clean pass's dropout masks, so only the back-to-back passes
+    (the random stream advancing between them) reliably expose dropout left on."""
+    if sanity.outputs_differ(clean_logits, logits):
+        return True
+    return rows.start == 0 and sanity.outputs_randomized(adv_space.model, adv_space.x)
 
 
 def _model_flags(selection: _Selection, randomized: bool, zero_grad: int | None,
                  conditions: dict[str, Any]) -> list[Metric]:
     """flag_randomized, flag_softmax_output and (when measured) zero_grad_rate, flag_zero_grad.
 
-    `randomized`: a forward pass of the task differed from the shared clean pass on the same
-    images.
+    `randomized`: see `_randomized`.
     """
     n = len(selection.labels)
     metrics = [
@@ -342,7 +359,7 @@ def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, A
     for x, y, index, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, spec.space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y, spec.loss)
-        randomized |= sanity.outputs_differ(selection.clean_logits[rows], logits)
+        randomized |= _randomized(adv_space, selection.clean_logits[rows], logits, rows)
         clean_right = ~tally.clean1[rows].to(grad.device)
         zero_grad += int((sanity.zero_gradients(grad) & clean_right).sum())
         one_step = _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm)
@@ -408,7 +425,7 @@ def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str
     for x, y, _, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y)
-        randomized |= sanity.outputs_differ(selection.clean_logits[rows], logits)
+        randomized |= _randomized(adv_space, selection.clean_logits[rows], logits, rows)
         clean_right = ~tally.clean1[rows].to(grad.device)
         zero_grad += int((sanity.zero_gradients(grad) & clean_right).sum())
         result: MinimalResult = attack(adv_space, y)
@@ -583,12 +600,11 @@ def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     path = _surrogate_path(ctx, params["surrogate"])
     selection = _select(ctx, "transfer", params["limit"])
     crafted = _craft(ctx, spec, selection, path, params["limit"])
-    tally, randomized = _Tally(selection), None
+    tally, randomized = _Tally(selection), False
     for x, y, _, rows in selection.batches(ctx, "transfer"):
-        if randomized is None:  # one extra forward pass, on the first batch
-            randomized = sanity.outputs_differ(selection.clean_logits[rows], _evaluate(
-                ctx.model, x))
         adv_space = _space(ctx, "transfer", spec.space, x, meta=crafted.meta)
+        randomized |= _randomized(adv_space, selection.clean_logits[rows],
+                                  _evaluate(adv_space.model, adv_space.x), rows)
         for eps in spec.eps:
             x_adv = crafted.points[eps][rows].to(ctx.device)
             check_adversarial(adv_space.x, x_adv, norm=spec.norm, bounds=adv_space.bounds,

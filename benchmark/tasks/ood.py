@@ -76,6 +76,7 @@ from benchmark.tasks.registry import (
     TaskPlaces,
     predict,
     register_task,
+    require_finite,
     wilson_interval,
 )
 from ood import datasets as oodsets
@@ -276,7 +277,9 @@ def _odin_scores(ctx: TaskContext, data: EvalData, temperature: float, eps: floa
               for images, _ in tqdm(data.batches(ctx.batch_size, ctx.device, ctx.num_workers),
                                     desc=desc, total=-(-len(data) // ctx.batch_size),
                                     leave=False, disable=not ctx.progress)]
-    return np.concatenate(chunks)
+    scores = np.concatenate(chunks)
+    require_finite(torch.from_numpy(scores), "under ODIN's input perturbation")
+    return scores
 
 
 def _all_images(data: EvalData, ctx: TaskContext) -> torch.Tensor:

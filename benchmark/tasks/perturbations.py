@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from benchmark.errors import SuiteError
 from benchmark.params import param
-from benchmark.tasks.registry import Metric, TaskContext, register_task
+from benchmark.tasks.registry import Metric, TaskContext, register_task, require_finite
 from corruptions.affine import affine, affine_params
 from corruptions.inbetween import (
     MIXES,
@@ -53,8 +53,8 @@ def _batches(ctx: TaskContext, desc: str) -> Iterable[tuple[torch.Tensor, torch.
 
 
 def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Per image: the top-1 prediction is not the label."""
-    return (logits.argmax(dim=1) != labels).cpu().numpy()
+    """Per image: the top-1 prediction is not the label (non-finite logits are refused)."""
+    return (require_finite(logits, "on perturbed images").argmax(dim=1) != labels).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         if "constant" in kind.values():
             blank = occlude(torch.zeros((1, channels, height, width), device=ctx.device), 1.0,
                             "center", fill)
-            constant_wrong = (labels != ctx.model(blank).argmax(dim=1).cpu()).numpy()
+            blank_logits = require_finite(ctx.model(blank), "on an all-fill image")
+            constant_wrong = (labels != blank_logits.argmax(dim=1).cpu()).numpy()
 
     metrics, cells = [], {}
     for mode in modes:
@@ -255,7 +256,8 @@ def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
             part = slice(offset, offset + len(y1))
             for mix, lam in neither:
                 mixed = mixup(x1, x2, lam) if mix == "mixup" else cutmix(x1, x2, boxes[lam][part])
-                neither[mix, lam] += neither_count(ctx.model(mixed).argmax(dim=1), y1, y2)
+                neither[mix, lam] += neither_count(
+                    require_finite(ctx.model(mixed), "on mixed images").argmax(dim=1), y1, y2)
             offset += len(y1)
     return [Metric.rate("neither_rate", neither[source[mix, lam]], n, conditions={
         "mix": mix, "lam": lam, **({"box": placement} if mix == "cutmix" else {})})

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.data import EvalData
-from benchmark.errors import SuiteError
+from benchmark.errors import ModelOutputError, SuiteError
 from benchmark.params import NoParams, validate
 from benchmark.params import defaults as schema_defaults
 from ood.metrics import percentile_interval
@@ -148,15 +148,28 @@ class TaskContext:
         return torch.from_numpy(self.data.labels)
 
 
+def require_finite(logits: torch.Tensor, where: str = "") -> torch.Tensor:
+    """`logits`, or a ModelOutputError when any is NaN or infinite: no number is computed from
+    such outputs (an argmax over NaN would still 'classify')."""
+    bad = ~torch.isfinite(logits)
+    if bad.any():
+        rows = int(bad.reshape(len(logits), -1).any(dim=1).sum()) if logits.dim() else 1
+        raise ModelOutputError(f"the model's outputs {where + ' ' if where else ''}hold NaN or "
+                               f"infinite values ({rows} of {len(logits)} images); no metric is "
+                               "computed from them")
+    return logits
+
+
 def predict(model: torch.nn.Module, data: EvalData, device: torch.device, batch_size: int,
             num_workers: int = 0, progress: bool = False) -> torch.Tensor:
-    """Logits of `model` over `data` (no gradients), float32 on the CPU, in data order."""
+    """Logits of `model` over `data` (no gradients), float32 on the CPU, in data order; refused
+    (ModelOutputError) when any is non-finite."""
     chunks = []
     with torch.inference_mode():
         for images, _ in tqdm(data.batches(batch_size, device, num_workers), desc="forward",
                               total=-(-len(data) // batch_size), leave=False,
                               disable=not progress):
-            chunks.append(model(images).float().cpu())
+            chunks.append(require_finite(model(images).float().cpu()))
     return torch.cat(chunks) if chunks else torch.empty((0, 0))
 
 

@@ -1,0 +1,28 @@
+"""Writing files so that a reader never sees half of one: each file is written to a temporary
+name of its own (process id and a random token, so concurrent runs never share one) beside the
+target, then renamed over it in one atomic step. A run killed mid-write leaves the old file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(target: Path | str, write: Callable[[Path], object]) -> Path:
+    """Call `write(temporary)` (a path with the target's suffix), then rename it to `target`."""
+    target = Path(target)
+    temporary = target.with_name(f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+                                 f"{target.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def write_text_atomic(target: Path | str, text: str) -> Path:
+    """`target.write_text(text)`, atomically."""
+    return write_atomic(target, lambda path: path.write_text(text))
