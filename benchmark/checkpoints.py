@@ -36,7 +36,9 @@ from benchmark.errors import CheckpointError
 SUFFIXES = (".pth.tar", ".safetensors", ".ckpt", ".pth", ".pt")
 META_KEYS = ("arch", "num_classes", "mean", "std", "input_size", "name")
 DIR_SIDECAR = "rubench.toml"
-_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+# where training code keeps the weights: CutMix / PatchUp / Lightning `state_dict`, PyTorch's
+# tutorial `model_state_dict`, torchvision's references `model`, kuangliu/pytorch-cifar `net`
+_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _PREFIXES = ("module.", "model.")
 
 
@@ -329,7 +331,7 @@ def _parse_string_meta(stored: dict[str, str], path: Path) -> dict[str, Any]:
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The tensor dict in a checkpoint: bare, or under `state_dict`, `model_state_dict`, `model`."""
+    """The tensor dict in a checkpoint: bare, or under one of `_STATE_KEYS`."""
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if not isinstance(obj, Mapping):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmark import __version__, builtin_suites
 from benchmark.errors import RubenchError, SuiteError
 from reports.errors import ReportError
 
@@ -50,12 +51,15 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="rubench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version",
+                        version=f"rubench {__version__} (python -m pip show rubench)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a directory of checkpoints")
     evaluate.add_argument("ckpt_dir", type=Path, help="checkpoint directory (or one file)")
-    evaluate.add_argument("--suite", default="digits",
-                          help="built-in suite name or path to a suite TOML")
+    evaluate.add_argument("--suite", required=True,
+                          help="a built-in suite (" + ", ".join(builtin_suites())
+                               + ") or the path of a suite TOML")
     evaluate.add_argument("--data-root", type=Path, default=None,
                           help="folder holding the data sets under their archive names")
     evaluate.add_argument("--arch", default=None)
@@ -174,6 +178,12 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
 
 
 def _finish(summary: RunSummary) -> int:
+    for checkpoint, normalization, default in summary.normalization:
+        print(f"{checkpoint}: {normalization}")
+        if default:
+            print(f"rubench: warning: {checkpoint}: mean/std come only from the suite's "
+                  "defaults; if the model was trained with other statistics (e.g. 0.5 / 0.5), "
+                  "set them in a sidecar TOML or with --mean/--std", file=sys.stderr)
     print(f"{summary.computed} task result(s) computed, {summary.reused} reused; "
           f"results in {summary.results_csv}")
     if summary.failures:
@@ -186,7 +196,6 @@ def _finish(summary: RunSummary) -> int:
 
 def _list(pattern: str) -> None:
     from benchmark.archs import list_archs
-    from benchmark.suites import builtin_suites
     from benchmark.tasks import list_tasks
 
     print("suites:", ", ".join(builtin_suites()))

@@ -41,6 +41,17 @@ DEFAULT_TABLES = {"cifar10": "cifar", "cifar100": "cifar", "tinyimagenet": "tiny
 DEFAULT_SPLITS = {"tinyimagenet": "val", "imagenet": "val"}
 
 
+# The folder names the released archives extract to; `rubench corrupt` writes the same ones, so
+# the suites find a generated copy where they look for the released set.
+CORRUPTED_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C",
+                     "tinyimagenet": "Tiny-ImageNet-C", "imagenet": "ImageNet-C"}
+
+
+def corrupted_name(dataset: str) -> str:
+    """The corrupted copy's folder name: the released archive's, else `<dataset>-C`."""
+    return CORRUPTED_FOLDERS.get(dataset, f"{dataset}-C")
+
+
 def default_table(dataset: str, side: int) -> str:
     """The data set's own table; other data sets: `cifar` scaled to their side (`cifar@8`)."""
     return DEFAULT_TABLES.get(dataset, "cifar" if side == 32 else f"cifar@{side}")
@@ -51,7 +62,8 @@ def materialize(dataset: str, out: Path | str, data_root: Path | str | None = No
                 seed: int = 0, corruptions: str | list[str] = "all", layout: str = "auto",
                 folder: str | None = None, frost_textures: Path | str | None = None,
                 batch_size: int = 256, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write (or reuse) `<out>/<folder>` (default `<dataset>-C`); return its path.
+    """Write (or reuse) `<out>/<folder>` (default `corrupted_name(dataset)`, the folder the
+    suites read: `CIFAR-10-C` for cifar10); return its path.
 
     `path` / `data_root` locate the clean data as in a suite's `[dataset]`; `table` is a
     severity table name (`auto`: `default_table`); `layout` is `npy`, `tree` or `auto`
@@ -82,7 +94,7 @@ def materialize(dataset: str, out: Path | str, data_root: Path | str | None = No
         "frost_textures": textures.source if textures else "synthetic",
         "pixelate_upsample": "box", "image_shape": [height, width, channels],
     }
-    target = Path(out) / (folder or f"{dataset}-C")
+    target = Path(out) / (folder or corrupted_name(dataset))
     if target.exists():
         existing = _read_manifest(target)
         if existing == manifest:

@@ -64,6 +64,7 @@ class RunSummary:
     reused: int
     failures: tuple[Failure, ...]
     results_csv: Path
+    normalization: tuple[tuple[str, str, bool], ...] = ()  # (checkpoint, description, default?)
 
     @property
     def ok(self) -> bool:
@@ -139,6 +140,15 @@ def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
     return _digest(key)[:16]
 
 
+def describe_normalization(meta: dict[str, Any], sources: dict[str, str]) -> str:
+    """The mean / std a checkpoint is evaluated with and where they came from, in one line."""
+    def numbers(values: list[float]) -> str:
+        return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+    where = sorted({sources.get("mean", "?"), sources.get("std", "?")})
+    return f"mean={numbers(meta['mean'])} std={numbers(meta['std'])} ({' / '.join(where)})"
+
+
 def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], path: Path,
                 device: torch.device, allow_class_mismatch: bool = False) -> None:
     """Fail early, with a clear message, when the model cannot take this data's images."""
@@ -193,7 +203,8 @@ class _Session:
         }
         self.computed = self.reused = 0
         self.failures: list[Failure] = []
-        self.keys: list[tuple[str, str, str]] = []
+        self.keys: list[tuple[str, str, str, str]] = []  # (name, sha256, task, config hash)
+        self.normalization: list[tuple[str, str, bool]] = []
         self.names_seen: dict[str, Path] = {}
         self.fingerprints: dict[tuple[Path, ...], str] = {}
 
@@ -236,7 +247,7 @@ class _Session:
         self.names_seen[ref.name] = path
         units = [(task, config_hash(task, ref, self.data_id, opts.seed, self.inputs(task)))
                  for task in opts.suite.tasks]
-        self.keys.extend((ref.sha256, task.name, digest) for task, digest in units)
+        self.keys.extend((ref.name, ref.sha256, task.name, digest) for task, digest in units)
         pending = [(task, digest) for task, digest in units
                    if not self.store.is_done(ref.sha256, task.name, digest)]
         self.reused += len(units) - len(pending)
@@ -252,6 +263,9 @@ class _Session:
             return
         self.store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
                                    meta=loaded.meta, meta_sources=loaded.meta_sources)
+        normalization = describe_normalization(loaded.meta, loaded.meta_sources)
+        self.normalization.append((ref.name, normalization,
+                                   loaded.meta_sources.get("mean") == "suite defaults"))
         ctx = TaskContext(model=model, data=self.data, seed=opts.seed, device=self.device,
                           batch_size=opts.batch_size, num_workers=opts.num_workers,
                           progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
@@ -265,7 +279,8 @@ class _Session:
             except Exception as exc:  # one task's failure must not stop the others
                 self.fail(ref.name, path, ref.sha256, task.name, exc)
                 continue
-            provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"]}
+            provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
+                          "normalization": normalization}
             self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
                             config_hash=digest, metrics=metrics, provenance=provenance,
                             elapsed_s=time.perf_counter() - start)
@@ -289,4 +304,5 @@ def run(opts: RunOptions) -> RunSummary:
     finally:
         csv_path = store.export(session.keys)
         store.close()
-    return RunSummary(session.computed, session.reused, tuple(session.failures), csv_path)
+    return RunSummary(session.computed, session.reused, tuple(session.failures), csv_path,
+                      tuple(session.normalization))

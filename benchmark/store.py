@@ -172,8 +172,10 @@ class Store:
             self.conn.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                               (checkpoint, path, sha256, task, error, time.time()))
 
-    def results_frame(self, keys: Iterable[tuple[str, str, str]]) -> pd.DataFrame:
-        """Long-form results of the completed units among `keys` (sha256, task, config hash).
+    def results_frame(self, keys: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
+        """Long-form results of the completed units among `keys` (checkpoint name, sha256, task,
+        config hash), labelled with the names given there: a name changed in a sidecar (which
+        does not change the unit's key) shows in the export at once.
 
         Rows are sorted by checkpoint name, then in the order of `keys` (the suite's task order).
 
@@ -181,16 +183,16 @@ class Store:
         JSON and provenance (seed, suite, versions, device) from the completion record. No
         timestamps, so the same run on the same machine exports identical files.
         """
-        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted "
-                          "(plan_order INTEGER, checkpoint_sha256 TEXT, task TEXT, "
-                          "config_hash TEXT)")
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_units "
+                          "(plan_order INTEGER, checkpoint TEXT, checkpoint_sha256 TEXT, "
+                          "task TEXT, config_hash TEXT)")
         with self._transaction():
-            self.conn.execute("DELETE FROM wanted")
-            self.conn.executemany("INSERT INTO wanted VALUES (?, ?, ?, ?)",
+            self.conn.execute("DELETE FROM wanted_units")
+            self.conn.executemany("INSERT INTO wanted_units VALUES (?, ?, ?, ?, ?)",
                                   [(i, *key) for i, key in enumerate(keys)])
         frame = pd.read_sql_query(
-            "SELECT c.checkpoint, c.provenance, w.plan_order, r.rowid AS row_order, r.* "
-            "FROM wanted w "
+            "SELECT w.checkpoint, c.provenance, w.plan_order, r.rowid AS row_order, r.* "
+            "FROM wanted_units w "
             "JOIN completed c USING (checkpoint_sha256, task, config_hash) "
             "JOIN results r USING (checkpoint_sha256, task, config_hash)", self.conn)
         if frame.empty:
@@ -207,7 +209,7 @@ class Store:
         frame = frame.sort_values(["checkpoint", "plan_order", "row_order"], kind="stable")
         return frame[_FRONT + condition_cols + _BACK + provenance_cols].reset_index(drop=True)
 
-    def export(self, keys: Iterable[tuple[str, str, str]]) -> Path:
+    def export(self, keys: Iterable[tuple[str, str, str, str]]) -> Path:
         """Write `results.csv` (long form) for the run's `keys`, atomically; return its path.
 
         Only the units of the run that asked are exported, so results of an older checkpoint

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from benchmark import builtin_suites
 from benchmark.checkpoints import check_meta
 from benchmark.errors import CheckpointError, SuiteError
 from benchmark.params import param, validate
@@ -84,12 +85,6 @@ class Suite:
             raise SuiteError(f"{self.source}: no task(s) {', '.join(unknown)} in suite "
                              f"{self.name!r}; it has {', '.join(known)}")
         return Suite(**{**self.__dict__, "tasks": tuple(t for t in self.tasks if t.name in names)})
-
-
-def builtin_suites() -> list[str]:
-    """Names of the suites shipped inside the package."""
-    folder = resources.files("benchmark") / "suites"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
 def load_suite(name_or_path: str) -> Suite:

@@ -232,6 +232,8 @@ def provenance(results: pd.DataFrame) -> str:
             f"(limit {distinct('limit')}); seed {distinct('seed')}; device {distinct('device')}; "
             f"rubench {distinct('rubench_version')} (git {distinct('git_hash')}), "
             f"torch {distinct('torch_version')}.")
+    if "normalization" in results and results["normalization"].notna().any():
+        line += f" Normalization: {distinct('normalization')}."
     if _generated(results):
         line += (" Columns and rows marked generated (source=generated) use a corrupted copy "
                  "rubench generated itself, an approximation of the released set: compare them "

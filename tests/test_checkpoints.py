@@ -345,3 +345,39 @@ def test_normalized_model_normalizes_inside():
     model = NormalizedModel(net, [0.5, 0.25, 0.0], [0.5, 0.25, 2.0])
     images = torch.ones(1, 3, 2, 2)
     assert torch.equal(model(images)[0, :, 0, 0], torch.tensor([1.0, 3.0, 0.5]))
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict", "model", "net"])
+def test_weights_under_each_common_key_load(tmp_path, key):
+    """`net` is kuangliu/pytorch-cifar's {'net': state_dict, 'acc': ..., 'epoch': ...}."""
+    path = tmp_path / "ckpt.pth"
+    torch.save({key: tiny_state(3), "acc": 93.1, "epoch": 199}, path)
+    images = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(load(path, cli=META).model(images),
+                              reference_logits(tiny_state(3), images))
+
+
+@pytest.mark.parametrize(("size", "expected"), [([3, 224, 224], [224, 224]), ([1, 8, 8], [8, 8]),
+                                                ([32, 32], [32, 32]), (64, [64, 64])])
+def test_input_size_in_timm_and_plain_forms(tmp_path, size, expected):
+    path = tmp_path / "m.pth"
+    torch.save(tiny_state(), path)
+    write_sidecar(tmp_path / "m.toml", input_size=size)
+    assert load(path, cli=META).meta["input_size"] == expected
+
+
+@pytest.mark.parametrize("size", [[3, 3, 224, 224], [0, 8], [2, 8, 8], "8x8", [8.5, 8]])
+def test_bad_input_size_is_refused(tmp_path, size):
+    path = tmp_path / "m.pth"
+    torch.save(tiny_state(), path)
+    write_sidecar(tmp_path / "m.toml", input_size=size)
+    with pytest.raises(CheckpointError, match="bad value for 'input_size'"):
+        load(path, cli=META)
+
+
+def test_a_wrongly_cased_architecture_gets_a_did_you_mean(tmp_path):
+    path = tmp_path / "m.pth"
+    torch.save(tiny_state(), path)
+    with pytest.raises(CheckpointError, match="Did you mean 'resnet18'"):
+        load(path, cli={**META, "arch": "ResNet18"})

@@ -190,3 +190,19 @@ def test_task_generate_option_makes_the_set_once(tmp_path: Path) -> None:
     made = manifest_path.stat().st_mtime_ns
     assert main([*args, "--out", str(tmp_path / "d")]) == 0
     assert manifest_path.stat().st_mtime_ns == made
+
+
+def test_corrupt_writes_the_folder_the_suite_reads(tmp_path: Path) -> None:
+    """`rubench corrupt --dataset cifar10 --out DIR` then the cifar10 suite's corruptions task
+    with --data-root DIR: the task finds the generated copy under the released set's name."""
+    from fixtures import write_cifar10
+
+    from benchmark.tasks.corruptions import corrupted_folder
+
+    write_cifar10(tmp_path / "data", n_test=20)
+    assert main(["corrupt", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "data"), "--corruptions", "contrast",
+                 "--no-progress"]) == 0
+    made = tmp_path / "data" / "CIFAR-10-C"
+    assert (made / "contrast.npy").is_file()
+    assert corrupted_folder("cifar10", None, tmp_path / "data") == made

@@ -204,6 +204,21 @@ def test_unusable_input_exits_2(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--suite", "nope", "--no-progress"]) == 2
 
 
+def test_suite_is_required_and_version_is_printed(tmp_path, capsys):
+    """Forgetting --suite says so (argparse, exit 2), not "no mean given ... pass --mean"."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "required: --suite" in err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "digits, imagenet" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("rubench 0.")
+
+
 def test_report_writes_one_row_per_checkpoint_with_the_stored_numbers(tmp_path):
     make_zoo(tmp_path / "zoo")
     evaluate(tmp_path / "zoo", tmp_path / "out")
@@ -406,3 +421,39 @@ def test_concurrent_runs_on_one_out_folder_both_finish_with_whole_files(tmp_path
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:
         done = conn.execute("SELECT COUNT(*) FROM completed").fetchone()[0]
     assert done == 6  # 3 checkpoints x 2 tasks, each stored once
+
+
+def test_a_name_changed_in_a_sidecar_relabels_stored_results_at_once(tmp_path, capsys):
+    make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0
+    first = pd.read_csv(tmp_path / "out" / "results.csv")
+    (tmp_path / "zoo" / "m0.toml").write_text('name = "mixup-seed0"\n')
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0
+    assert "0 task result(s) computed" in capsys.readouterr().out  # reused, not recomputed
+    second = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(second.checkpoint) == {"mixup-seed0", "m1"}
+    renamed = second[second.checkpoint == "mixup-seed0"].reset_index(drop=True)
+    pd.testing.assert_series_equal(renamed.value, first[first.checkpoint == "m0"]
+                                   .reset_index(drop=True).value)
+
+
+def test_normalization_and_its_source_are_shown_and_a_suite_default_is_warned(tmp_path,
+                                                                               capsys):
+    make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    (tmp_path / "zoo" / "rubench.toml").write_text(f'arch = "{TINY}"\nnum_classes = 10\n')
+    (tmp_path / "zoo" / "m1.toml").write_text("mean = [0.5]\nstd = [0.5]\n")
+    suite = tmp_path / "s.toml"
+    suite.write_text(BASIC_SUITE.replace("num_classes = 10\n",
+                                         "num_classes = 10\nmean = [0.3]\nstd = [0.25]\n"))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out", "--suite", str(suite)) == 0
+    captured = capsys.readouterr()
+    assert "m0: mean=[0.3] std=[0.25] (suite defaults)" in captured.out
+    assert f"m1: mean=[0.5] std=[0.5] ({tmp_path / 'zoo' / 'm1.toml'})" in captured.out
+    assert "warning: m0: mean/std come only from the suite's defaults" in captured.err
+    assert "m1:" not in captured.err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    by_model = results.groupby("checkpoint").normalization.agg(set)
+    assert by_model["m0"] == {"mean=[0.3] std=[0.25] (suite defaults)"}
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert "Normalization: mean=[0.3] std=[0.25] (suite defaults), mean=[0.5]" in (
+        tmp_path / "out" / "leaderboard.md").read_text()

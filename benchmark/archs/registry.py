@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib
 from collections.abc import Callable
@@ -65,8 +66,12 @@ def build_arch(name: str, num_classes: int) -> nn.Module:
         import torchvision.models as tvm
 
         return tvm.get_model(name, weights=None, num_classes=num_classes)
-    close = fnmatch.filter(list(_ARCHS) + _torchvision_names(), f"*{name[:4]}*")[:8]
-    hint = f" Similar names: {', '.join(close)}." if close else ""
+    known = list(_ARCHS) + _torchvision_names()
+    same = [k for k in known if k.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=5,
+                                              cutoff=0.6)
+    close = [next(k for k in known if k.lower() == c) for c in close]
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"unknown architecture {name!r}: not in rubench's registry, not a torchvision model, "
         f"and not of the form 'module:callable'.{hint} `rubench list` shows all names."

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.corrupt import GENERATOR_VERSION, corrupted_name, materialize
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.params import param
@@ -51,16 +52,12 @@ from corruptions.released import (
 from corruptions.tables import get_table
 
 # The folder each data set's corrupted copy extracts to (released) or is written to (generated).
-DEFAULT_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C",
-                   "tinyimagenet": "Tiny-ImageNet-C", "imagenet": "ImageNet-C",
-                   "digits": "digits-C"}
 MANIFEST = "GENERATED.json"
 
 
 def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> Path:
     """`path` (absolute, or relative to `data_root`), else the data set's default folder."""
-    folder = Path(path).expanduser() if path else Path(DEFAULT_FOLDERS.get(dataset,
-                                                                          f"{dataset}-C"))
+    folder = Path(path).expanduser() if path else Path(corrupted_name(dataset))
     if folder.is_absolute():
         return folder
     return (Path(data_root) if data_root is not None else Path.cwd()) / folder
@@ -127,7 +124,6 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     severities = sorted(params["severities"])
     folder = corrupted_folder(ctx.data.name, params["path"] or None, ctx.data_root)
     if params["generate"] and (not folder.exists() or _outdated(folder)):
-        from benchmark.corrupt import materialize
 
         materialize(ctx.data.name, folder.parent, data_root=ctx.data_root, folder=folder.name,
                     table=params["table"], progress=ctx.progress)
@@ -286,8 +282,6 @@ def _hwc(data: EvalData) -> tuple[int, int, int]:
 
 def _outdated(folder: Path) -> bool:
     """A set rubench generated with an older generator (remade: its images changed)."""
-    from benchmark.corrupt import GENERATOR_VERSION
-
     try:
         made_by = json.loads((folder / MANIFEST).read_text()).get("generator_version")
     except (OSError, ValueError):
@@ -309,7 +303,7 @@ def _check_manifest(folder: Path, ctx: TaskContext) -> None:
 
 def _missing_hint(dataset: str, folder: Path) -> str:
     if dataset in ("cifar10", "cifar100", "tinyimagenet", "imagenet"):
-        return (f"; extract the released {DEFAULT_FOLDERS[dataset]} archive there, or set the "
+        return (f"; extract the released {corrupted_name(dataset)} archive there, or set the "
                 "task's `path`")
     return (f"; make it once with `rubench corrupt --dataset {dataset} --out {folder.parent}` "
             "(or set the task's `generate = true`)")
