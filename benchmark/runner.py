@@ -207,6 +207,17 @@ class _Session:
         self.normalization: list[tuple[str, str, bool]] = []
         self.names_seen: dict[str, Path] = {}
         self.fingerprints: dict[tuple[Path, ...], str] = {}
+        self.bar: tqdm | None = None  # one step per (checkpoint, task), named as it runs
+        self.done = self.total = 0
+
+    def advance(self, steps: int, unit: str | None = None, seconds: float = 0.0) -> None:
+        """Count finished (or skipped) units: on the bar, or one log line per computed unit
+        when bars are off, so a CI log never sits silent for a whole suite."""
+        self.done += steps
+        if self.bar is not None:
+            self.bar.update(steps)
+        if unit is not None and not self.opts.progress:
+            print(f"[{self.done}/{self.total}] {unit}: {seconds:.2f} s", flush=True)
 
     def fail(self, name: str, path: Path, sha256: str | None, task: str | None,
              error: BaseException | str) -> None:
@@ -251,6 +262,7 @@ class _Session:
         pending = [(task, digest) for task, digest in units
                    if not self.store.is_done(ref.sha256, task.name, digest)]
         self.reused += len(units) - len(pending)
+        self.advance(len(units) - len(pending))
         if not pending:
             return
         try:
@@ -260,6 +272,7 @@ class _Session:
                         opts.allow_class_mismatch)
         except RubenchError as exc:
             self.fail(ref.name, path, ref.sha256, None, exc)
+            self.advance(len(pending))
             return
         self.store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
                                    meta=loaded.meta, meta_sources=loaded.meta_sources)
@@ -273,11 +286,14 @@ class _Session:
                           data_id=self.data_id)
         for task, digest in pending:
             start = time.perf_counter()
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"{ref.name} / {task.name}")
             try:
                 torch.manual_seed(opts.seed)
                 metrics = get_task(task.task).fn(ctx, task.params)
             except Exception as exc:  # one task's failure must not stop the others
                 self.fail(ref.name, path, ref.sha256, task.name, exc)
+                self.advance(1)
                 continue
             provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
                           "normalization": normalization}
@@ -285,6 +301,7 @@ class _Session:
                             config_hash=digest, metrics=metrics, provenance=provenance,
                             elapsed_s=time.perf_counter() - start)
             self.computed += 1
+            self.advance(1, f"{ref.name} / {task.name}", time.perf_counter() - start)
 
 
 def run(opts: RunOptions) -> RunSummary:
@@ -299,8 +316,14 @@ def run(opts: RunOptions) -> RunSummary:
         if not paths:
             raise CheckpointError(f"{opts.ckpt_dir}: no checkpoint files "
                                   "(.pt, .pth, .pth.tar, .ckpt, .safetensors) found")
-        for path in tqdm(paths, desc="checkpoints", unit="ckpt", disable=not opts.progress):
+        per_checkpoint = len(opts.suite.tasks)
+        session.total = len(paths) * per_checkpoint
+        session.bar = tqdm(total=session.total, desc="evaluate", unit="task",
+                           disable=not opts.progress)
+        for done, path in enumerate(paths, start=1):
             session.evaluate(path)
+            session.advance(done * per_checkpoint - session.done)  # units it never ran
+        session.bar.close()
     finally:
         csv_path = store.export(session.keys)
         store.close()

@@ -457,3 +457,15 @@ def test_normalization_and_its_source_are_shown_and_a_suite_default_is_warned(tm
     assert main(["report", str(tmp_path / "out")]) == 0
     assert "Normalization: mean=[0.3] std=[0.25] (suite defaults), mean=[0.5]" in (
         tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_without_bars_each_finished_unit_prints_a_line_naming_it(tmp_path, capsys):
+    """A CI log (--no-progress) must not sit silent for a whole suite."""
+    make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split(":")[0] for line in lines] == [
+        "[1/4] m0 / clean", "[2/4] m0 / calibration", "[3/4] m1 / clean",
+        "[4/4] m1 / calibration"]
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0  # all reused: no unit lines
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]

@@ -127,10 +127,16 @@ class PgdParams(IfgsmParams):
 
 
 @dataclass(frozen=True)
-class DeepFoolParams(AttackParams):
-    """DeepFool, foolbox's defaults; errors reported at each `eps`."""
+class MinimalParams(AttackParams):
+    """A minimal-perturbation attack: its error is also reported at each budget in `eps`."""
 
     eps: list[float] = param(L2_EPS, ge=0, nonempty=True, distinct=True)
+
+
+@dataclass(frozen=True)
+class DeepFoolParams(MinimalParams):
+    """DeepFool, foolbox's defaults."""
+
     norm: str = param("l2", choices=NORMS)
     steps: int = param(50, ge=1)
     candidates: int = param(10, ge=2)
@@ -138,10 +144,9 @@ class DeepFoolParams(AttackParams):
 
 
 @dataclass(frozen=True)
-class CwParams(AttackParams):
+class CwParams(MinimalParams):
     """Carlini-Wagner L2, foolbox's defaults."""
 
-    eps: list[float] = param(L2_EPS, ge=0, nonempty=True, distinct=True)
     binary_search_steps: int = param(9, ge=1)
     steps: int = param(10000, ge=1)
     stepsize: float = param(0.01, gt=0)
@@ -151,10 +156,9 @@ class CwParams(AttackParams):
 
 
 @dataclass(frozen=True)
-class DdnParams(AttackParams):
+class DdnParams(MinimalParams):
     """DDN (L2)."""
 
-    eps: list[float] = param(L2_EPS, ge=0, nonempty=True, distinct=True)
     steps: int = param(100, ge=1)
     init_epsilon: float = param(1.0, gt=0)
     gamma: float = param(0.05, gt=0)
