@@ -285,8 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         materialize("digits", out / "data", progress=not args.no_progress)  # digits-C, once
         args.out = out
         code = _finish(run(_options(args, zoo, "digits", data_root=out / "data")))
-        markdown = write_report(out)[0]
-        print("\n" + markdown.read_text())
+        import pandas as pd
+
+        from reports.leaderboard import leaderboard, summary
+
+        written = write_report(out)
+        print("\n" + summary(leaderboard(pd.read_csv(out / "results.csv", low_memory=False)))
+              + f"\n\nFull leaderboard: {written[0]} (and .csv); every table and figure: "
+              f"{out / 'report' / 'index.html'}")
         return code
     except (RubenchError, ReportError) as exc:
         print(f"rubench: error: {exc}", file=sys.stderr)

@@ -176,6 +176,19 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
                  pd.DataFrame(highs, index=checkpoints), directions, averaged, raised)
 
 
+SUMMARY_PREFIXES = ("Clean err", "Corruption err", "OOD AUROC", "ECE", "Average")
+
+
+def summary(table: Table) -> str:
+    """A terminal-width digest of the leaderboard: clean error, the mean corruption error,
+    OOD AUROC, ECE and the Average (the full table is in leaderboard.md / .csv)."""
+    picked = [c for prefix in SUMMARY_PREFIXES for c in table.values.columns
+              if c.startswith(prefix)]
+    frame = table.values[picked].rename(columns=lambda c: c + (" ↑" if table.higher_is_better
+                                                               .get(c) else " ↓"))
+    return frame.to_string(float_format=lambda v: f"{v:.2f}")
+
+
 def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
                 show_ci: bool = False) -> str:
     """Markdown: arrow per column, best value per column in bold, deltas vs `baseline` row."""

@@ -180,3 +180,18 @@ def test_figures_stay_bounded_for_many_checkpoints(tmp_path):
     for image in (p for p in written if p.suffix == ".png"):
         assert Image.open(image).size[1] < 2500, image.name
     assert not list((tmp_path / "report").glob(".*tmp*"))
+
+
+def test_summary_is_a_narrow_digest_of_the_leaderboard(out_dir):
+    """What `rubench demo` prints: a few headline columns, not the 25-column table."""
+    from reports.leaderboard import summary
+
+    table = leaderboard(pd.read_csv(out_dir / "results.csv"))
+    text = summary(table)
+    header = text.splitlines()[0]
+    assert header.split() == ["Clean", "err", "↓", "OOD", "AUROC", "↑", "ECE", "↓", "Average",
+                              "↓"]
+    assert "FGSM" not in text and max(len(line) for line in text.splitlines()) < 100
+    mixup = next(line for line in text.splitlines() if line.startswith("mixup"))
+    assert mixup.split()[1:] == [f"{v:.2f}" for v in table.values.loc[
+        "mixup", ["Clean err", "OOD AUROC", "ECE", "Average"]]]
