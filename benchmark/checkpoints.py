@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 import pickle
 import re
 import struct
@@ -92,7 +93,7 @@ def check_meta(key: str, value: Any, where: str) -> Any:
                 raise TypeError("expected a non-empty string")
             return value
         if key == "num_classes":
-            if isinstance(value, bool) or not isinstance(value, int | float) \
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
                     or int(value) != value or int(value) < 1:
                 raise TypeError("expected a positive integer")
             return int(value)
@@ -105,11 +106,11 @@ def check_meta(key: str, value: Any, where: str) -> Any:
                 raise TypeError("expected a non-empty list of finite numbers (std > 0)")
             return floats
         if key == "input_size":
-            values = [value] if isinstance(value, int) else value
+            values = [value] if isinstance(value, numbers.Integral) else value
             if isinstance(values, str | bytes) or any(
-                    isinstance(v, bool) or not isinstance(v, int) for v in values):
+                    isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in values):
                 raise TypeError("expected integers")
-            sizes = list(values)
+            sizes = [int(v) for v in values]
             if len(sizes) == 3 and sizes[0] in (1, 3):  # timm's [channels, height, width]
                 sizes = sizes[1:]
             sizes = sizes * 2 if len(sizes) == 1 else sizes

@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     corrupt = sub.add_parser("corrupt", help="generate a <NAME>-C corrupted copy of a data set")
     corrupt.add_argument("--dataset", required=True, help="digits | cifar10 | cifar100 | ...")
-    corrupt.add_argument("--out", type=Path, required=True, help="folder to write <NAME>-C into")
+    corrupt.add_argument("--out", type=Path, required=True,
+                         help="folder to write the corrupted copy into")
+    corrupt.add_argument("--folder", default=None,
+                         help="its folder name (default: the released archive's, e.g. "
+                              "CIFAR-10-C, where the suites look for it)")
     corrupt.add_argument("--data-root", type=Path, default=None)
     corrupt.add_argument("--path", default=None, help="the clean data's folder (as in a suite)")
     corrupt.add_argument("--split", default=None)
@@ -263,14 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  path=args.path, split=args.split, table=args.table,
                                  seed=args.seed, corruptions=corruptions, layout=args.layout,
                                  frost_textures=args.frost_textures, batch_size=args.batch_size,
-                                 overwrite=args.overwrite, progress=not args.no_progress)
+                                 overwrite=args.overwrite, progress=not args.no_progress,
+                                 folder=args.folder)
             print(f"wrote {folder}")
             return 0
         from benchmark.runner import run
 
         if args.command == "evaluate":
+            from benchmark.checkpoints import check_meta
+
             cli_meta = {"arch": args.arch, "num_classes": args.num_classes, "mean": args.mean,
                         "std": args.std, "input_size": args.input_size}
+            for key, value in cli_meta.items():  # refused before any checkpoint is read
+                if value is not None:
+                    check_meta(key, value, f"--{key.replace('_', '-')}")
             opts = _options(args, args.ckpt_dir, args.suite, data_root=args.data_root,
                             trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta,
                             allow_class_mismatch=args.allow_class_mismatch)

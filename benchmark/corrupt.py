@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -99,14 +101,19 @@ def materialize(dataset: str, out: Path | str, data_root: Path | str | None = No
         existing = _read_manifest(target)
         if existing == manifest:
             return target
+        if not existing:
+            raise DataError(f"{target}: exists and was not made by rubench (no readable "
+                            f"{MANIFEST}): a released set? rubench never replaces it; write "
+                            "the generated copy elsewhere (--out, or --folder NAME)")
+        made_by = existing.get("generator_version")
         older = {k for k in existing.keys() | manifest.keys()
-                 if existing.get(k) != manifest.get(k)} == {"generator_version"}
+                 if existing.get(k) != manifest.get(k)} == {"generator_version"} \
+            and isinstance(made_by, int) and made_by < GENERATOR_VERSION
         if not (overwrite or older):  # an older generator's copy is rubench's own: remake it
             raise DataError(f"{target}: exists and was not made with these settings "
                             f"({_difference(existing, manifest)}); remove it or pass overwrite")
-        shutil.rmtree(target)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    _remove_abandoned(target)
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     partial.mkdir(parents=True)
     writer = _NpyWriter(partial, data, names) if layout == "npy" else \
         _TreeWriter(partial, dataset, data, path, root)
@@ -126,8 +133,48 @@ def materialize(dataset: str, out: Path | str, data_root: Path | str | None = No
     bar.close()
     writer.close()
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    partial.rename(target)
+    _swap_in(partial, target, manifest)
     return target
+
+
+def _swap_in(partial: Path, target: Path, manifest: dict) -> None:
+    """Put the finished `partial` folder at `target`: the old copy (rubench's own) is moved
+    aside first and removed last, so a kill leaves the old set or the new one, never neither;
+    if another run finished the same set meanwhile, its copy is kept."""
+    if target.exists():
+        if _read_manifest(target) == manifest:  # a concurrent run made the same set
+            shutil.rmtree(partial)
+            return
+        retired = partial.with_suffix(".old")
+        target.rename(retired)
+        partial.rename(target)
+        shutil.rmtree(retired)
+        return
+    try:
+        partial.rename(target)
+    except OSError:
+        if _read_manifest(target) != manifest:
+            raise
+        shutil.rmtree(partial)
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Delete partial and retired copies of `target` left by runs that no longer exist."""
+    for leftover in target.parent.glob(f".{target.name}.*-*.*"):
+        pid = leftover.name[len(target.name) + 2:].split("-", 1)[0]
+        if leftover.suffix in (".partial", ".old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _NpyWriter:

@@ -68,7 +68,7 @@ def describe(tp: Any, rule: Rule, plural: bool = False) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(c) for c in args)
     if origin in (types.UnionType, typing.Union):
-        return " or ".join(describe(a, rule, plural) for a in args)
+        return " or ".join(describe(a, rule, plural) for a in args if a is not type(None))
     if origin is list:
         what = "a non-empty list" if rule.nonempty else "a list"
         distinct = " of distinct" if rule.distinct else " of"
@@ -84,8 +84,12 @@ def describe(tp: Any, rule: Rule, plural: bool = False) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _distinct(values: list[Any]) -> bool:

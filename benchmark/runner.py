@@ -84,7 +84,8 @@ def resolve_device(name: str) -> torch.device:
         raise RubenchError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RubenchError("--device cuda was asked for, but torch sees no CUDA device")
-    if device.index is not None and device.index >= torch.cuda.device_count():
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
         raise RubenchError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA "
                            "device(s)")
     return device
@@ -163,13 +164,13 @@ def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], pa
     try:
         with torch.inference_mode():
             shape = tuple(model(probe).shape)
-    except RuntimeError as exc:
+    except Exception as exc:  # the model's own code: any failure is this checkpoint's
         hint = ""
         if f"{meta['arch']}_64" in list_archs(f"{meta['arch']}_64")["rubench"]:
             hint = (f" For {height}x{width} inputs the Manifold-Mixup / PatchUp networks use a "
                     f"stride-2 stem: arch {meta['arch']}_64.")
         raise CheckpointError(f"{path}: forward pass on a {channels}x{height}x{width} image "
-                              f"failed: {exc}.{hint}") from exc
+                              f"failed: {type(exc).__name__}: {exc}.{hint}") from exc
     if shape != (1, meta["num_classes"]):
         raise CheckpointError(f"{path}: model outputs shape {shape} for one image, expected "
                               f"(1, {meta['num_classes']}) logits")

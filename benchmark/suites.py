@@ -39,7 +39,7 @@ class RunParams:
     """[run] (and the flags that override it): the `seed`, the `batch_size`, and `limit`, a
     seeded class-stratified subset of that many images (0 = all)."""
 
-    seed: int = param(0, ge=0)
+    seed: int = param(0, ge=0, le=2**63 - 1)  # what torch.manual_seed takes
     batch_size: int = param(256, ge=1)
     limit: int = param(0, ge=0)
 

@@ -12,6 +12,7 @@ descriptive: they are neither stored in a baseline nor gated.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import tomllib
@@ -66,7 +67,8 @@ def read_results(out_dir: Path) -> pd.DataFrame:
 def write_baseline(out_dir: Path, target: Path) -> int:
     """Store the current gated numbers of `out_dir` as a JSON baseline; returns their count.
 
-    A NaN is refused: a baseline must hold numbers a later run can be compared with.
+    A NaN is refused: a baseline must hold numbers a later run can be compared with. An
+    infinite value (a median perturbation norm when most attacks fail) is kept as `Infinity`.
     """
     records = read_results(out_dir)
     invalid = records[records["value"].isna()]
@@ -74,9 +76,15 @@ def write_baseline(out_dir: Path, target: Path) -> int:
         names = ", ".join(_name(tuple(r[k] for k in _KEY)) for _, r in invalid.head(5).iterrows())
         raise ReportError(f"{Path(out_dir) / 'results.csv'}: {len(invalid)} metric(s) are NaN "
                           f"({names}); fix the evaluation before storing a baseline")
+    metrics = json.loads(records.to_json(orient="records"))  # JSON has no inf: it wrote null
+    for metric, value in zip(metrics, records["value"], strict=True):
+        metric["value"] = float(value)
     payload = {"format": BASELINE_FORMAT, "source": str(Path(out_dir) / "results.csv"),
-               "metrics": json.loads(records.to_json(orient="records"))}
-    write_text_atomic(target, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+               "metrics": metrics}
+    try:
+        write_text_atomic(target, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise ReportError(f"{target}: cannot write the baseline: {exc}") from exc
     return len(records)
 
 
@@ -125,11 +133,18 @@ def _tolerance(value: object, where: str) -> float:
 @dataclass(frozen=True)
 class Tolerances:
     """How much worse each metric may get: `per_metric` keys are a metric name (`ece`) or
-    `task/metric` (`calibration/mce`, the more specific wins); `reasons` say why."""
+    `task/metric` (`calibration/mce`, the more specific wins); `reasons` say why.
+
+    `sampling_noise` false judges by the tolerances alone: right when the baseline and the run
+    evaluated the same weights on the same images (a CI gate on committed checkpoints and a
+    fixed subset), where the sampling noise of the intervals does not vary between runs and
+    would hide real regressions of several points.
+    """
 
     default: float = DEFAULT_TOLERANCE
     per_metric: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    sampling_noise: bool = True
 
     def __post_init__(self) -> None:
         _tolerance(self.default, "default tolerance")
@@ -137,25 +152,35 @@ class Tolerances:
             _tolerance(value, f"tolerance of {name}")
 
     def for_metric(self, task: str, metric: str) -> float:
-        """The tolerance of `metric` of task `task`."""
-        return self.per_metric.get(f"{task}/{metric}", self.per_metric.get(metric, self.default))
+        """The tolerance of `metric` of task `task`: `task/metric`, else `metric`, else the
+        first shell-style pattern (`flag_*`) matching the metric, else the default."""
+        for key in (f"{task}/{metric}", metric):
+            if key in self.per_metric:
+                return self.per_metric[key]
+        for key, value in self.per_metric.items():
+            if any(c in key for c in "*?[") and fnmatch.fnmatchcase(metric, key):
+                return value
+        return self.default
 
     def overridden(self, default: float | None = None,
                    per_metric: dict[str, float] | None = None) -> Tolerances:
         """These tolerances with a new default and/or some per-metric values replaced."""
         return Tolerances(self.default if default is None else default,
-                          {**self.per_metric, **(per_metric or {})}, self.reasons)
+                          {**self.per_metric, **(per_metric or {})}, self.reasons,
+                          self.sampling_noise)
 
 
 def read_tolerances(path: Path) -> Tolerances:
     """A gate's tolerance file (TOML): a `[default]` table and `[metrics."NAME"]` tables, each
     with `tolerance` and the `reason` for it (required: a tolerance nobody can explain is a
-    hole in the gate)."""
+    hole in the gate); `[default]` may also set `sampling_noise = false` (see `Tolerances`)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ReportError(f"{path}: tolerance file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: unreadable tolerance file: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ReportError(f"{path}: not TOML: {exc}") from exc
     unknown = set(data) - {"default", "metrics"}
@@ -170,16 +195,19 @@ def read_tolerances(path: Path) -> Tolerances:
                               "`reason` (why that much)")
         return _tolerance(table["tolerance"], f"{path}: {where}"), table["reason"]
 
-    default, default_reason = entry(data.get("default", {"tolerance": DEFAULT_TOLERANCE,
-                                                         "reason": "rubench's default"}),
-                                    "[default]")
+    defaults = dict(data.get("default", {"tolerance": DEFAULT_TOLERANCE,
+                                         "reason": "rubench's default"}))
+    sampling_noise = defaults.pop("sampling_noise", True)
+    if not isinstance(sampling_noise, bool):
+        raise ReportError(f"{path}: [default] sampling_noise must be true or false")
+    default, default_reason = entry(defaults, "[default]")
     metrics = data.get("metrics", {})
     if not isinstance(metrics, dict):
         raise ReportError(f"{path}: [metrics] must be a table of tables")
     per_metric, reasons = {}, {"default": default_reason}
     for name, table in metrics.items():
         per_metric[name], reasons[name] = entry(table, f'[metrics."{name}"]')
-    return Tolerances(default, per_metric, reasons)
+    return Tolerances(default, per_metric, reasons, sampling_noise)
 
 
 @dataclass(frozen=True)
@@ -208,13 +236,14 @@ def _half_width(row: Any) -> float | None:
     return (float(high) - float(low)) / 2
 
 
-def _judge(old: dict[str, Any], new: dict[str, Any], limit: float) -> tuple[float, str]:
+def _judge(old: dict[str, Any], new: dict[str, Any], limit: float, sampling_noise: bool
+           ) -> tuple[float, str]:
     """(noise, verdict) of one metric present in both tables."""
     widths = [w for w in (_half_width(old), _half_width(new)) if w is not None]
-    noise = math.sqrt(sum(w * w for w in widths))
+    noise = math.sqrt(sum(w * w for w in widths)) if sampling_noise else 0.0
     if pd.isna(new["value"]):
         return noise, "INVALID"
-    worse = new["value"] - old["value"]
+    worse = 0.0 if new["value"] == old["value"] else new["value"] - old["value"]  # inf == inf
     if direction(old["higher_is_better"]):
         worse = -worse
     if worse > limit and worse > noise:
@@ -239,7 +268,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: Tolerance
             verdicts.append(Verdict(key, None, now[key]["value"], 0.0, limit,
                                     "INVALID" if pd.isna(now[key]["value"]) else "new"))
         else:
-            noise, verdict = _judge(base[key], now[key], limit)
+            noise, verdict = _judge(base[key], now[key], limit, tolerances.sampling_noise)
             verdicts.append(Verdict(key, float(base[key]["value"]), float(now[key]["value"]),
                                     noise, limit, verdict))
     return verdicts
@@ -282,14 +311,17 @@ def format_table(verdicts: list[Verdict]) -> str:
 def write_table(verdicts: list[Verdict], path: Path) -> None:
     """Every verdict to `path`: CSV when it ends in `.csv`, else the aligned text table."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        frame = pd.DataFrame([{**dict(zip(_KEY, v.key, strict=True)), "baseline": v.baseline,
-                               "now": v.now, "delta": v.delta, "noise": v.noise,
-                               "tolerance": v.tolerance, "verdict": v.verdict}
-                              for v in verdicts])
-        write_atomic(path, lambda temporary: frame.to_csv(temporary, index=False))
-    else:
-        write_text_atomic(path, format_table(verdicts) + summary_line(verdicts) + "\n")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.DataFrame([{**dict(zip(_KEY, v.key, strict=True)),
+                                   "baseline": v.baseline, "now": v.now, "delta": v.delta,
+                                   "noise": v.noise, "tolerance": v.tolerance,
+                                   "verdict": v.verdict} for v in verdicts])
+            write_atomic(path, lambda temporary: frame.to_csv(temporary, index=False))
+        else:
+            write_text_atomic(path, format_table(verdicts) + summary_line(verdicts) + "\n")
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot write the verdicts: {exc}") from exc
 
 
 def report(verdicts: list[Verdict], output: Path | None = None) -> str:

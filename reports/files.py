@@ -17,10 +17,27 @@ def write_atomic(target: Path | str, write: Callable[[Path], object]) -> Path:
                                  f"{target.suffix}")
     try:
         write(temporary)
+        with open(temporary, "rb+") as written:  # on disk before the rename makes it visible
+            os.fsync(written.fileno())
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+    _sync_folder(target.parent)
     return target
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform can open folders)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def write_text_atomic(target: Path | str, text: str) -> Path:

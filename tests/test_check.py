@@ -121,6 +121,24 @@ reason = "ECE moves a lot on 600 images"
 """
 
 
+def test_patterns_and_sampling_noise_off(tmp_path):
+    """`flag_*` matches every flag; with sampling_noise = false the interval widths no longer
+    excuse a regression (same weights, same images: the noise cannot differ between runs)."""
+    path = tmp_path / "gate.toml"
+    path.write_text('[default]\nsampling_noise = false\ntolerance = 0.5\nreason = "x"\n'
+                    '[metrics."flag_*"]\ntolerance = 0\nreason = "decisions"\n')
+    base = [rate_row("erm", "top1_err", 10, 100),
+            ["erm", "fgsm", "flag_zero_grad", float("nan"), 0.0, None, None, 100, False]]
+    now = [rate_row("erm", "top1_err", 13, 100), base[1]]
+    assert gate(tmp_path, base, now) == 0  # +3 points, within the Wilson noise
+    assert gate(tmp_path, base, now, "--tolerances", str(path)) == 1
+    flag = [base[0], [*base[1][:4], 1.0, *base[1][5:]]]
+    assert gate(tmp_path, base, flag, "--tolerance", "5") == 0  # +1 < 5 without the pattern
+    assert gate(tmp_path, base, flag, "--tolerances", str(path), "--tolerance", "5") == 1
+    path.write_text('[default]\nsampling_noise = "no"\ntolerance = 0.5\nreason = "x"\n')
+    assert gate(tmp_path, base, now, "--tolerances", str(path)) == 2
+
+
 def test_tolerance_file_per_metric_with_reasons(tmp_path):
     base = [["erm", "calibration", "ece", float("nan"), 2.0, None, None, 600, False],
             ["erm", "clean", "nll", float("nan"), 0.100, None, None, 600, False]]
@@ -279,3 +297,25 @@ def test_malformed_baseline_exits_2_naming_the_file(tmp_path, capsys, content):
         baseline.write_text(content)
     assert main(["check", str(tmp_path / "now"), "--baseline", str(baseline)]) == 2
     assert f"rubench: error: {baseline}" in capsys.readouterr().err
+
+
+def test_an_infinite_metric_is_stored_and_compared(tmp_path, capsys):
+    """A median norm is +inf when most attacks fail: storable, equal to itself, and a fall
+    from a finite value to inf (higher is better) is no regression."""
+    row = ["erm", "cw", "median_norm", float("nan"), float("inf"), None, None, 50, True]
+    assert gate(tmp_path, [row], [row]) == 0
+    assert '"value": Infinity' in (tmp_path / "b.json").read_text()
+    finite = [*row[:4], 0.8, *row[5:]]
+    assert gate(tmp_path, [finite], [row]) == 0
+    assert gate(tmp_path, [row], [finite]) == 1
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("flag", ["--output", "--tolerances"])
+def test_unwritable_or_unreadable_gate_files_exit_2(tmp_path, capsys, flag):
+    rows = [rate_row("erm", "top1_err", 30, 600)]
+    target = tmp_path / "missing-folder" / "x.csv" if flag == "--output" else tmp_path
+    assert gate(tmp_path, rows, rows, flag, str(target)) == 2
+    assert f"rubench: error: {target}" in capsys.readouterr().err
+    assert main(["baseline", str(tmp_path / "base"), "-o",
+                 str(tmp_path / "no" / "b.json")]) == 2

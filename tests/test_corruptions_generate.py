@@ -206,3 +206,29 @@ def test_corrupt_writes_the_folder_the_suite_reads(tmp_path: Path) -> None:
     made = tmp_path / "data" / "CIFAR-10-C"
     assert (made / "contrast.npy").is_file()
     assert corrupted_folder("cifar10", None, tmp_path / "data") == made
+
+
+def test_corrupt_never_replaces_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    """A released CIFAR-10-C sits where `rubench corrupt` writes by default: never deleted,
+    --overwrite or not; --folder writes the copy beside it."""
+    released = tmp_path / "data" / "digits-C"
+    released.mkdir(parents=True)
+    (released / "fog.npy").write_bytes(b"released bytes")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="not made by rubench"):
+            materialize("digits", tmp_path / "data", corruptions=["fog"], progress=False,
+                        overwrite=overwrite)
+    assert (released / "fog.npy").read_bytes() == b"released bytes"
+    made = materialize("digits", tmp_path / "data", corruptions=["fog"], progress=False,
+                       folder="digits-C-generated")
+    assert made.name == "digits-C-generated" and (made / "GENERATED.json").is_file()
+
+
+def test_overwrite_swaps_in_the_new_copy_and_cleans_abandoned_ones(tmp_path: Path) -> None:
+    out = materialize("digits", tmp_path, corruptions=["fog"], progress=False)
+    abandoned = tmp_path / ".digits-C.999999999-abcd.partial"  # a killed run's leftovers
+    abandoned.mkdir()
+    remade = materialize("digits", tmp_path, corruptions=["fog"], seed=3, progress=False,
+                         overwrite=True)
+    assert remade == out and json.loads((out / "GENERATED.json").read_text())["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-C"]

@@ -119,11 +119,12 @@ def test_bootstrap_intervals_per_set_and_for_the_mean_over_sets():
     sets = [logits_of(model, noise).max(1), logits_of(model, crops).max(1)]
     replicates = bootstrap_ood_metrics(id_scores, sets, resamples=300, seed=0)
 
-    def expected(metric, replicated, value, n_ood):
+    def expected(metric, replicated, values, n_ood):
         low, high = percentile_interval(replicated)
         if metric in ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive"):  # hull with Wilson
-            w_low, w_high = wilson_interval(round(value * n_ood), n_ood)
-            low, high = min(low, w_low), max(high, w_high)
+            bounds = [wilson_interval(round(v * n_ood), n_ood) for v in values]
+            low = min(low, np.mean([b[0] for b in bounds]))
+            high = max(high, np.mean([b[1] for b in bounds]))
         return 100 * low, 100 * high
 
     for metric in METRICS:
@@ -132,10 +133,10 @@ def test_bootstrap_intervals_per_set_and_for_the_mean_over_sets():
             row = rows[metric, "maxlogit", name]
             assert row.value == pytest.approx(100 * values[j], abs=1e-6)
             assert (row.ci_low, row.ci_high) == pytest.approx(
-                expected(metric, replicates[metric][:, j], values[j], 50), abs=1e-6)
+                expected(metric, replicates[metric][:, j], [values[j]], 50), abs=1e-6)
         mean = rows[metric, "maxlogit", "mean"]
         assert (mean.ci_low, mean.ci_high) == pytest.approx(
-            expected(metric, replicates[metric].mean(axis=1), np.mean(values), 100), abs=1e-6)
+            expected(metric, replicates[metric].mean(axis=1), values, 50), abs=1e-6)
     plain = run_ood(digits_ctx(model), scorers=["maxlogit"], ood_limit=50, bootstrap=0,
                     histogram_bins=0, sets={"gaussian": "gaussian"})
     assert all(m.ci_low is None and m.ci_high is None for m in plain)
@@ -148,7 +149,7 @@ def test_ood_shares_at_0_and_100_percent_keep_a_wilson_interval():
     rows = {(m.metric, m.conditions["ood_set"]): m for m in _detection_rows(
         "msp", id_scores, {"far": np.full(100, -5.0), "farther": np.full(100, -9.0)}, 200, 0)}
     bound = 100 * 1.959963984540054**2 / (100 + 1.959963984540054**2)  # 3.6995 %
-    for ood_set, n in (("far", 100), ("mean", 200)):
+    for ood_set, n in (("far", 100), ("mean", 100)):  # "mean": the mean of the sets' bounds
         wilson = 100 * 1.959963984540054**2 / (n + 1.959963984540054**2)
         tnr, fpr = rows["tnr_at_tpr95", ood_set], rows["fpr_at_tpr95_ood_positive", ood_set]
         assert (tnr.value, fpr.value) == (100.0, 0.0)
@@ -398,3 +399,15 @@ def test_cli_run_writes_condition_columns_and_feeds_the_leaderboard(tmp_path):
         mean_auroc = ood[(ood.checkpoint == name) & (ood.scorer == "msp")
                          & (ood.ood_set == "mean") & (ood.metric == "auroc")].value.item()
         assert table.at[name, "OOD AUROC"] == mean_auroc
+
+
+def test_mean_row_wilson_bound_follows_the_unweighted_mean_of_sets():
+    """Sets of 10,000 and 50 images, both perfectly separated: the mean's interval is the mean
+    of their Wilson bounds (about 3.6 %), not the pooled 10,050 images' (0.04 %)."""
+    z2 = 1.959963984540054**2
+    rows = {(m.metric, m.conditions["ood_set"]): m for m in _detection_rows(
+        "msp", np.linspace(1.0, 2.0, 200), {"big": np.full(10000, -5.0),
+                                            "small": np.full(50, -5.0)}, 100, 0)}
+    expected = 100 * (z2 / (10000 + z2) + z2 / (50 + z2)) / 2
+    assert rows["fpr_at_tpr95_ood_positive", "mean"].ci_high == pytest.approx(expected)
+    assert rows["tnr_at_tpr95", "mean"].ci_low == pytest.approx(100 - expected)

@@ -80,7 +80,7 @@ def test_every_builtin_suite_validates_and_every_default_is_valid():
 
 # ------------------------------------------------------------------ fuzzing suite files
 
-SCALARS = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+SCALARS = st.one_of(st.integers(-10**6, 10**6), st.integers(), st.floats(allow_infinity=True),
                     st.booleans(), st.text(max_size=12),
                     st.sampled_from(["", "all", "l2", "linf", "pixel", "mean", "none", "ce"]))
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
@@ -154,7 +154,7 @@ def test_a_bad_suite_exits_2_before_any_checkpoint_is_loaded(tmp_path, capsys, m
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--limit", "-5"], "'limit' must be an integer >= 0; got -5"),
-    (["--seed", "-1"], "'seed' must be an integer >= 0; got -1"),
+    (["--seed", "-1"], "'seed' must be an integer >= 0 and <= 9.22337e+18; got -1"),
     (["--batch-size", "0"], "'batch_size' must be an integer >= 1; got 0"),
     (["--workers", "-1"], "--workers -1"),
     (["--ood", "mean=uniform", "--tasks", "ood"], "'mean' is reserved"),
@@ -165,3 +165,28 @@ def test_bad_flags_exit_2(tmp_path, capsys, flags, message):
                  str(tmp_path / "out"), "--no-progress", *flags])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--num-classes", "0"], "--num-classes"), (["--mean", "nan"], "--mean"),
+    (["--std", "0"], "--std"), (["--input-size", "0"], "--input-size"),
+])
+def test_bad_model_flags_exit_2_before_any_checkpoint(tmp_path, capsys, monkeypatch, flags,
+                                                      message):
+    import benchmark.runner as runner
+
+    monkeypatch.setattr(runner, "run", lambda opts: pytest.fail("the run started"))
+    (tmp_path / "zoo").mkdir()
+    code = main(["evaluate", str(tmp_path / "zoo"), "--suite", "digits", "--out",
+                 str(tmp_path / "out"), "--no-progress", *flags])
+    assert code == 2
+    assert f"rubench: error: {message}: bad value" in capsys.readouterr().err
+
+
+def test_numpy_integers_in_checkpoint_metadata_are_accepted():
+    import numpy as np
+
+    from benchmark.checkpoints import check_meta
+
+    assert check_meta("num_classes", np.int64(10), "here") == 10
+    assert check_meta("input_size", [np.int64(3), np.int64(32), np.int64(32)], "here") == [32, 32]

@@ -469,3 +469,23 @@ def test_without_bars_each_finished_unit_prints_a_line_naming_it(tmp_path, capsy
         "[4/4] m1 / calibration"]
     assert evaluate(tmp_path / "zoo", tmp_path / "out") == 0  # all reused: no unit lines
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+
+
+def test_broken_user_architectures_fail_their_checkpoint_alone(tmp_path, capsys, monkeypatch):
+    """A module raising at import or a forward raising anything fails that checkpoint, recorded;
+    the others are still evaluated."""
+    (tmp_path / "brokenmod.py").write_text("raise RuntimeError('half-installed package')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    make_zoo(tmp_path / "zoo", seeds=(0, 1, 2))
+    (tmp_path / "zoo" / "m1.toml").write_text('arch = "brokenmod:net"\n')
+    (tmp_path / "zoo" / "m2.toml").write_text('arch = "tinynets:asserting_cnn"\n')
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "cannot import architecture 'brokenmod:net': RuntimeError: half-installed" in err
+    assert "forward pass on a 1x8x8 image failed: AssertionError" in err
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv").checkpoint) == {"m0"}
+
+
+def test_cpu_device_with_an_index_is_accepted(tmp_path):
+    make_zoo(tmp_path / "zoo", seeds=(0,))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out", "--device", "cpu:0") == 0

@@ -60,3 +60,15 @@ class _Dropout(nn.Sequential):
 def dropout_cnn(num_classes: int = 10) -> nn.Module:
     """tiny_cnn whose outputs are random at test time."""
     return _Dropout(*tiny_cnn(num_classes))
+
+
+class _Asserting(nn.Sequential):
+    """tiny_cnn whose forward fails with an AssertionError (user code can)."""
+
+    def forward(self, x):
+        raise AssertionError("this network only takes 7x7 images")
+
+
+def asserting_cnn(num_classes: int = 10) -> nn.Module:
+    """tiny_cnn (same weights' names) whose forward pass always fails."""
+    return _Asserting(*tiny_cnn(num_classes))

@@ -51,8 +51,9 @@ def build_arch(name: str, num_classes: int) -> nn.Module:
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import architecture {name!r}: {exc}") from exc
+        except Exception as exc:  # user code may fail on import in any way
+            raise ValueError(f"cannot import architecture {name!r}: {type(exc).__name__}: "
+                             f"{exc}") from exc
         try:
             net = factory(num_classes=num_classes)
         except Exception as exc:  # user code: report it against the checkpoint, not the run

@@ -399,19 +399,19 @@ def _gradient_metrics(spec: _GradientSpec, selection: _Selection, tally: _Tally,
     return metrics + _model_flags(selection, randomized, zero_grad, base)
 
 
-@register_task("fgsm", params=FgsmParams, version=2)
+@register_task("fgsm", params=FgsmParams, version=3)
 def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
-@register_task("ifgsm", params=IfgsmParams, version=2)
+@register_task("ifgsm", params=IfgsmParams, version=3)
 def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
-@register_task("pgd", params=PgdParams, version=2)
+@register_task("pgd", params=PgdParams, version=3)
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
@@ -463,7 +463,7 @@ def _median_norm(distances: np.ndarray, conditions: dict[str, Any]) -> Metric:
                   float(ordered[n - k]))
 
 
-@register_task("deepfool", params=DeepFoolParams, version=2)
+@register_task("deepfool", params=DeepFoolParams, version=3)
 def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """DeepFool (L2 or Linf): median perturbation norm, fail rate, top-1 error at eps."""
     norm = params["norm"]
@@ -472,7 +472,7 @@ def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         overshoot=float(params["overshoot"]), bounds=s.bounds))
 
 
-@register_task("cw", params=CwParams, version=2)
+@register_task("cw", params=CwParams, version=3)
 def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Carlini-Wagner L2 (foolbox): median perturbation norm, fail rate, top-1 error at eps."""
     options = {"binary_search_steps": params["binary_search_steps"], "steps": params["steps"],
@@ -483,7 +483,7 @@ def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         s.model, s.x, y, bounds=s.bounds, **options))
 
 
-@register_task("ddn", params=DdnParams, version=2)
+@register_task("ddn", params=DdnParams, version=3)
 def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """DDN (foolbox, L2): median perturbation norm, fail rate, top-1 error at eps."""
     steps = params["steps"]
@@ -595,7 +595,7 @@ def _craft(ctx: TaskContext, spec: _GradientSpec, selection: _Selection, path: P
     return crafted
 
 
-@register_task("transfer", params=TransferParams, version=2, inputs=_transfer_inputs)
+@register_task("transfer", params=TransferParams, version=3, inputs=_transfer_inputs)
 def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Black-box error per eps: adversarial examples crafted on a surrogate checkpoint."""
     attack = params["attack"]

@@ -11,8 +11,9 @@ scores and each OOD set are resampled separately with replacement, and a replica
 resample for every set, so the "mean" row's interval comes from the replicates' means over sets
 (the sets share the ID data, so they are not independent). Resamples are seeded by the run's
 seed, the same for every scorer. The two shares of OOD samples (TNR, FPR at TPR 95 %) take the
-hull of that interval and the Wilson interval of the share (of all OOD samples, for "mean"): the
-percentile interval collapses to a point at 0 % and 100 %. ID scores come from the shared
+hull of that interval and the Wilson interval of the share (for "mean", the mean of the
+sets' Wilson bounds, as the value is their unweighted mean): the percentile interval collapses
+to a point at 0 % and 100 %. ID scores come from the shared
 clean forward pass; ODIN needs its own forward and backward passes over the ID data.
 
 Rows ``score_hist`` (descriptive, no direction; the report's score histograms): per scorer, for
@@ -161,8 +162,8 @@ class OodParams:
     odin_tune_n: int = param(1000, ge=1)
     odin_temperatures: list[float] = param(list(ODIN_TEMPERATURES), gt=0, nonempty=True)
     odin_eps_grid: list[float] = param(list(ODIN_EPS_GRID), ge=0, nonempty=True)
-    bootstrap: int = param(1000, ge=0)
-    histogram_bins: int = param(30, ge=0)
+    bootstrap: int = param(1000, ge=0, le=100_000)
+    histogram_bins: int = param(30, ge=0, le=10_000)
 
     def __post_init__(self) -> None:
         for reserved, meaning in ((MEAN_SET, "the average over sets"),
@@ -325,20 +326,19 @@ LOGIT_SCORERS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
 OOD_SHARES = ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive")
 
 
-def _interval(replicates: np.ndarray | None, metric: str, value: float, n_ood: int
-              ) -> tuple[float | None, float | None]:
+def _interval(replicates: np.ndarray | None, metric: str,
+              wilson: tuple[float, float]) -> tuple[float | None, float | None]:
     """The percentile 95 % interval of bootstrap replicates, in percent; none without them.
 
-    For a share of the OOD samples the interval also covers the Wilson interval of that share
-    (`value` of `n_ood`): at 0 % or 100 % every bootstrap replicate lands on the same value and
-    the percentile interval collapses to a point, which would claim a noise-free number.
+    For a share of the OOD samples the interval also covers `wilson`, the Wilson interval of
+    that share: at 0 % or 100 % every bootstrap replicate lands on the same value and the
+    percentile interval collapses to a point, which would claim a noise-free number.
     """
     if replicates is None:
         return None, None
     low, high = percentile_interval(replicates)
     if metric in OOD_SHARES:
-        w_low, w_high = wilson_interval(round(value * n_ood), n_ood)
-        low, high = min(low, w_low), max(high, w_high)
+        low, high = min(low, wilson[0]), max(high, wilson[1])
     return 100.0 * low, 100.0 * high
 
 
@@ -350,18 +350,23 @@ def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.nda
     replicates = (bootstrap_ood_metrics(id_scores, list(by_set.values()), resamples, seed)
                   if resamples else None)
     n_id = len(id_scores)
+    wilson = {(name, metric): wilson_interval(round(values[name][metric] * len(scores)),
+                                              len(scores))
+              for name, scores in by_set.items() for metric in OOD_SHARES}
     rows = []
     for j, (name, scores) in enumerate(by_set.items()):
         for metric, higher in METRICS.items():
             interval = _interval(None if replicates is None else replicates[metric][:, j],
-                                 metric, values[name][metric], len(scores))
+                                 metric, wilson.get((name, metric), (1.0, 0.0)))
             rows.append(Metric(metric, 100.0 * values[name][metric], n_id + len(scores), higher,
                                {"scorer": scorer, "ood_set": name}, *interval))
     n_ood = sum(len(scores) for scores in by_set.values())
     for metric, higher in METRICS.items():
         mean = float(np.mean([v[metric] for v in values.values()]))
+        mean_wilson = tuple(np.mean([wilson[name, metric] for name in by_set], axis=0)) \
+            if metric in OOD_SHARES else (1.0, 0.0)  # the unweighted mean, as the value
         interval = _interval(None if replicates is None else replicates[metric].mean(axis=1),
-                             metric, mean, n_ood)
+                             metric, mean_wilson)
         rows.append(Metric(metric, 100.0 * mean, n_id + n_ood, higher,
                            {"scorer": scorer, "ood_set": MEAN_SET}, *interval))
     return rows

@@ -79,7 +79,7 @@ class OcclusionParams:
                              f"{self.hole_fracs}; got {self.occ_err_frac!r}")
 
 
-@register_task("occlusion", params=OcclusionParams, version=2)
+@register_task("occlusion", params=OcclusionParams, version=3)
 def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error under centred center / boundary occlusion, swept over hole sizes.
 
@@ -177,7 +177,7 @@ class AffineParams:
             raise SuiteError("no set to evaluate: rotations, shears and scales are all empty")
 
 
-@register_task("affine", params=AffineParams, version=2)
+@register_task("affine", params=AffineParams, version=3)
 def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Top-1 error under PatchUp's affine sets: random rotation, random x-shear, fixed scale.
 
@@ -225,7 +225,7 @@ class InbetweenParams:
     box: str = param("inside", choices=PLACEMENTS)
 
 
-@register_task("inbetween", params=InbetweenParams)
+@register_task("inbetween", params=InbetweenParams, version=2)
 def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     """Share of in-between-class samples (two classes mixed) predicted as neither class.
 
