@@ -489,3 +489,29 @@ def test_broken_user_architectures_fail_their_checkpoint_alone(tmp_path, capsys,
 def test_cpu_device_with_an_index_is_accepted(tmp_path):
     make_zoo(tmp_path / "zoo", seeds=(0,))
     assert evaluate(tmp_path / "zoo", tmp_path / "out", "--device", "cpu:0") == 0
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path, capsys, monkeypatch):
+    """Fault injection: the store may grow by nothing (SQLite's max_page_count, as on a full
+    disk): exit 2 naming the file, no traceback; the units stored before stay stored."""
+    import benchmark.runner as runner
+    from benchmark.store import Store
+
+    make_zoo(tmp_path / "zoo", seeds=(0,))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out", "--tasks", "clean") == 0
+
+    class FullStore(Store):
+        def __init__(self, out_dir):
+            super().__init__(out_dir)
+            pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+            self.conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(runner, "Store", FullStore)
+    make_zoo(tmp_path / "zoo", seeds=(0, 1, 2, 3))
+    assert evaluate(tmp_path / "zoo", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "results.sqlite: cannot write the results store: database or disk is full" in err
+    assert "Traceback" not in err
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM completed WHERE task = 'clean'")
+        assert stored.fetchone()[0] >= 1
