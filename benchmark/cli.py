@@ -219,6 +219,7 @@ def _check(args: argparse.Namespace) -> int:
         read_results,
         read_tolerances,
         report,
+        unmatched,
     )
 
     per_metric = {}
@@ -230,8 +231,10 @@ def _check(args: argparse.Namespace) -> int:
             raise ReportError(f"--tolerance-for {item!r}: expected METRIC=VALUE") from None
     tolerances = read_tolerances(args.tolerances) if args.tolerances else Tolerances()
     tolerances = tolerances.overridden(args.tolerance, per_metric)
-    current = read_results(args.out_dir)
-    verdicts = compare(read_baseline(args.baseline), current, tolerances, args.allow_missing)
+    current, baseline = read_results(args.out_dir), read_baseline(args.baseline)
+    for key in unmatched(tolerances, baseline, current):
+        print(f"rubench: warning: tolerance for {key!r} matches no metric", file=sys.stderr)
+    verdicts = compare(baseline, current, tolerances, args.allow_missing)
     print(report(verdicts, args.output), end="")
     return 1 if failed(verdicts) else 0
 

@@ -274,6 +274,16 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: Tolerance
     return verdicts
 
 
+def unmatched(tolerances: Tolerances, *tables: pd.DataFrame) -> list[str]:
+    """Per-metric tolerance keys that match no metric of `tables` (a typo would otherwise
+    leave that metric at the default without a word)."""
+    names = {name for table in tables for name in table["metric"]}
+    names |= {f"{task}/{metric}" for table in tables
+              for task, metric in zip(table["task"], table["metric"], strict=True)}
+    return [key for key in tolerances.per_metric
+            if key not in names and not fnmatch.filter(names, key)]
+
+
 def failed(verdicts: list[Verdict]) -> bool:
     """True when any metric regressed, vanished or became NaN."""
     return any(v.verdict in FAILING for v in verdicts)

@@ -319,3 +319,12 @@ def test_unwritable_or_unreadable_gate_files_exit_2(tmp_path, capsys, flag):
     assert f"rubench: error: {target}" in capsys.readouterr().err
     assert main(["baseline", str(tmp_path / "base"), "-o",
                  str(tmp_path / "no" / "b.json")]) == 2
+
+
+def test_a_tolerance_for_no_metric_is_warned_about(tmp_path, capsys):
+    rows = [rate_row("erm", "top1_err", 30, 600)]
+    assert gate(tmp_path, rows, rows, "--tolerance-for", "top1_eer=5",
+                "--tolerance-for", "clean/top1_err=1", "--tolerance-for", "top*=2") == 0
+    err = capsys.readouterr().err
+    assert "tolerance for 'top1_eer' matches no metric" in err
+    assert "'clean/top1_err'" not in err and "'top*'" not in err
