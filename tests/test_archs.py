@@ -64,6 +64,10 @@ def test_registered_names_are_the_seed_repos_arch_strings():
         ("wrn28_10", 10, 36.5, 36_489_290),
         # PyramidNet-200, alpha 240, CIFAR-100: 26.8M (CutMix paper, Table 3).
         ("pyramidnet200_240", 100, 26.8, 26_844_952),
+        # kuangliu/pytorch-cifar's ResNet18 / 50 on CIFAR-10: 11.2M / 23.5M, the counts its
+        # users report (11,173,962 and 23,520,842: the 3x3 stem and `linear` head included).
+        ("cifar_resnet18", 10, 11.2, 11_173_962),
+        ("cifar_resnet50", 10, 23.5, 23_520_842),
     ],
 )
 def test_parameter_counts_match_published(name, num_classes, published_m, exact):
@@ -287,3 +291,25 @@ def test_cutmix_checkpoint_round_trip(tmp_path):
     dst = build_arch("pyramidnet200_240", 100)
     dst.load_state_dict(state, strict=True)
     _assert_same_state(src, dst)
+
+
+def test_kuangliu_checkpoint_layout_loads_into_cifar_resnet18(tmp_path):
+    """kuangliu/pytorch-cifar saves {'net': DataParallel state_dict, 'acc', 'epoch'}: the keys
+    (`module.layer2.0.shortcut.1.running_mean`, `module.linear.weight`, ...) load strictly."""
+    from benchmark.checkpoints import load_model, make_ref
+
+    torch.manual_seed(0)
+    net = build_arch("cifar_resnet18", num_classes=10).eval()
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    assert "module.layer2.0.shortcut.0.weight" in state and "module.linear.bias" in state
+    assert not any(k.startswith("module.layer1.0.shortcut") for k in state)  # identity
+    torch.save({"net": state, "acc": 95.3, "epoch": 199}, tmp_path / "ckpt.pth")
+    (tmp_path / "ckpt.toml").write_text('arch = "cifar_resnet18"\nnum_classes = 10\n'
+                                        "mean = [0.4914, 0.4822, 0.4465]\n"
+                                        "std = [0.2023, 0.1994, 0.2010]\n")
+    loaded = load_model(make_ref(tmp_path / "ckpt.pth", tmp_path, {}, {}))
+    images = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(images), net((images - mean) / std), atol=1e-5)
