@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--input-size", type=_ints, default=None, help="e.g. 32 or 224x224")
     evaluate.add_argument("--trust-checkpoints", action="store_true",
                           help="allow full unpickling and TorchScript: can run code in the files")
+    evaluate.add_argument("--results", choices=("all", "run"), default="all",
+                          help="results.csv holds every current result of the store (all: "
+                               "earlier runs' checkpoints and tasks too) or this run's only")
     evaluate.add_argument("--allow-class-mismatch", action="store_true",
                           help="evaluate checkpoints whose class count differs from the data "
                                "set's (refused by default)")
@@ -286,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     check_meta(key, value, f"--{key.replace('_', '-')}")
             opts = _options(args, args.ckpt_dir, args.suite, data_root=args.data_root,
                             trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta,
-                            allow_class_mismatch=args.allow_class_mismatch)
+                            allow_class_mismatch=args.allow_class_mismatch,
+                            results=args.results)
             return _finish(run(opts))
         from benchmark.corrupt import materialize
         from benchmark.zoo import build_zoo

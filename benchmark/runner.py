@@ -44,6 +44,7 @@ class RunOptions:
     num_workers: int = 0
     progress: bool = True
     allow_class_mismatch: bool = False
+    results: str = "all"  # results.csv: "all" current units of the store, or "run" only
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ def run(opts: RunOptions) -> RunSummary:
             session.advance(done * per_checkpoint - session.done)  # units it never ran
         session.bar.close()
     finally:
-        csv_path = store.export(session.keys)
+        csv_path = store.export(session.keys, everything=opts.results == "all")
         store.close()
     return RunSummary(session.computed, session.reused, tuple(session.failures), csv_path,
                       tuple(session.normalization))

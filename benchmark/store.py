@@ -209,13 +209,34 @@ class Store:
         frame = frame.sort_values(["checkpoint", "plan_order", "row_order"], kind="stable")
         return frame[_FRONT + condition_cols + _BACK + provenance_cols].reset_index(drop=True)
 
-    def export(self, keys: Iterable[tuple[str, str, str, str]]) -> Path:
-        """Write `results.csv` (long form) for the run's `keys`, atomically; return its path.
+    def current_keys(self, run_keys: list[tuple[str, str, str, str]]
+                     ) -> list[tuple[str, str, str, str]]:
+        """The run's units, then what the store holds that the run did not cover: for every
+        (checkpoint, task) pair outside the run, its latest unit, of the checkpoint's current
+        file (the run's, else the latest stored). So an earlier run's checkpoints and tasks
+        stay in results.csv, while results of an older file or an older configuration of a
+        task the run evaluated never appear beside current ones."""
+        name_of = {sha: name for name, sha, _, _ in run_keys}
+        covered = {(name, task) for name, _, task, _ in run_keys}
+        stored = self.conn.execute("SELECT checkpoint, checkpoint_sha256, task, config_hash "
+                                   "FROM completed ORDER BY finished_at").fetchall()
+        current_sha = {name: sha for name, sha, _, _ in run_keys}
+        latest_sha: dict[str, str] = {}
+        for name, sha, _, _ in stored:
+            latest_sha[name_of.get(sha, name)] = sha
+        extra: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+        for name, sha, task, config in stored:
+            name = name_of.get(sha, name)
+            if (name, task) not in covered and sha == current_sha.get(name, latest_sha[name]):
+                extra[name, task] = (name, sha, task, config)  # the latest wins
+        return [*run_keys, *(extra[key] for key in sorted(extra))]
 
-        Only the units of the run that asked are exported, so results of an older checkpoint
-        file or an older task configuration never appear beside current ones.
-        """
-        frame = self.results_frame(keys)
+    def export(self, keys: Iterable[tuple[str, str, str, str]], everything: bool = True
+               ) -> Path:
+        """Write `results.csv` (long form), atomically; return its path: the run's `keys` and,
+        with `everything`, the store's other current units (`current_keys`)."""
+        keys = list(keys)
+        frame = self.results_frame(self.current_keys(keys) if everything else keys)
         try:
             return write_atomic(self.out_dir / "results.csv",
                                 lambda path: frame.to_csv(path, index=False))

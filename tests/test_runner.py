@@ -515,3 +515,28 @@ def test_a_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path, capsys
     with sqlite3.connect(tmp_path / "out" / "results.sqlite") as conn:
         stored = conn.execute("SELECT COUNT(*) FROM completed WHERE task = 'clean'")
         assert stored.fetchone()[0] >= 1
+
+
+def test_results_csv_keeps_earlier_runs_current_results(tmp_path, capsys):
+    """A second run with fewer tasks or another folder into the same --out keeps the earlier
+    checkpoints and tasks in results.csv; a changed file's old numbers never come back;
+    --results run restricts the export to the run."""
+    make_zoo(tmp_path / "a", seeds=(0, 1))
+    make_zoo(tmp_path / "b", seeds=(2,))
+    out = tmp_path / "out"
+    assert evaluate(tmp_path / "a", out) == 0
+    assert evaluate(tmp_path / "b", out, "--tasks", "clean") == 0
+    both = pd.read_csv(out / "results.csv")
+    assert set(both.checkpoint) == {"m0", "m1", "m2"}
+    assert set(both[both.checkpoint == "m0"].task) == {"clean", "calibration"}
+    assert set(both[both.checkpoint == "m2"].task) == {"clean"}
+    torch.manual_seed(9)  # m0's file changes: its new clean numbers, and no stale calibration
+    torch.save(build_arch(TINY, num_classes=10).state_dict(), tmp_path / "a" / "m0.pth")
+    assert evaluate(tmp_path / "a", out, "--tasks", "clean") == 0
+    after = pd.read_csv(out / "results.csv")
+    m0 = after[after.checkpoint == "m0"]
+    assert set(m0.task) == {"clean"} and m0.checkpoint_sha256.nunique() == 1
+    assert m0.checkpoint_sha256.iloc[0] != both[both.checkpoint == "m0"].checkpoint_sha256.iloc[0]
+    assert set(after[after.checkpoint == "m1"].task) == {"clean", "calibration"}
+    assert evaluate(tmp_path / "b", out, "--tasks", "clean", "--results", "run") == 0
+    assert set(pd.read_csv(out / "results.csv").checkpoint) == {"m2"}
