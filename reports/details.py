@@ -70,7 +70,7 @@ def sanity_flags(results: pd.DataFrame) -> pd.DataFrame:
     flags = results[results["metric"].str.startswith("flag_")]
     table = pd.DataFrame({
         "checkpoint": flags["checkpoint"], "task": flags["task"], "flag": flags["metric"],
-        "conditions": [", ".join(f"{c}={format_condition(row[c])}" for c in conditions
+        "conditions": [", ".join(f"{c}={format_condition(row[c], c)}" for c in conditions
                                  if not pd.isna(row[c])) for _, row in flags.iterrows()],
         "raised": flags["value"].astype(int),
         "meaning": flags["metric"].map(FLAG_MEANINGS).fillna("")})
@@ -84,7 +84,7 @@ def _flat_header(table: pd.DataFrame) -> list[str]:
     headers = []
     for key in table.columns:
         key = key if isinstance(key, tuple) else (key,)
-        headers.append(", ".join(f"{n}={format_condition(v)}"
+        headers.append(", ".join(f"{n}={format_condition(v, n)}"
                                  for n, v in zip(names, key, strict=True) if not pd.isna(v)))
     return headers
 
@@ -147,7 +147,7 @@ def plot(detail: Detail, path: Path) -> list[Path]:
                 axis.fill_between(line[x], line["ci_low"], line["ci_high"], alpha=0.15,
                                   color=drawn[0].get_color(), linewidth=0)
         key = key if isinstance(key, tuple) else (key,)
-        axis.set_title(", ".join(f"{n}={format_condition(v)}" for n, v in zip(panels_by, key,
+        axis.set_title(", ".join(f"{n}={format_condition(v, n)}" for n, v in zip(panels_by, key,
                                                                         strict=True)
                                  if not pd.isna(v)), fontsize=9)
         axis.set_xlabel(x)

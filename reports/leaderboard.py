@@ -95,12 +95,18 @@ def _generated(rows: pd.DataFrame) -> bool:
     return "source" in rows and bool((rows["source"] == GENERATED).any())
 
 
-def format_condition(value: object) -> str:
-    """A condition value as people write it: 8 not 8.0; other floats in %g."""
+def format_condition(value: object, name: str = "") -> str:
+    """A condition value as papers write it: 8 not 8.0; an `eps` of k/255 with a long decimal
+    as "k/255" (8/255, not 0.0313725; 0.2 stays 0.2); other floats in %g."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, float):
-        return f"{value:g}"
+        text, levels = f"{value:g}", value * 255
+        significant = len(text.split("e")[0].replace(".", "").lstrip("0"))
+        if name == "eps" and 0 < value < 1 and significant > 4 \
+                and abs(levels - round(levels)) < 1e-6:
+            return f"{round(levels)}/255"
+        return text
     return str(value)
 
 
@@ -150,7 +156,7 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
         groups = rows.groupby(split, dropna=False, sort=True) if split else [((), rows)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
-            suffix = ", ".join(f"{c}={format_condition(v)}" for c, v in zip(split, key,
+            suffix = ", ".join(f"{c}={format_condition(v, c)}" for c, v in zip(split, key,
                                                                                strict=True)
                                if not pd.isna(v))
             if "source" not in split and _generated(group):

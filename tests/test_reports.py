@@ -195,3 +195,14 @@ def test_summary_is_a_narrow_digest_of_the_leaderboard(out_dir):
     mixup = next(line for line in text.splitlines() if line.startswith("mixup"))
     assert mixup.split()[1:] == [f"{v:.2f}" for v in table.values.loc[
         "mixup", ["Clean err", "OOD AUROC", "ECE", "Average"]]]
+
+
+def test_eps_of_k_over_255_is_written_as_papers_write_it():
+    from reports.leaderboard import format_condition
+
+    assert format_condition(8 / 255, "eps") == "8/255"
+    assert format_condition(2 / 255, "eps") == "2/255"
+    assert format_condition(0.0625, "eps") == "0.0625"  # 15.94 levels: not k/255
+    assert format_condition(0.5, "eps") == "0.5" and format_condition(1.0, "eps") == "1"
+    assert format_condition(0.2, "eps") == "0.2"  # 51/255 too, but nobody writes it so
+    assert format_condition(8 / 255, "lam") == "0.0313725"  # only eps is a budget
