@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +60,14 @@ def test_every_builtin_suite_parses(name):
     assert isinstance(suite.model_defaults["num_classes"], int)
     assert len(suite.model_defaults["input_size"]) == 2
     assert [t.name for t in suite.tasks][:2] == ["clean", "calibration"]
+    raw = tomllib.loads((resources.files("benchmark") / "suites" / f"{name}.toml").read_text())
     for task in suite.tasks:
         assert task.name.startswith(task.task)  # aliases like occlusion_mean keep the prefix
-        assert set(task.params) == set(get_task(task.task).defaults)
+        # each parameter is the file's value where the file sets it, else the task's default
+        written = {k: v for k, v in raw["tasks"][task.name].items() if k != "task"}
+        defaults = get_task(task.task).defaults
+        assert task.params == {**defaults, **written}
+        assert all(task.params[k] == defaults[k] for k in defaults if k not in written)
     assert {"seed", "batch_size", "limit"} <= set(suite.run)
 
 

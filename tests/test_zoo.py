@@ -193,16 +193,20 @@ def test_cutout_zeroes_one_clipped_box_per_image():
     assert full > 0 and clipped > 0
 
 
-def test_unknown_regularizer():
-    with pytest.raises(ValueError, match="dropblock"):
-        regularized_batch(Recipe("x", "dropblock", strength=1.0), distinct_images(),
-                          own_labels(), N, np.random.default_rng(0))
+@pytest.mark.parametrize("strength", [0.0, 1.0])
+def test_an_unknown_regularizer_is_refused_when_the_recipe_is_made(strength):
+    with pytest.raises(ValueError, match="unknown regularizer 'dropblock'; choose one of erm, "
+                                         "mixup, cutmix, cutout, label_smoothing"):
+        Recipe("x", "dropblock", strength=strength)
 
 
-def test_unknown_regularizer_with_default_strength():
-    with pytest.raises(ValueError, match="dropblock"):
-        regularized_batch(Recipe("x", "dropblock"), distinct_images(), own_labels(), N,
-                          np.random.default_rng(0))
+def test_regularized_batch_refuses_a_regularizer_it_does_not_handle():
+    """The batch function's own guard, reached by bypassing the recipe's check (as a new
+    regularizer added to REGULARIZERS but not to `regularized_batch` would)."""
+    recipe = Recipe("x", "mixup", strength=1.0)
+    object.__setattr__(recipe, "regularizer", "dropblock")
+    with pytest.raises(AssertionError, match="unhandled regularizer 'dropblock'"):
+        regularized_batch(recipe, distinct_images(), own_labels(), N, np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------------------------------------
