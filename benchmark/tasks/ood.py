@@ -449,7 +449,8 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         metrics += [Metric("odin_temperature", float(temperature), n_tune, None,
                            {"scorer": "odin"}),
                     Metric("odin_eps", float(eps), n_tune, None, {"scorer": "odin"})]
-    for scorer in scorers:
+    for scorer in tqdm(scorers, desc="ood: metrics and intervals", leave=False,
+                       disable=not ctx.progress):
         by_set = {name: ood_scores[name][scorer] for name in sets}
         metrics += _detection_rows(scorer, id_scores[scorer], by_set, params["bootstrap"],
                                    ctx.seed)
