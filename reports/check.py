@@ -16,6 +16,7 @@ import fnmatch
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,19 @@ def write_baseline(out_dir: Path, target: Path) -> int:
     return len(records)
 
 
+def _parsed(path: Path, what: str, parse: Callable[[str], Any], syntax: type[Exception],
+            language: str) -> Any:
+    """`parse` of the text of `path`; every way that can fail is a ReportError naming it."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError as exc:
+        raise ReportError(f"{path}: {what} not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: unreadable {what}: {exc}") from exc
+    except syntax as exc:
+        raise ReportError(f"{path}: not {language}: {exc}") from exc
+
+
 def read_baseline(path: Path) -> pd.DataFrame:
     """The gated records stored by `write_baseline` (rows without a direction are dropped).
 
@@ -95,14 +109,7 @@ def read_baseline(path: Path) -> pd.DataFrame:
     ReportError naming the file (exit 2, never the exit 1 of a regression).
     """
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ReportError(f"{path}: baseline file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: unreadable baseline: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not JSON: {exc}") from exc
+    payload = _parsed(path, "baseline file", json.loads, json.JSONDecodeError, "JSON")
     if not isinstance(payload, dict) or payload.get("format") != BASELINE_FORMAT:
         raise ReportError(f"{path}: not a rubench baseline (format {BASELINE_FORMAT})")
     records = payload.get("metrics")
@@ -175,14 +182,7 @@ def read_tolerances(path: Path) -> Tolerances:
     with `tolerance` and the `reason` for it (required: a tolerance nobody can explain is a
     hole in the gate); `[default]` may also set `sampling_noise = false` (see `Tolerances`)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ReportError(f"{path}: tolerance file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: unreadable tolerance file: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ReportError(f"{path}: not TOML: {exc}") from exc
+    data = _parsed(path, "tolerance file", tomllib.loads, tomllib.TOMLDecodeError, "TOML")
     unknown = set(data) - {"default", "metrics"}
     if unknown:
         raise ReportError(f"{path}: unknown table(s) {', '.join(sorted(unknown))} "
