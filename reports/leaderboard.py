@@ -136,6 +136,29 @@ def _raised_flags(flags: pd.DataFrame, row: pd.Series, conditions: list[str]) ->
     return sorted(mine["metric"].unique())
 
 
+OOD_NOT_SETS = ("mean", "in_distribution")  # `ood_set` values that are not OOD sets
+
+
+def _descriptor(column: Column, group: pd.DataFrame, results: pd.DataFrame) -> str:
+    """What a headline column's fixed conditions mean, for its header: an OOD mean says its
+    scorer and over how many sets (`MSP, mean over 7 sets`), ECE its scaling."""
+    if column.where.get("ood_set") == "mean":
+        scorer = str(column.where.get("scorer", "?"))
+        if not {"ood_set", "scorer"} <= set(results):
+            return f"{scorer.upper()}, mean over sets"  # no per-set rows to count
+        sets = results[results["task"].isin(group["task"].unique())
+                       & (results["metric"] == column.metric)
+                       & (results["scorer"] == scorer)]["ood_set"]
+        count = len(set(sets.dropna()) - set(OOD_NOT_SETS))
+        if not count:  # only the mean rows were kept
+            return f"{scorer.upper()}, mean over sets"
+        return f"{scorer.upper()}, mean over {count} set{'s' if count != 1 else ''}"
+    if "scaling" in column.where:
+        scaling = column.where["scaling"]
+        return "no scaling" if scaling == "none" else f"{scaling} scaling"
+    return ""
+
+
 def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -> Table:
     """Headline table: index = checkpoint, one column per headline (split) column, plus Average."""
     conditions = condition_columns(results)
@@ -161,7 +184,8 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
                                if not pd.isna(v))
             if "source" not in split and _generated(group):
                 suffix = ", ".join(filter(None, [suffix, GENERATED]))
-            header = f"{column.header} ({suffix})" if suffix else column.header
+            said = "; ".join(filter(None, [_descriptor(column, group, results), suffix]))
+            header = f"{column.header} ({said})" if said else column.header
             indexed = group.set_index("checkpoint")
             values[header] = indexed["value"]
             lows[header] = indexed.get("ci_low", pd.Series(np.nan, index=indexed.index))

@@ -35,11 +35,12 @@ def test_leaderboard_values_directions_average_and_omitted_columns(out_dir):
     results = pd.read_csv(out_dir / "results.csv")
     table = leaderboard(results)
     frame = table.values
+    auroc, ece = "OOD AUROC (MSP, mean over sets)", "ECE (no scaling)"  # headers say what
     assert list(frame.columns) == ["Clean err", "FGSM err (eps=0.1)", "FGSM err (eps=0.2)",
-                                   "OOD AUROC", "ECE", "Average"]
-    assert frame.at["mixup", "OOD AUROC"] == 85.0  # the msp scorer, not energy (80.0)
+                                   auroc, ece, "Average"]
+    assert frame.at["mixup", auroc] == 85.0  # the msp scorer, not energy (80.0)
     assert frame.at["cutout", "Average"] == pytest.approx((1.0 + 45.0 + 85.0) / 3)
-    assert table.higher_is_better["OOD AUROC"] and not table.higher_is_better["ECE"]
+    assert table.higher_is_better[auroc] and not table.higher_is_better[ece]
     assert table.ci_low.at["erm", "Clean err"] == 1.0
     assert "Occlusion err" not in frame  # no data -> no column, never zeros
 
@@ -189,12 +190,13 @@ def test_summary_is_a_narrow_digest_of_the_leaderboard(out_dir):
     table = leaderboard(pd.read_csv(out_dir / "results.csv"))
     text = summary(table)
     header = text.splitlines()[0]
-    assert header.split() == ["Clean", "err", "↓", "OOD", "AUROC", "↑", "ECE", "↓", "Average",
-                              "↓"]
+    assert header.split() == ["Clean", "err", "↓", "OOD", "AUROC", "(MSP,", "mean", "over",
+                              "sets)", "↑", "ECE", "(no", "scaling)", "↓", "Average", "↓"]
     assert "FGSM" not in text and max(len(line) for line in text.splitlines()) < 100
     mixup = next(line for line in text.splitlines() if line.startswith("mixup"))
     assert mixup.split()[1:] == [f"{v:.2f}" for v in table.values.loc[
-        "mixup", ["Clean err", "OOD AUROC", "ECE", "Average"]]]
+        "mixup", ["Clean err", "OOD AUROC (MSP, mean over sets)", "ECE (no scaling)",
+                  "Average"]]]
 
 
 def test_eps_of_k_over_255_is_written_as_papers_write_it():
@@ -206,3 +208,11 @@ def test_eps_of_k_over_255_is_written_as_papers_write_it():
     assert format_condition(0.5, "eps") == "0.5" and format_condition(1.0, "eps") == "1"
     assert format_condition(0.2, "eps") == "0.2"  # 51/255 too, but nobody writes it so
     assert format_condition(8 / 255, "lam") == "0.0313725"  # only eps is a budget
+
+
+def test_ood_headers_count_the_sets_behind_the_mean(out_dir):
+    results = pd.read_csv(out_dir / "results.csv")
+    per_set = results[(results["metric"] == "auroc") & (results["ood_set"] == "mean")].copy()
+    extra = [per_set.assign(ood_set=name) for name in ("lsun", "isun")]
+    table = leaderboard(pd.concat([results, *extra], ignore_index=True))
+    assert "OOD AUROC (MSP, mean over 2 sets)" in table.values.columns

@@ -228,7 +228,7 @@ def test_report_writes_one_row_per_checkpoint_with_the_stored_numbers(tmp_path):
     assert list(board.index) == ["m0", "m1", "m2"]
     for name in board.index:
         assert board.at[name, "Clean err"] == results.at[(name, "top1_err"), "value"]
-        assert board.at[name, "ECE"] == results.at[(name, "ece"), "value"]
+        assert board.at[name, "ECE (no scaling)"] == results.at[(name, "ece"), "value"]
         assert board.at[name, "Clean err ci_low"] == results.at[(name, "top1_err"), "ci_low"]
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
     top1 = results.at[("m2", "top1_err"), "value"]
