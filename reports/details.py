@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,18 +97,37 @@ def flat(detail: Detail) -> pd.DataFrame:
     return table
 
 
-def markdown_table(frame: pd.DataFrame, digits: int = 2, index: bool = True) -> str:
-    """A Markdown table of `frame`; floats with `digits` decimals, missing values blank."""
+def column_format(values: pd.Series, digits: int = 2) -> Callable[[object], str]:
+    """How one column's numbers are written: integers as integers (counts), a column of
+    magnitudes below 1 with 3 significant digits (ODIN's eps 0.0014, a Brier score 0.0213),
+    others with `digits` decimals; missing values blank."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    if len(numbers) and (numbers == numbers.round()).all():
+        def text(v: float) -> str:
+            return str(int(v))
+    elif len(numbers) and numbers.abs().max() < 1:
+        def text(v: float) -> str:
+            return f"{v:.3g}"
+    else:
+        def text(v: float) -> str:
+            return f"{v:.{digits}f}"
+
     def cell(value: object) -> str:
-        if isinstance(value, float):
-            return "" if pd.isna(value) else f"{value:.{digits}f}"
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            return "" if pd.isna(value) else text(float(value))
         return str(value)
 
+    return cell
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 2, index: bool = True) -> str:
+    """A Markdown table of `frame`, each column written by `column_format`."""
+    formats = [column_format(frame[column], digits) for column in frame.columns]
     head = [frame.index.name or "", *map(str, frame.columns)] if index else list(
         map(str, frame.columns))
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, row in frame.iterrows():
-        cells = [cell(v) for v in row]
+        cells = [fmt(v) for fmt, v in zip(formats, row, strict=True)]
         lines.append("| " + " | ".join([str(name), *cells] if index else cells) + " |")
     return "\n".join(lines) + "\n"
 

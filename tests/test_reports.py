@@ -216,3 +216,15 @@ def test_ood_headers_count_the_sets_behind_the_mean(out_dir):
     extra = [per_set.assign(ood_set=name) for name in ("lsun", "isun")]
     table = leaderboard(pd.concat([results, *extra], ignore_index=True))
     assert "OOD AUROC (MSP, mean over 2 sets)" in table.values.columns
+
+
+def test_detail_tables_write_each_column_as_its_numbers_need():
+    """ODIN's eps is not 0.00, a Brier score not 0.02, a count not 3.00."""
+    from reports.details import markdown_table
+
+    frame = pd.DataFrame({"odin_eps": [0.0014, 0.0], "brier": [0.0213, 0.0871],
+                          "reliability_count": [3.0, 12.0], "top1_err": [12.5, float("nan")]},
+                         index=pd.Index(["erm", "mixup"], name="checkpoint"))
+    lines = markdown_table(frame).splitlines()
+    assert lines[2] == "| erm | 0.0014 | 0.0213 | 3 | 12.50 |"
+    assert lines[3] == "| mixup | 0 | 0.0871 | 12 |  |"
