@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
-from typing import Any, Literal
+from typing import Any
 
 from benchmark.errors import SuiteError
 
@@ -65,8 +65,6 @@ def describe(tp: Any, rule: Rule, plural: bool = False) -> str:
     if rule.choices is not None and tp in (str, int, float):
         listed = ", ".join(repr(c) for c in rule.choices)
         return f"values among {listed}" if plural else f"one of {listed}"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(c) for c in args)
     if origin in (types.UnionType, typing.Union):
         return " or ".join(describe(a, rule, plural) for a in args if a is not type(None))
     if origin is list:
@@ -105,8 +103,6 @@ def _fits(value: Any, tp: Any, rule: Rule) -> bool:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return True
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
     if origin in (types.UnionType, typing.Union):
         return any(_fits(value, a, rule) for a in args)
     if origin is list:
