@@ -72,7 +72,7 @@ def workloads(model: torch.nn.Module, data: EvalData, batch_size: int) -> dict[s
         ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
                           batch_size=batch_size, progress=False)
         ctx._clean_logits = clean  # the runner shares one clean pass among all tasks
-        task.fn(ctx, params)
+        task.run(ctx, params)
 
     with torch.no_grad():
         clean = model(data.images)

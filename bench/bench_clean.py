@@ -36,7 +36,7 @@ def harness(model: torch.nn.Module, data: EvalData, batch_size: int) -> None:
     ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
                       batch_size=batch_size, progress=False)
     task = get_task("clean")
-    task.fn(ctx, task.defaults)
+    task.run(ctx, task.defaults)
 
 
 def measure(models: list[torch.nn.Module], data: EvalData, batch_size: int, reps: int

@@ -72,7 +72,7 @@ def bench_eval(n: int, reps: int, batch_size: int) -> None:
             def harness(model: nn.Module = model) -> None:
                 ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
                                   batch_size=batch_size, progress=False, data_root=root)
-                task.fn(ctx, task.defaults)
+                task.run(ctx, task.defaults)
 
             def bare(model: nn.Module = model) -> None:
                 with torch.inference_mode():

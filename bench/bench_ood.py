@@ -53,7 +53,7 @@ def harness(model: torch.nn.Module, data: EvalData, batch_size: int, tasks: list
     ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
                       batch_size=batch_size, progress=False)
     for name, params in tasks:
-        get_task(name).fn(ctx, params)
+        get_task(name).run(ctx, params)
 
 
 def bare_loop(model: torch.nn.Module, tensors: list[torch.Tensor], batch_size: int) -> None:

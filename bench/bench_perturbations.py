@@ -78,7 +78,7 @@ def bare(model: torch.nn.Module, copies: list[torch.Tensor], batch_size: int) ->
 def harness(ctx: TaskContext, task: str) -> None:
     """The task as the runner calls it (the clean forward pass already memoized)."""
     definition = get_task(task)
-    definition.fn(ctx, definition.defaults)
+    definition.run(ctx, definition.defaults)
 
 
 def measure(models: list[torch.nn.Module], data: EvalData, task: str, batch_size: int,

@@ -22,7 +22,7 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import load_dataset
 from benchmark.errors import CheckpointError, RubenchError
 from benchmark.fingerprint import fingerprint
-from benchmark.store import Store
+from benchmark.store import Store, StoredUnit
 from benchmark.suites import Suite, TaskSpec
 from benchmark.tasks import TaskContext, TaskPlaces, get_task
 
@@ -292,7 +292,7 @@ class _Session:
                 self.bar.set_postfix_str(f"{ref.name} / {task.name}")
             try:
                 torch.manual_seed(opts.seed)
-                metrics = get_task(task.task).fn(ctx, task.params)
+                records, metrics = get_task(task.task).run(ctx, task.params)
             except Exception as exc:  # one task's failure must not stop the others
                 self.fail(ref.name, path, ref.sha256, task.name, exc)
                 self.advance(1)
@@ -301,7 +301,8 @@ class _Session:
                           "normalization": normalization}
             self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
                             config_hash=digest, metrics=metrics, provenance=provenance,
-                            elapsed_s=time.perf_counter() - start)
+                            elapsed_s=time.perf_counter() - start, records=records,
+                            unit=StoredUnit(task.task, task.params, opts.seed))
             self.computed += 1
             self.advance(1, f"{ref.name} / {task.name}", time.perf_counter() - start)
 

@@ -13,13 +13,15 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from benchmark.errors import StoreError
-from benchmark.tasks import Metric
+from benchmark.records import Records
+from benchmark.stats import Metric
 from reports.files import write_atomic
 
 LOCK_WAIT_S = 120  # how long a write waits for another run's transaction on the same store
@@ -58,6 +60,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     meta TEXT NOT NULL,
     meta_sources TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS samples (
+    checkpoint_sha256 TEXT NOT NULL,
+    task TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    records BLOB NOT NULL,
+    PRIMARY KEY (checkpoint_sha256, task, config_hash)
+);
 CREATE TABLE IF NOT EXISTS failures (
     checkpoint TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -72,6 +84,15 @@ CREATE TABLE IF NOT EXISTS failures (
 _FRONT = ["checkpoint", "task", "metric"]
 _BACK = ["value", "ci_low", "ci_high", "n", "higher_is_better", "checkpoint_sha256",
          "config_hash"]
+
+
+@dataclass(frozen=True)
+class StoredUnit:
+    """What re-reduces a unit's stored records: its task type, parameters and seed."""
+
+    task_type: str
+    params: dict[str, Any]
+    seed: int
 
 
 class Store:
@@ -139,8 +160,11 @@ class Store:
         return row is not None
 
     def save(self, *, checkpoint: str, sha256: str, task: str, config_hash: str,
-             metrics: Iterable[Metric], provenance: dict[str, Any], elapsed_s: float) -> None:
-        """Store one finished (checkpoint, task) atomically: its rows and its completion mark."""
+             metrics: Iterable[Metric], provenance: dict[str, Any], elapsed_s: float,
+             records: Records | None = None, unit: StoredUnit | None = None) -> None:
+        """Store one finished (checkpoint, task) atomically: its metric rows, its per-sample
+        `records` (with the task type, parameters and seed in `unit`, which re-reduce them)
+        and its completion mark."""
         rows = [(sha256, task, config_hash, m.metric, json.dumps(m.conditions, sort_keys=True),
                  float(m.value), int(m.n),
                  None if m.higher_is_better is None else int(m.higher_is_better), m.ci_low,
@@ -152,6 +176,12 @@ class Store:
                               "config_hash=?", key)
             self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                   rows)
+            self.conn.execute("DELETE FROM samples WHERE checkpoint_sha256=? AND task=? AND "
+                              "config_hash=?", key)
+            if records is not None and unit is not None:
+                self.conn.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (*key, unit.task_type, json.dumps(unit.params, sort_keys=True),
+                                   unit.seed, records.encode()))
             self.conn.execute(
                 "INSERT OR REPLACE INTO completed VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*key, checkpoint, json.dumps(provenance, sort_keys=True), time.time(),
@@ -209,13 +239,27 @@ class Store:
         frame = frame.sort_values(["checkpoint", "plan_order", "row_order"], kind="stable")
         return frame[_FRONT + condition_cols + _BACK + provenance_cols].reset_index(drop=True)
 
-    def current_keys(self, run_keys: list[tuple[str, str, str, str]]
+    def records(self, keys: Iterable[tuple[str, str, str, str]]
+                ) -> Iterator[tuple[tuple[str, str, str, str], StoredUnit, Records]]:
+        """The stored per-sample records of the units among `keys` (checkpoint name, sha256,
+        task, config hash) that have them, in the order of `keys`."""
+        for key in keys:
+            row = self.conn.execute(
+                "SELECT task_type, params, seed, records FROM samples WHERE "
+                "checkpoint_sha256=? AND task=? AND config_hash=?", key[1:]).fetchone()
+            if row is not None:
+                task_type, params, seed, blob = row
+                yield key, StoredUnit(task_type, json.loads(params), seed), Records.decode(blob)
+
+    def current_keys(self, run_keys: list[tuple[str, str, str, str]] | None = None
                      ) -> list[tuple[str, str, str, str]]:
         """The run's units, then what the store holds that the run did not cover: for every
         (checkpoint, task) pair outside the run, its latest unit, of the checkpoint's current
         file (the run's, else the latest stored). So an earlier run's checkpoints and tasks
         stay in results.csv, while results of an older file or an older configuration of a
-        task the run evaluated never appear beside current ones."""
+        task the run evaluated never appear beside current ones. Without `run_keys`: every
+        checkpoint's latest unit of each task."""
+        run_keys = run_keys or []
         name_of = {sha: name for name, sha, _, _ in run_keys}
         covered = {(name, task) for name, _, task, _ in run_keys}
         stored = self.conn.execute("SELECT checkpoint, checkpoint_sha256, task, config_hash "

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from benchmark.stats import percentile_interval
+
 __all__ = [
     "METRICS",
     "OODMetrics",
@@ -254,15 +256,6 @@ def bootstrap_ood_metrics(id_scores: ArrayLike, ood_sets: Sequence[ArrayLike],
             for name, values in _metrics(curve).items():
                 out[name][start:start + count, j] = values
     return out
-
-
-def percentile_interval(replicates: ArrayLike, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval: the (1 -/+ level) / 2 quantiles of the replicates."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    tail = (1.0 - level) / 2
-    low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [tail, 1.0 - tail])
-    return float(low), float(high)
 
 
 @dataclass

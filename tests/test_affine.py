@@ -10,8 +10,8 @@ from torchvision.transforms import InterpolationMode
 import benchmark.tasks.perturbations  # noqa: F401  (registers the tasks)
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
-from benchmark.tasks.registry import wilson_interval
 from corruptions.affine import affine, affine_params
 from corruptions.per_index import uniforms
 
@@ -119,7 +119,7 @@ def make_ctx(model, data, batch_size, seed=0):
 def run(ctx, **params):
     """The task as the runner calls it: parameters validated (as at suite load), then run."""
     task = get_task("affine")
-    return task.fn(ctx, resolve_params(task, params, "test suite"))
+    return task.run(ctx, resolve_params(task, params, "test suite"))[1]
 
 
 def test_task_matches_torchvision_reference_and_is_batch_size_free():

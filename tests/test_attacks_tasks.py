@@ -20,8 +20,8 @@ from benchmark.cli import main
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import read_digits
 from benchmark.errors import SuiteError
+from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
-from benchmark.tasks.registry import wilson_interval
 
 MEAN, STD = [0.3], [0.4]
 
@@ -65,7 +65,7 @@ def context(model, data, batch_size=64, **extra) -> TaskContext:
 def run(ctx, name, **params):
     """The task as the runner calls it: parameters validated (as at suite load), then run."""
     task = get_task(name)
-    return task.fn(ctx, resolve_params(task, params, "test suite"))
+    return task.run(ctx, resolve_params(task, params, "test suite"))[1]
 
 
 def table(metrics) -> dict:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
-from benchmark.tasks import Metric
+from benchmark.stats import Metric
 
 COLUMNS = ["checkpoint", "task", "metric", "eps", "value", "ci_low", "ci_high", "n",
            "higher_is_better"]

@@ -16,8 +16,9 @@ import benchmark.tasks.corruptions  # noqa: F401  (registers the task)
 from benchmark.archs import build_arch
 from benchmark.cli import main
 from benchmark.data import stratified_subset
+from benchmark.stats import wilson_interval
 from benchmark.tasks.corruptions import Cell, summarize
-from benchmark.tasks.registry import TaskContext, wilson_interval
+from benchmark.tasks.registry import TaskContext
 from corruptions.catalog import ALEXNET_ERR, ALL, BENCHMARK, CATEGORIES, CATEGORY_OF
 
 TINY32 = "tinynets:tiny_cnn32"

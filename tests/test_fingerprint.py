@@ -10,7 +10,8 @@ import pandas as pd
 from test_runner import evaluate, make_zoo
 
 from benchmark.fingerprint import fingerprint
-from benchmark.tasks import Metric, TaskPlaces, get_task, register_task
+from benchmark.stats import Metric
+from benchmark.tasks import TaskPlaces, get_task, register_task
 
 
 def test_changes_that_matter_change_the_fingerprint(tmp_path):

@@ -90,7 +90,7 @@ def run(data, batch_size=64, seed=0, **params):
                       batch_size=batch_size, progress=False)
     task = get_task("inbetween")
     return {(m.conditions["mix"], m.conditions["lam"]): m
-            for m in task.fn(ctx, resolve_params(task, params, "test suite"))}
+            for m in task.run(ctx, resolve_params(task, params, "test suite"))[1]}
 
 
 def test_neither_rate_by_hand_on_two_images():

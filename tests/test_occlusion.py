@@ -9,8 +9,8 @@ import benchmark.tasks.perturbations  # noqa: F401  (registers occlusion, affine
 from benchmark.cli import main
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
-from benchmark.tasks.registry import wilson_interval
 from corruptions.occlusion import hole_box, hole_side, occlude
 
 
@@ -113,7 +113,7 @@ def context(model, data, batch_size=32, seed=0, mean=(0.3,)):
 def run(task, ctx, **params):
     """The task as the runner calls it: parameters validated (as at suite load), then run."""
     definition = get_task(task)
-    return definition.fn(ctx, resolve_params(definition, params, "test suite"))
+    return definition.run(ctx, resolve_params(definition, params, "test suite"))[1]
 
 
 def table(metrics):

@@ -23,10 +23,10 @@ from benchmark.data import stratified_subset
 from benchmark.datasets import load_dataset, read_digits
 from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar100
+from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks import ood as ood_task
 from benchmark.tasks.ood import _detection_rows
-from benchmark.tasks.registry import wilson_interval
 from ood.calibration import fit_temperature
 from ood.datasets import natural_crops
 from ood.metrics import METRICS, ood_metrics
@@ -52,7 +52,7 @@ def digits_ctx(model: torch.nn.Module, batch_size: int = 600, data_root: Path | 
 def run_ood(ctx: TaskContext, **params) -> list:
     """The task as the runner calls it: parameters validated (as at suite load), then run."""
     task = get_task("ood")
-    return task.fn(ctx, resolve_params(task, params, "test suite"))
+    return task.run(ctx, resolve_params(task, params, "test suite"))[1]
 
 
 def by_condition(metrics: list) -> dict[tuple, float]:
@@ -329,7 +329,8 @@ def test_calibration_temperature_scaling_and_reliability_bins():
     model = tiny_model(seed=3)
     ctx = digits_ctx(model)
     task = get_task("calibration")
-    metrics = task.fn(ctx, {**task.defaults, "temperature_split": "val", "reliability": True})
+    metrics = task.run(ctx, {**task.defaults, "temperature_split": "val",
+                             "reliability": True})[1]
     test, val = read_digits(split="test"), read_digits(split="val")
     temperature = fit_temperature(logits_of(model, val.images), val.labels)
     rows = {(m.metric, m.conditions.get("scaling"), m.conditions.get("bin")): m for m in metrics}
@@ -354,10 +355,10 @@ def test_calibration_temperature_scaling_and_reliability_bins():
         assert sum(rows["reliability_count", scaling, b].value for b in range(15)) == 600
     assert rows["nll", "temperature", None].value < 2.5
     with pytest.raises(SuiteError, match="evaluated images are in that split"):
-        task.fn(ctx, {**task.defaults, "temperature_split": "test"})
+        task.run(ctx, {**task.defaults, "temperature_split": "test"})[1]
     with pytest.raises(SuiteError, match="digits has the splits train, val, test"):
-        task.fn(ctx, {**task.defaults, "temperature_split": "holdout"})
-    plain = task.fn(ctx, task.defaults)
+        task.run(ctx, {**task.defaults, "temperature_split": "holdout"})[1]
+    plain = task.run(ctx, task.defaults)[1]
     assert [m.metric for m in plain] == ["ece", "mce", "adaptive_ece", "brier"]
 
 

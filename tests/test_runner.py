@@ -17,7 +17,8 @@ from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
 from benchmark.archs import build_arch
 from benchmark.cli import main
 from benchmark.datasets import read_digits
-from benchmark.tasks import Metric, register_task
+from benchmark.stats import Metric
+from benchmark.tasks import register_task
 
 TINY = "tinynets:tiny_cnn"
 TESTS = Path(__file__).parent

@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 
 from benchmark.errors import StoreError
+from benchmark.stats import Metric
 from benchmark.store import Store
-from benchmark.tasks import Metric
 
 OLD_RESULTS = """CREATE TABLE results (
     checkpoint_sha256 TEXT NOT NULL, task TEXT NOT NULL, config_hash TEXT NOT NULL,

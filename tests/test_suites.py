@@ -209,7 +209,7 @@ def test_task_table_can_run_a_registered_task_under_another_name(tmp_path):
     ctx = TaskContext(model=Fixed(), data=data, seed=0, device=torch.device("cpu"),
                       batch_size=3, progress=False)
     spec = suite.tasks[1]
-    metrics = get_task(spec.task).fn(ctx, spec.params)
+    metrics = get_task(spec.task).run(ctx, spec.params)[1]
     by_name = {m.metric: m.value for m in metrics}
     assert set(by_name) == {"top1_err", "nll"}  # topk = [1] only: no top5_err
     assert by_name["top1_err"] == pytest.approx(50.0)

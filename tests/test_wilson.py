@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from benchmark.tasks import Metric
-from benchmark.tasks.registry import wilson_interval
+from benchmark.stats import Metric, wilson_interval
 
 
 @pytest.mark.parametrize(("count", "n"), [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (7, 600),

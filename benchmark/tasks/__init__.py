@@ -2,7 +2,6 @@
 
 from benchmark.tasks import attacks, calibration, clean, corruptions, ood, perturbations
 from benchmark.tasks.registry import (
-    Metric,
     TaskContext,
     TaskDef,
     TaskPlaces,
@@ -13,6 +12,6 @@ from benchmark.tasks.registry import (
     resolve_params,
 )
 
-__all__ = ["Metric", "TaskContext", "TaskDef", "TaskPlaces", "attacks", "calibration", "clean",
+__all__ = ["TaskContext", "TaskDef", "TaskPlaces", "attacks", "calibration", "clean",
            "corruptions", "get_task", "list_tasks", "ood", "perturbations", "predict",
            "register_task", "resolve_params"]

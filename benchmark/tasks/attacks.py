@@ -72,13 +72,8 @@ from benchmark.checkpoints import load_model, make_ref, sha256_file
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
 from benchmark.params import defaults, param, validate
-from benchmark.tasks.registry import (
-    Metric,
-    TaskContext,
-    TaskPlaces,
-    register_task,
-    require_finite,
-)
+from benchmark.stats import Metric
+from benchmark.tasks.registry import TaskContext, TaskPlaces, register_task, require_finite
 
 LINF_EPS = [8 / 255]  # the CIFAR Linf budget (RobustBench)
 L2_EPS = [0.5]  # the CIFAR L2 budget

@@ -38,14 +38,8 @@ from benchmark.data import EvalData
 from benchmark.datasets import DATASETS
 from benchmark.errors import SuiteError
 from benchmark.params import param
-from benchmark.tasks.registry import (
-    Metric,
-    TaskContext,
-    bootstrap_resamples,
-    metric_stream,
-    predict,
-    register_task,
-)
+from benchmark.stats import Metric, bootstrap_resamples, metric_stream
+from benchmark.tasks.registry import TaskContext, predict, register_task
 from ood.calibration import (
     adaptive_ece,
     brier_per_sample,

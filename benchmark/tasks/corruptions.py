@@ -39,7 +39,8 @@ from benchmark.corrupt import GENERATOR_VERSION, corrupted_name, materialize
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.params import param
-from benchmark.tasks.registry import Metric, TaskContext, TaskPlaces, predict, register_task
+from benchmark.stats import Metric
+from benchmark.tasks.registry import TaskContext, TaskPlaces, predict, register_task
 from corruptions import metrics
 from corruptions.catalog import BENCHMARK, CATEGORIES, CATEGORY_OF, SEVERITIES, select
 from corruptions.released import (

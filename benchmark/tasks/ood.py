@@ -70,16 +70,9 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.params import param
 from benchmark.readers import read_cifar10, read_cifar100
+from benchmark.stats import Metric, wilson_interval
 from benchmark.tasks.calibration import NO_SPLIT, load_heldout
-from benchmark.tasks.registry import (
-    Metric,
-    TaskContext,
-    TaskPlaces,
-    predict,
-    register_task,
-    require_finite,
-    wilson_interval,
-)
+from benchmark.tasks.registry import TaskContext, TaskPlaces, predict, register_task, require_finite
 from ood import datasets as oodsets
 from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
 from ood.scores import (

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from benchmark.errors import SuiteError
 from benchmark.params import param
-from benchmark.tasks.registry import Metric, TaskContext, register_task, require_finite
+from benchmark.stats import Metric
+from benchmark.tasks.registry import TaskContext, register_task, require_finite
 from corruptions.affine import affine, affine_params
 from corruptions.inbetween import (
     MIXES,

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-import json
-import math
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,100 +16,8 @@ from benchmark.data import EvalData
 from benchmark.errors import ModelOutputError, SuiteError
 from benchmark.params import NoParams, validate
 from benchmark.params import defaults as schema_defaults
-from ood.metrics import percentile_interval
-
-Condition = str | int | float
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One number a task measured, with the conditions it was measured under (eps, severity...).
-
-    `ci_low` / `ci_high` bound a 95 % confidence interval where the task can state one (Wilson
-    for rates, see `Metric.rate`; a bootstrap over images for means of rates, see
-    `Metric.image_mean`, and for AUROC-type metrics); None where it cannot.
-    `higher_is_better` is None for descriptive rows with no better direction (a fitted
-    temperature, a histogram bin): reports show them without an arrow and the CI gate only
-    reports their changes.
-    """
-
-    metric: str
-    value: float
-    n: int
-    higher_is_better: bool | None
-    conditions: dict[str, Condition] = field(default_factory=dict)
-    ci_low: float | None = None
-    ci_high: float | None = None
-
-    @classmethod
-    def rate(cls, metric: str, count: int, n: int, *, higher_is_better: bool | None = False,
-             conditions: dict[str, Condition] | None = None) -> Metric:
-        """A rate `count / n` in percent with its 95 % Wilson score interval."""
-        low, high = wilson_interval(count, n)
-        return cls(metric, 100.0 * count / n, n, higher_is_better, dict(conditions or {}),
-                   100.0 * low, 100.0 * high)
-
-    @classmethod
-    def image_mean(cls, metric: str, per_image: np.ndarray, seed: int, *,
-                   higher_is_better: bool | None = False,
-                   conditions: dict[str, Condition] | None = None) -> Metric:
-        """The mean over images of per-image fractions, in percent, with a 95 % percentile
-        bootstrap interval that resamples images.
-
-        For summaries over several cells measured on the same images (mean error over
-        severities, hole sizes, affine sets): pass each image's share of misclassified cells.
-        Resampling images keeps the cells' correlation, which a Wilson interval on the pooled
-        count would ignore. The bootstrap stream is seeded by `seed`, `metric` and `conditions`.
-        """
-        values = np.asarray(per_image, dtype=np.float64).ravel()
-        if values.size == 0:
-            raise ValueError(f"{metric}: no images to average")
-        where = dict(conditions or {})
-        low, high = bootstrap_mean_interval(values, metric_stream(seed, metric, where))
-        return cls(metric, 100.0 * float(values.mean()), int(values.size), higher_is_better,
-                   where, 100.0 * low, 100.0 * high)
-
-
-BOOTSTRAP_RESAMPLES = 1000
-
-
-def metric_stream(seed: int, metric: str, conditions: dict[str, Condition]
-                  ) -> np.random.Generator:
-    """A random stream for one metric's bootstrap, independent of every other metric's."""
-    label = json.dumps([metric, conditions], sort_keys=True).encode()
-    return np.random.default_rng([seed, zlib.crc32(label)])
-
-
-def bootstrap_resamples(n: int, rng: np.random.Generator,
-                        resamples: int = BOOTSTRAP_RESAMPLES) -> Iterator[np.ndarray]:
-    """Bootstrap resamples of n items as chunks of index rows (each row: n draws with
-    replacement), a chunk at a time, so memory stays bounded whatever their number."""
-    chunk = max(1, min(resamples, 2**22 // n))
-    for start in range(0, resamples, chunk):
-        yield rng.integers(0, n, size=(min(start + chunk, resamples) - start, n))
-
-
-def bootstrap_mean_interval(values: np.ndarray, rng: np.random.Generator,
-                            resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95
-                            ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (resampling with replacement)."""
-    means = np.concatenate([values[rows].mean(axis=1)
-                            for rows in bootstrap_resamples(values.size, rng, resamples)])
-    return percentile_interval(means, level)
-
-
-def wilson_interval(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval (default 95 %) for a binomial proportion `count / n`, as fractions."""
-    if n <= 0 or not 0 <= count <= n:
-        raise ValueError(f"need 0 <= count <= n and n > 0, got count={count}, n={n}")
-    p = count / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    # at 0 and n the bound is exactly the value; float rounding must not put it past the value
-    low = 0.0 if count == 0 else max(0.0, centre - half)
-    high = 1.0 if count == n else min(1.0, centre + half)
-    return low, high
+from benchmark.records import Records
+from benchmark.stats import Metric
 
 
 @dataclass
@@ -173,7 +78,27 @@ def predict(model: torch.nn.Module, data: EvalData, device: torch.device, batch_
     return torch.cat(chunks) if chunks else torch.empty((0, 0))
 
 
-TaskFn = Callable[[TaskContext, dict[str, Any]], list[Metric]]
+def classification_columns(logits: torch.Tensor, labels: torch.Tensor,
+                           topk: tuple[int, ...] = (5,)) -> dict[str, np.ndarray]:
+    """Per-sample columns of a classifier's outputs: `correct` (top-1 hit), `correct_top{k}`
+    for each k in `topk` below the number of classes, `pred` and `confidence` (top softmax
+    probability, float32: descriptive, no metric reads it)."""
+    logits, labels = logits.detach().float().cpu(), labels.cpu()
+    pred = logits.topk(1, dim=1).indices[:, 0]  # as top-k counts it, ties included
+    columns = {"correct": (pred == labels).numpy()}
+    for k in topk:
+        if 1 < k < logits.shape[1]:
+            top = logits.topk(k, dim=1).indices
+            columns[f"correct_top{k}"] = (top == labels[:, None]).any(dim=1).numpy()
+    columns["pred"] = pred.to(torch.int32).numpy()
+    columns["confidence"] = torch.softmax(logits, dim=1).amax(dim=1).numpy()
+    return columns
+
+
+# A task measures: (context, params) -> per-sample records. Its reduction turns records into
+# metrics: (records, params, seed) -> metrics, with no model, so stored records re-reduce.
+TaskFn = Callable[[TaskContext, dict[str, Any]], Records]
+ReduceFn = Callable[[Records, dict[str, Any], int], list[Metric]]
 
 
 @dataclass(frozen=True)
@@ -192,16 +117,24 @@ InputsFn = Callable[[dict[str, Any], TaskPlaces], list[Path]]
 
 @dataclass(frozen=True)
 class TaskDef:
-    """A registered task: function, parameter schema (`benchmark.params`), version (bump when
-    its numbers change), and the input files it reads (`inputs`), which key its stored results
-    with the parameters."""
+    """A registered task: its measurement `fn`, its `reduce` (records -> metrics), parameter
+    schema (`benchmark.params`), version (bump when its numbers change), and the input files it
+    reads (`inputs`), which key its stored results with the parameters."""
 
     name: str
     fn: TaskFn
+    reduce: ReduceFn | None  # TRANSITION: None while a task still returns metrics itself
     params: type
     version: int
     description: str
     inputs: InputsFn | None = None
+
+    def run(self, ctx: TaskContext, params: dict[str, Any]) -> tuple[Records, list[Metric]]:
+        """Measure, then reduce: the unit's records and its metrics."""
+        if self.reduce is None:  # TRANSITION
+            return Records(), self.fn(ctx, params)  # type: ignore[return-value]
+        records = self.fn(ctx, params)
+        return records, self.reduce(records, params, ctx.seed)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -212,16 +145,16 @@ class TaskDef:
 _TASKS: dict[str, TaskDef] = {}
 
 
-def register_task(name: str, params: type = NoParams, version: int = 1,
-                  inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
-    """Register `fn` as task `name` with its parameter schema (a frozen dataclass, see
-    `benchmark.params`); its docstring's first line is the description."""
+def register_task(name: str, *, reduce: ReduceFn | None = None, params: type = NoParams,
+                  version: int = 1, inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
+    """Register `fn` as task `name` with its reduction and parameter schema (a frozen
+    dataclass, see `benchmark.params`); its docstring's first line is the description."""
 
     def wrap(fn: TaskFn) -> TaskFn:
         if name in _TASKS:
             raise ValueError(f"task {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _TASKS[name] = TaskDef(name, fn, params, version, doc[0] if doc else "", inputs)
+        _TASKS[name] = TaskDef(name, fn, reduce, params, version, doc[0] if doc else "", inputs)
         return fn
 
     return wrap
