@@ -2,7 +2,7 @@
 
 from importlib import resources
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def builtin_suites() -> list[str]:

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", type=Path, default=None, metavar="FILE",
                        help="write every metric's verdict there (.csv: CSV, else a text table)")
 
+    export = sub.add_parser("export", help="write DIR's per-sample records (--samples) or "
+                                           "metrics to a .csv or .parquet file")
+    export.add_argument("out_dir", type=Path)
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                        help="FILE.csv or FILE.parquet")
+    export.add_argument("--samples", action="store_true",
+                        help="one row per sample and condition (else one row per metric)")
+
     listing = sub.add_parser("list", help="show suites, tasks and architectures")
     listing.add_argument("pattern", nargs="?", default="*",
                          help="filter architectures, e.g. 'res*'")
@@ -237,8 +245,16 @@ def _check(args: argparse.Namespace) -> int:
     current, baseline = read_results(args.out_dir), read_baseline(args.baseline)
     for key in unmatched(tolerances, baseline, current):
         print(f"rubench: warning: tolerance for {key!r} matches no metric", file=sys.stderr)
-    verdicts = compare(baseline, current, tolerances, args.allow_missing)
+    if tolerances.sampling_noise:
+        from benchmark.paired import pairing_for
+
+        pairing, rule = pairing_for(args.out_dir, args.baseline)
+    else:
+        pairing, rule = None, "tolerances alone decide (sampling_noise = false)"
+    verdicts = compare(baseline, current, tolerances, args.allow_missing,
+                       pairing.test if pairing is not None else None)
     print(report(verdicts, args.output), end="")
+    print(f"rule: {rule}")
     return 1 if failed(verdicts) else 0
 
 
@@ -257,13 +273,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{args.out_dir / 'report'} (open report/index.html)")
             return 0
         if args.command == "baseline":
+            from benchmark.paired import samples_path, store_units, write_samples
             from reports.check import write_baseline
 
             count = write_baseline(args.out_dir, args.output)
+            units = store_units(args.out_dir)
             print(f"wrote {count} metrics to {args.output}")
+            if units:  # the per-sample records that let `rubench check` pair its tests
+                write_samples(units, samples_path(args.output))
+                print(f"wrote the per-sample records of {len(units)} units to "
+                      f"{samples_path(args.output)}")
             return 0
         if args.command == "check":
             return _check(args)
+        if args.command == "export":
+            from benchmark.export import export
+
+            rows = export(args.out_dir, args.output, args.samples)
+            print(f"wrote {rows} {'sample' if args.samples else 'metric'} rows to {args.output}")
+            return 0
         if args.command == "corrupt":
             from benchmark.corrupt import materialize
 

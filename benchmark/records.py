@@ -133,3 +133,19 @@ def concat(parts: Iterable[Records]) -> Records:
         tables.append(SampleTable(dict(pieces[0].conditions),
                                   {name: values[order] for name, values in columns.items()}))
     return Records(tables, facts)
+
+
+def condition_key(conditions: dict[str, Any]) -> str:
+    """A canonical text key of a conditions mapping, the same whether the values come from a
+    task (eps 0.5, severity 3) or from a CSV read back (severity 3.0; empty cells as NaN):
+    integral floats become integers, missing values are dropped, keys are sorted."""
+    canonical = {}
+    for name, value in conditions.items():
+        if value is None or (isinstance(value, float) and value != value):
+            continue
+        if hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        canonical[name] = value
+    return json.dumps(canonical, sort_keys=True)

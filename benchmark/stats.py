@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import binom
 
 from benchmark.records import Condition
 
@@ -113,3 +114,35 @@ def percentile_interval(replicates: np.ndarray | list[float], level: float = 0.9
     tail = (1.0 - level) / 2
     low, high = np.quantile(np.asarray(replicates, dtype=np.float64), [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for paired 0/1 outcomes: `b` and `c` count the
+    discordant pairs each way; under no difference b ~ Binomial(b + c, 1/2)."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b} and {c}")
+    if b + c == 0:
+        return 1.0
+    return min(1.0, 2.0 * float(binom.cdf(min(b, c), b + c, 0.5)))
+
+
+def detectable_difference(discordant: int, alpha: float = 0.05) -> int | None:
+    """The smallest |b - c| the exact McNemar test declares significant at `alpha` when
+    `discordant` = b + c pairs differ; None when no split of so few pairs can be."""
+    for b in range(discordant // 2, -1, -1):  # b = min(b, c) shrinks as |b - c| grows
+        if mcnemar_exact(b, discordant - b) < alpha:
+            return discordant - 2 * b
+    return None
+
+
+def paired_bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray], n: int,
+                              rng: np.random.Generator, resamples: int = BOOTSTRAP_RESAMPLES,
+                              level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of `statistic` over bootstrap resamples of n paired items.
+
+    `statistic` maps a (k, n) block of resampled positions to k values, e.g. the difference of
+    two models' mean NLL on the same resampled images: both models see the same resample, which
+    is what makes the comparison paired.
+    """
+    values = np.concatenate([statistic(rows) for rows in bootstrap_resamples(n, rng, resamples)])
+    return percentile_interval(values, level)

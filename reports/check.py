@@ -1,8 +1,10 @@
 """CI regression gate: compare `results.csv` with a stored baseline, metric by metric.
 
 A metric regresses when it got worse by more than its tolerance (in the metric's own unit:
-points for rates, nats for NLL, ...) **and** by more than the statistical noise: the combined
-half-width of the two 95 % intervals, sqrt(h_base^2 + h_now^2), where the rows carry one. A
+points for rates, nats for NLL, ...) **and** beyond the statistical noise. Where both runs kept
+per-sample records of the same images, a paired test decides (exact McNemar for error rates, a
+paired bootstrap for means and OOD metrics: `benchmark.paired`); elsewhere the noise is the
+combined half-width of the two 95 % intervals, sqrt(h_base^2 + h_now^2), where the rows carry one. A
 metric without an interval (a sanity flag: a decision, not an estimate) is judged by the
 tolerance alone. A NaN now, where the baseline has a number, always fails. Metrics that vanished
 fail the check (a gate that passes when its numbers disappear protects nothing) unless allowed;
@@ -23,27 +25,40 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.records import condition_key
 from reports.errors import ReportError
 from reports.files import write_atomic, write_text_atomic
 from reports.leaderboard import condition_columns, direction
 
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2  # 2: conditions as a JSON object (1: as "eps=0.5, norm=l2" text)
 DEFAULT_TOLERANCE = 0.5
 _KEY = ["checkpoint", "task", "metric", "conditions"]
 FAILING = ("REGRESSED", "MISSING", "INVALID")
 
 
-def _conditions(row: pd.Series, columns: list[str]) -> str:
-    present = {c: row[c] for c in columns if not pd.isna(row[c])}
-    return ", ".join(f"{k}={v}" for k, v in sorted(present.items()))
+def _legacy_conditions(text: str) -> dict[str, Any]:
+    """The conditions of a format-1 baseline, written as "eps=0.5, norm=l2", as a mapping."""
+    conditions: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(", "))):
+        name, _, value = item.partition("=")
+        try:
+            conditions[name] = int(value)
+        except ValueError:
+            try:
+                conditions[name] = float(value)
+            except ValueError:
+                conditions[name] = value
+    return conditions
 
 
 def _records(results: pd.DataFrame) -> pd.DataFrame:
-    """results.csv rows with a direction, reduced to the comparison key and the numbers the
-    gate needs."""
+    """results.csv rows with a direction, reduced to the comparison key (conditions as their
+    canonical `condition_key`, so a severity read back as 3.0 matches a task's 3) and the
+    numbers the gate needs."""
     gated = results[[direction(v) is not None for v in results["higher_is_better"]]]
     columns = condition_columns(results)
-    frame = gated.assign(conditions=[_conditions(row, columns) for _, row in gated.iterrows()])
+    frame = gated.assign(conditions=[condition_key({c: row[c] for c in columns})
+                                     for row in gated.to_dict("records")])
     for column in ("ci_low", "ci_high"):
         if column not in frame:
             frame[column] = float("nan")
@@ -80,6 +95,7 @@ def write_baseline(out_dir: Path, target: Path) -> int:
     metrics = json.loads(records.to_json(orient="records"))  # JSON has no inf: it wrote null
     for metric, value in zip(metrics, records["value"], strict=True):
         metric["value"] = float(value)
+        metric["conditions"] = json.loads(metric["conditions"])
     payload = {"format": BASELINE_FORMAT, "source": str(Path(out_dir) / "results.csv"),
                "metrics": metrics}
     try:
@@ -110,8 +126,8 @@ def read_baseline(path: Path) -> pd.DataFrame:
     """
     path = Path(path)
     payload = _parsed(path, "baseline file", json.loads, json.JSONDecodeError, "JSON")
-    if not isinstance(payload, dict) or payload.get("format") != BASELINE_FORMAT:
-        raise ReportError(f"{path}: not a rubench baseline (format {BASELINE_FORMAT})")
+    if not isinstance(payload, dict) or payload.get("format") not in (1, BASELINE_FORMAT):
+        raise ReportError(f"{path}: not a rubench baseline (format 1 or {BASELINE_FORMAT})")
     records = payload.get("metrics")
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ReportError(f"{path}: `metrics` must be a list of metric records")
@@ -122,6 +138,12 @@ def read_baseline(path: Path) -> pd.DataFrame:
     if missing:
         raise ReportError(f"{path}: metric records lack {', '.join(sorted(missing))}")
     frame = frame[[direction(v) is not None for v in frame["higher_is_better"]]]
+    parse = _legacy_conditions if payload["format"] == 1 else dict
+    try:
+        conditions = [condition_key(parse(c)) for c in frame["conditions"]]
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(f"{path}: malformed `conditions` in a metric record: {exc}") from exc
+    frame = frame.assign(conditions=conditions)
     values = pd.to_numeric(frame["value"], errors="coerce")
     if values.isna().any():
         raise ReportError(f"{path}: {int(values.isna().sum())} baseline value(s) are NaN, "
@@ -211,8 +233,42 @@ def read_tolerances(path: Path) -> Tolerances:
 
 
 @dataclass(frozen=True)
+class Paired:
+    """A paired test of one metric between two evaluations of the same samples (see
+    `benchmark.paired`): an exact McNemar `p_value` for error rates, else a bootstrap interval
+    of the difference now - baseline; `detectable` is the smallest difference (metric units)
+    the McNemar test could flag with this many discordant samples (None: none could)."""
+
+    test: str
+    n: int
+    p_value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    detectable: float | None
+    alpha: float = 0.05
+
+    @property
+    def significant(self) -> bool:
+        """Whether the difference is beyond noise at level `alpha`."""
+        if self.p_value is not None:
+            return self.p_value < self.alpha
+        return self.ci_low is not None and self.ci_high is not None \
+            and not self.ci_low <= 0.0 <= self.ci_high
+
+    def describe(self) -> str:
+        """One short phrase: the test and its outcome."""
+        if self.p_value is not None:
+            found = "none" if self.detectable is None else f"{self.detectable:.2g}"
+            return f"{self.test} p={self.p_value:.3g}, n={self.n}, detectable {found}"
+        return f"{self.test} diff in [{self.ci_low:.3g}, {self.ci_high:.3g}], n={self.n}"
+
+
+Pairing = Callable[[tuple[str, str, str, str]], Paired | None]
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """The comparison of one metric."""
+    """The comparison of one metric; `paired` where a paired test judged it."""
 
     key: tuple[str, str, str, str]
     baseline: float | None
@@ -220,6 +276,7 @@ class Verdict:
     noise: float
     tolerance: float
     verdict: str  # ok | improved | within-noise | REGRESSED | INVALID | MISSING | new | ...
+    paired: Paired | None = None
 
     @property
     def delta(self) -> float | None:
@@ -236,26 +293,29 @@ def _half_width(row: Any) -> float | None:
     return (float(high) - float(low)) / 2
 
 
-def _judge(old: dict[str, Any], new: dict[str, Any], limit: float, sampling_noise: bool
-           ) -> tuple[float, str]:
-    """(noise, verdict) of one metric present in both tables."""
+def _judge(old: dict[str, Any], new: dict[str, Any], limit: float, sampling_noise: bool,
+           paired: Callable[[], Paired | None]) -> tuple[float, str, Paired | None]:
+    """(noise, verdict, paired test) of one metric present in both tables. Past its tolerance,
+    a paired test decides where the records allow one, else the intervals' combined width."""
     widths = [w for w in (_half_width(old), _half_width(new)) if w is not None]
     noise = math.sqrt(sum(w * w for w in widths)) if sampling_noise else 0.0
     if pd.isna(new["value"]):
-        return noise, "INVALID"
+        return noise, "INVALID", None
     worse = 0.0 if new["value"] == old["value"] else new["value"] - old["value"]  # inf == inf
     if direction(old["higher_is_better"]):
         worse = -worse
-    if worse > limit and worse > noise:
-        return noise, "REGRESSED"
-    if worse > limit:
-        return noise, "within-noise"
-    return noise, "improved" if worse < -limit else "ok"
+    if worse <= limit:
+        return noise, "improved" if worse < -limit else "ok", None
+    test = paired() if sampling_noise else None
+    if test is not None:
+        return noise, "REGRESSED" if test.significant else "within-noise", test
+    return noise, "REGRESSED" if worse > noise else "within-noise", None
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: Tolerances,
-            allow_missing: bool = False) -> list[Verdict]:
-    """One verdict per gated metric in either table (see the module docstring for the rule)."""
+            allow_missing: bool = False, pairing: Pairing | None = None) -> list[Verdict]:
+    """One verdict per gated metric in either table (see the module docstring for the rule);
+    `pairing` gives a metric's paired test where per-sample records allow one."""
     base = {tuple(r[k] for k in _KEY): r for r in baseline.to_dict("records")}
     now = {tuple(r[k] for k in _KEY): r for r in current.to_dict("records")}
     verdicts = []
@@ -268,9 +328,11 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: Tolerance
             verdicts.append(Verdict(key, None, now[key]["value"], 0.0, limit,
                                     "INVALID" if pd.isna(now[key]["value"]) else "new"))
         else:
-            noise, verdict = _judge(base[key], now[key], limit, tolerances.sampling_noise)
+            noise, verdict, test = _judge(
+                base[key], now[key], limit, tolerances.sampling_noise,
+                lambda key=key: pairing(key) if pairing is not None else None)
             verdicts.append(Verdict(key, float(base[key]["value"]), float(now[key]["value"]),
-                                    noise, limit, verdict))
+                                    noise, limit, verdict, test))
     return verdicts
 
 
@@ -301,7 +363,8 @@ def summary_line(verdicts: list[Verdict]) -> str:
 
 def _name(key: tuple[str, str, str, str]) -> str:
     checkpoint, task, metric, conditions = key
-    return f"{checkpoint} {task}/{metric}" + (f" [{conditions}]" if conditions else "")
+    text = ", ".join(f"{k}={v}" for k, v in json.loads(conditions).items())
+    return f"{checkpoint} {task}/{metric}" + (f" [{text}]" if text else "")
 
 
 def format_table(verdicts: list[Verdict]) -> str:
@@ -314,6 +377,7 @@ def format_table(verdicts: list[Verdict]) -> str:
     lines = [header, "-" * len(header)]
     lines += [f"{_name(v.key):<60} {number(v.baseline):>10} {number(v.now):>10} "
               f"{number(v.delta):>9} {v.noise:>7.3f} {v.tolerance:>6.3g}  {v.verdict}"
+              + (f" ({v.paired.describe()})" if v.paired is not None else "")
               for v in verdicts]
     return "\n".join(lines) + "\n"
 
@@ -326,7 +390,9 @@ def write_table(verdicts: list[Verdict], path: Path) -> None:
             frame = pd.DataFrame([{**dict(zip(_KEY, v.key, strict=True)),
                                    "baseline": v.baseline, "now": v.now, "delta": v.delta,
                                    "noise": v.noise, "tolerance": v.tolerance,
-                                   "verdict": v.verdict} for v in verdicts])
+                                   "verdict": v.verdict,
+                                   "paired_test": v.paired.describe() if v.paired else ""}
+                                  for v in verdicts])
             write_atomic(path, lambda temporary: frame.to_csv(temporary, index=False))
         else:
             write_text_atomic(path, format_table(verdicts) + summary_line(verdicts) + "\n")

@@ -1,0 +1,199 @@
+"""Paired comparison of two evaluations on the same images, from their per-sample records.
+
+Two checkpoints (or two runs of one) evaluated on the same images differ image by image; a
+paired test sees that, where comparing two intervals cannot. Which per-sample quantity a
+metric row reduces, by the column conventions of `benchmark.records`:
+
+- `top1_err` / `top5_err`: the 0/1 errors (`correct` / `correct_top5`) of the table measured
+  under the row's conditions; minimal-perturbation tasks: `norm <= eps` for each `eps` of the
+  unit's parameters. Exact McNemar test on the discordant images.
+- `nll` (a mean over images): paired bootstrap of the difference of means.
+- OOD rows (`auroc`, `aupr_in`, `aupr_out`, `tnr_at_tpr95`, `detection_acc`,
+  `fpr_at_tpr95_ood_positive`, per scorer and OOD set): paired stratified bootstrap — the same
+  resample of ID images and of the set's images for both evaluations.
+
+A pair is made only where both evaluations hold the same sample indices; anything else has no
+paired test (`Pairing.test` returns None) and the caller keeps its unpaired rule.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import RubenchError
+from benchmark.records import Records, SampleTable, condition_key
+from benchmark.stats import (
+    detectable_difference,
+    mcnemar_exact,
+    metric_stream,
+    paired_bootstrap_interval,
+)
+from benchmark.store import Store, StoredUnit
+from ood import metrics as ood
+from reports.check import Paired
+from reports.files import write_atomic
+
+ALPHA = 0.05
+ID_SET = "in_distribution"
+OOD_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "auroc": ood.auroc, "aupr_in": ood.aupr_in, "aupr_out": ood.aupr_out,
+    "tnr_at_tpr95": ood.tnr_at_tpr95, "detection_acc": ood.detection_acc,
+    "fpr_at_tpr95_ood_positive": ood.fpr_at_tpr95_ood_positive,
+}
+RATE_COLUMNS = {"top1_err": "correct", "top5_err": "correct_top5"}
+
+Unit = tuple[StoredUnit, Records]
+Units = dict[tuple[str, str], Unit]  # (checkpoint, task) -> its stored unit and records
+
+
+def store_units(out_dir: Path) -> Units:
+    """The per-sample records of every current unit of `out_dir`'s store."""
+    if not (Path(out_dir) / "results.sqlite").is_file():
+        return {}
+    store = Store(out_dir)
+    try:
+        return {(key[0], key[2]): (unit, records)
+                for key, unit, records in store.records(store.current_keys())}
+    finally:
+        store.close()
+
+
+def samples_path(baseline: Path) -> Path:
+    """Where a baseline's per-sample records live: beside it, `NAME.samples.zip`."""
+    return Path(baseline).with_suffix(".samples.zip")
+
+
+def write_samples(units: Units, target: Path) -> None:
+    """Store `units` in one zip archive: a manifest and one encoded record set per unit."""
+    def write(path: Path) -> None:
+        manifest = []
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:  # npz is compressed
+            for i, ((checkpoint, task), (unit, records)) in enumerate(sorted(units.items())):
+                manifest.append({"checkpoint": checkpoint, "task": task, "file": f"{i}.npz",
+                                 "task_type": unit.task_type, "params": unit.params,
+                                 "seed": unit.seed})
+                archive.writestr(f"{i}.npz", records.encode())
+            archive.writestr("manifest.json", json.dumps(manifest, sort_keys=True))
+
+    write_atomic(target, write)
+
+
+def read_samples(path: Path) -> Units:
+    """The units of a `write_samples` archive; a damaged archive is a RubenchError."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            return {(entry["checkpoint"], entry["task"]): (
+                StoredUnit(entry["task_type"], entry["params"], entry["seed"]),
+                Records.decode(archive.read(entry["file"]))) for entry in manifest}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise RubenchError(f"{path}: unreadable per-sample records: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """The same condition's table in both evaluations, on the same samples."""
+
+    base: SampleTable
+    now: SampleTable
+    params: dict[str, Any]
+
+
+class Pairing:
+    """Paired tests between a baseline's units and the current ones, computed on demand
+    (bootstraps are only worth running for the few metrics that got worse)."""
+
+    def __init__(self, base: Units, now: Units, seed: int = 0) -> None:
+        self.seed = seed
+        self.tables: dict[tuple[str, str, str], _Pair] = {}
+        for name, (unit, records) in now.items():
+            if name not in base:
+                continue
+            before = {condition_key(t.conditions): t for t in base[name][1]}
+            for table in records:
+                key = condition_key(table.conditions)
+                if key in before and np.array_equal(before[key]["index"], table["index"]):
+                    self.tables[(*name, key)] = _Pair(before[key], table, unit.params)
+
+    def test(self, key: tuple[str, str, str, str]) -> Paired | None:
+        """The paired test of one metric row (checkpoint, task, metric, condition key), or
+        None where the records do not pair it."""
+        checkpoint, task, metric, conditions = key
+        wanted = json.loads(conditions)
+        if metric in RATE_COLUMNS:
+            return self._rate(checkpoint, task, RATE_COLUMNS[metric], wanted)
+        pair = self.tables.get((checkpoint, task, conditions))
+        if metric == "nll" and pair is not None and "nll" in pair.now.columns:
+            return self._mean(pair, "nll", conditions)
+        if metric in OOD_METRICS and wanted.get("ood_set") not in (None, "mean", ID_SET):
+            reference = self.tables.get((checkpoint, task, condition_key(
+                {**wanted, "ood_set": ID_SET})))
+            if pair is not None and reference is not None and "score" in pair.now.columns:
+                return self._ood(metric, reference, pair, conditions)
+        return None
+
+    def _rate(self, checkpoint: str, task: str, column: str, wanted: dict[str, Any]
+              ) -> Paired | None:
+        pair = self.tables.get((checkpoint, task, condition_key(wanted)))
+        if pair is not None and column in pair.now.columns:
+            base_wrong, now_wrong = ~pair.base[column].astype(bool), ~pair.now[column].astype(bool)
+        else:  # minimal-perturbation tasks: broken within eps
+            pair = self.tables.get((checkpoint, task, condition_key(
+                {k: v for k, v in wanted.items() if k != "eps"})))
+            eps = wanted.get("eps")
+            if pair is None or eps is None or column != "correct" \
+                    or "norm" not in pair.now.columns:
+                return None
+            base_wrong, now_wrong = pair.base["norm"] <= eps, pair.now["norm"] <= eps
+        n = len(now_wrong)
+        worse, better = int((now_wrong & ~base_wrong).sum()), int((base_wrong & ~now_wrong).sum())
+        found = detectable_difference(worse + better, ALPHA)
+        return Paired("McNemar", n, mcnemar_exact(worse, better), None, None,
+                      None if found is None else 100.0 * found / n)
+
+    def _mean(self, pair: _Pair, column: str, conditions: str) -> Paired:
+        base, now = pair.base[column].astype(np.float64), pair.now[column].astype(np.float64)
+        diff = now - base
+        low, high = paired_bootstrap_interval(
+            lambda rows: diff[rows].mean(axis=1), len(diff),
+            metric_stream(self.seed, f"paired:{column}", {"conditions": conditions}))
+        return Paired("paired bootstrap", len(diff), None, low, high, None)
+
+    def _ood(self, metric: str, reference: _Pair, pair: _Pair, conditions: str) -> Paired:
+        score = OOD_METRICS[metric]
+        base_id, now_id = reference.base["score"], reference.now["score"]
+        base_ood, now_ood = pair.base["score"], pair.now["score"]
+        rng = metric_stream(self.seed, f"paired:{metric}", {"conditions": conditions})
+        n_id, n_ood = len(now_id), len(now_ood)
+
+        def replicates(rows: np.ndarray) -> np.ndarray:
+            out = np.empty(len(rows))
+            for i, id_rows in enumerate(rows):  # the set is resampled alongside, same stream
+                ood_rows = rng.integers(0, n_ood, n_ood)
+                out[i] = 100.0 * (score(now_id[id_rows], now_ood[ood_rows])
+                                  - score(base_id[id_rows], base_ood[ood_rows]))
+            return out
+
+        low, high = paired_bootstrap_interval(replicates, n_id, rng)
+        return Paired("paired bootstrap", n_id + n_ood, None, low, high, None)
+
+
+def pairing_for(out_dir: Path, baseline: Path) -> tuple[Pairing | None, str]:
+    """The pairing of `out_dir`'s records with the baseline's (`samples_path`), and a line
+    saying which rule the check applies."""
+    archive = samples_path(baseline)
+    if not archive.is_file():
+        return None, (f"unpaired rule: {archive} holds no per-sample records for this "
+                      "baseline (written by an older rubench?)")
+    now = store_units(out_dir)
+    if not now:
+        return None, f"unpaired rule: {out_dir} holds no per-sample records"
+    return Pairing(read_samples(archive), now), (
+        f"paired tests on the same images (records: {archive})")

@@ -1,0 +1,63 @@
+"""`rubench export`: per-sample records as CSV / Parquet, agreeing with the stored metrics; a
+baseline keeps its records so `rubench check` can pair its tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_runner import make_zoo
+
+from benchmark.cli import main
+from benchmark.paired import samples_path
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    make_zoo(root / "zoo", seeds=(0, 1))
+    assert main(["evaluate", str(root / "zoo"), "--suite", "digits", "--tasks", "clean",
+                 "--data-root", str(root / "data"), "--limit", "120", "--out",
+                 str(root / "out"), "--no-progress"]) == 0
+    return root / "out"
+
+
+def test_samples_reduce_to_the_stored_error_rates(evaluated: Path, tmp_path: Path):
+    assert main(["export", str(evaluated), "--samples", "-o", str(tmp_path / "s.csv")]) == 0
+    samples = pd.read_csv(tmp_path / "s.csv")
+    assert list(samples.columns[:4]) == ["checkpoint", "task", "index", "correct"]
+    assert len(samples) == 2 * 120
+    assert sorted(samples["index"].unique()) == list(range(120))
+    results = pd.read_csv(evaluated / "results.csv")
+    for checkpoint, rows in samples.groupby("checkpoint"):
+        stored = results[(results.checkpoint == checkpoint) & (results.metric == "top1_err")]
+        assert 100 * (1 - rows["correct"].mean()) == pytest.approx(stored["value"].item())
+        top5 = results[(results.checkpoint == checkpoint) & (results.metric == "top5_err")]
+        assert 100 * (1 - rows["correct_top5"].mean()) == pytest.approx(top5["value"].item())
+
+
+def test_parquet_holds_what_csv_holds(evaluated: Path, tmp_path: Path):
+    pytest.importorskip("pyarrow")
+    for name in ("s.csv", "s.parquet"):
+        assert main(["export", str(evaluated), "--samples", "-o", str(tmp_path / name)]) == 0
+    csv, parquet = pd.read_csv(tmp_path / "s.csv"), pd.read_parquet(tmp_path / "s.parquet")
+    pd.testing.assert_frame_equal(csv, parquet, check_dtype=False, check_exact=False)
+
+
+def test_export_refuses_what_it_cannot_write(evaluated: Path, tmp_path: Path, capsys):
+    assert main(["export", str(evaluated), "--samples", "-o", str(tmp_path / "s.xlsx")]) == 2
+    assert "must end in .csv or .parquet" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing"), "-o", str(tmp_path / "m.csv")]) == 2
+    assert "no results.sqlite" in capsys.readouterr().err
+
+
+def test_baseline_keeps_records_and_check_pairs(evaluated: Path, tmp_path: Path, capsys):
+    baseline = tmp_path / "base.json"
+    assert main(["baseline", str(evaluated), "-o", str(baseline)]) == 0
+    assert samples_path(baseline).is_file()
+    assert main(["check", str(evaluated), "--baseline", str(baseline)]) == 0
+    assert "rule: paired tests on the same images" in capsys.readouterr().out
+    samples_path(baseline).unlink()
+    assert main(["check", str(evaluated), "--baseline", str(baseline)]) == 0
+    assert "rule: unpaired rule" in capsys.readouterr().out
