@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show each value's difference to this checkpoint's row")
     report.add_argument("--ci", action="store_true",
                         help="show each value's 95 %% interval as ± in leaderboard.md")
+    report.add_argument("--recompute", action="store_true",
+                        help="first re-reduce every metric from the stored per-sample records "
+                             "(no model needed) and rewrite results.csv")
+    report.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     baseline = sub.add_parser("baseline", help="store DIR/results.csv as a JSON baseline")
     baseline.add_argument("out_dir", type=Path)
@@ -267,6 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "report":
             from reports.html import write_report
+
+            if args.recompute:
+                from benchmark.recompute import recompute
+
+                done, missing = recompute(args.out_dir, progress=not args.no_progress)
+                print(f"recomputed {done} unit(s) from their records"
+                      + (f"; {missing} without records kept as stored" if missing else ""))
 
             written = write_report(args.out_dir, baseline=args.baseline, show_ci=args.ci)
             print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} files in "

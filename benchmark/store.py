@@ -165,17 +165,9 @@ class Store:
         """Store one finished (checkpoint, task) atomically: its metric rows, its per-sample
         `records` (with the task type, parameters and seed in `unit`, which re-reduce them)
         and its completion mark."""
-        rows = [(sha256, task, config_hash, m.metric, json.dumps(m.conditions, sort_keys=True),
-                 float(m.value), int(m.n),
-                 None if m.higher_is_better is None else int(m.higher_is_better), m.ci_low,
-                 m.ci_high)
-                for m in metrics]
+        key = (sha256, task, config_hash)
         with self._transaction():
-            key = (sha256, task, config_hash)
-            self.conn.execute("DELETE FROM results WHERE checkpoint_sha256=? AND task=? AND "
-                              "config_hash=?", key)
-            self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  rows)
+            self._write_metrics(key, metrics)
             self.conn.execute("DELETE FROM samples WHERE checkpoint_sha256=? AND task=? AND "
                               "config_hash=?", key)
             if records is not None and unit is not None:
@@ -186,6 +178,22 @@ class Store:
                 "INSERT OR REPLACE INTO completed VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*key, checkpoint, json.dumps(provenance, sort_keys=True), time.time(),
                  elapsed_s))
+
+    def _write_metrics(self, key: tuple[str, str, str], metrics: Iterable[Metric]) -> None:
+        """Replace a unit's metric rows (inside the caller's transaction)."""
+        rows = [(*key, m.metric, json.dumps(m.conditions, sort_keys=True), float(m.value),
+                 int(m.n), None if m.higher_is_better is None else int(m.higher_is_better),
+                 m.ci_low, m.ci_high)
+                for m in metrics]
+        self.conn.execute("DELETE FROM results WHERE checkpoint_sha256=? AND task=? AND "
+                          "config_hash=?", key)
+        self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def replace_metrics(self, key: tuple[str, str, str], metrics: Iterable[Metric]) -> None:
+        """Replace the metric rows of a completed unit (sha256, task, config hash), e.g. with
+        those re-reduced from its records; its records and completion mark stay."""
+        with self._transaction():
+            self._write_metrics(key, metrics)
 
     def save_checkpoint(self, *, checkpoint: str, sha256: str, path: str, meta: dict[str, Any],
                         meta_sources: dict[str, str]) -> None:

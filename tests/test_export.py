@@ -61,3 +61,18 @@ def test_baseline_keeps_records_and_check_pairs(evaluated: Path, tmp_path: Path,
     samples_path(baseline).unlink()
     assert main(["check", str(evaluated), "--baseline", str(baseline)]) == 0
     assert "rule: unpaired rule" in capsys.readouterr().out
+
+
+def test_report_recompute_restores_metrics_from_records(evaluated: Path, tmp_path: Path):
+    import shutil
+    import sqlite3
+
+    out = tmp_path / "out"
+    shutil.copytree(evaluated, out)
+    before = pd.read_csv(out / "results.csv")
+    with sqlite3.connect(out / "results.sqlite") as conn:  # a stale stored number
+        conn.execute("UPDATE results SET value = 99.0 WHERE metric = 'top1_err'")
+    assert main(["report", str(out), "--recompute", "--no-progress"]) == 0
+    after = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(before.drop(columns="git_hash"),
+                                  after.drop(columns="git_hash"))
