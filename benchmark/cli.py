@@ -11,6 +11,7 @@ torch and the measurement packages are imported only by the commands that run mo
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -214,15 +215,23 @@ def _finish(summary: RunSummary) -> int:
 
 
 def _list(pattern: str) -> None:
+    """Suites, then every extension kind's entries whose names match `pattern`."""
+    import benchmark.tasks  # noqa: F401  (importing registers the entries)
+    import corruptions.generate  # noqa: F401
     from benchmark.archs import list_archs
-    from benchmark.tasks import list_tasks
+    from benchmark.registry import find
 
-    print("suites:", ", ".join(builtin_suites()))
-    print("tasks:")
-    for task in list_tasks():
-        print(f"  {task.name:<14} {task.description}")
-    for source, names in list_archs(pattern).items():
-        print(f"architectures ({source}):", ", ".join(names) or "-")
+    suites = [name for name in builtin_suites() if fnmatch.fnmatchcase(name, pattern)]
+    print("suites:", ", ".join(suites) or "-")
+    for kind, entries in find(pattern).items():
+        if kind == "arch":
+            for source, names in list_archs(pattern).items():
+                print(f"architectures ({source}):", ", ".join(names) or "-")
+            continue
+        print(f"{kind}s:" + ("" if entries else " -"))
+        for entry in entries:
+            facts = ", ".join(f"{k}={v}" for k, v in entry.info.items())
+            print(f"  {entry.name:<34} {entry.description}" + (f" [{facts}]" if facts else ""))
 
 
 def _check(args: argparse.Namespace) -> int:

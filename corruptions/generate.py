@@ -20,16 +20,18 @@ water spatter (OpenCV's Canny) and frost agree in distribution.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from benchmark.registry import registry
 from corruptions import blur, digital, noise, weather
-from corruptions.catalog import ALL, SEVERITIES
+from corruptions.catalog import ALL, CATEGORY_OF, SEVERITIES
 from corruptions.tables import SeverityTable, get_table
 from corruptions.weather import FrostTextures
 
-FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+CORRUPTIONS = registry("corruption")
+for _name, _function in {
     "gaussian_noise": noise.gaussian_noise, "shot_noise": noise.shot_noise,
     "impulse_noise": noise.impulse_noise, "defocus_blur": blur.defocus_blur,
     "glass_blur": blur.glass_blur, "motion_blur": blur.motion_blur,
@@ -39,7 +41,12 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "jpeg_compression": digital.jpeg_compression, "speckle_noise": noise.speckle_noise,
     "gaussian_blur": blur.gaussian_blur, "spatter": weather.spatter,
     "saturate": digital.saturate,
-}
+}.items():
+    # every one of Hendrycks & Dietterich's 19 is in the released -C sets; a generator added
+    # later registers released=False, so released sets' default groups never change
+    CORRUPTIONS.add(_name, _function, f"{CATEGORY_OF[_name]} corruption (Hendrycks & "
+                                      "Dietterich 2019)", category=CATEGORY_OF[_name],
+                    released=True)
 
 
 def image_rngs(seed: int, corruption: str, severity: int, indices: Sequence[int]
@@ -61,7 +68,7 @@ def corrupt(images: np.ndarray, corruption: str, severity: int,
     used, e.g. to replay another library's random stream in tests). `frost_textures` default to
     the synthetic ones; `pixelate_upsample` is `box` (Hendrycks) or `nearest`.
     """
-    if corruption not in FUNCTIONS:
+    if corruption not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {corruption!r}; known: {', '.join(ALL)}")
     array = np.asarray(images)
     if array.dtype != np.uint8:
@@ -82,7 +89,7 @@ def corrupt(images: np.ndarray, corruption: str, severity: int,
         extra["textures"] = frost_textures
     elif corruption == "pixelate":
         extra["upsample"] = pixelate_upsample
-    out = FUNCTIONS[corruption](array, params, rngs, **extra)
+    out = CORRUPTIONS.get(corruption)(array, params, rngs, **extra)
     out = np.clip(out, 0, 255).astype(np.uint8)  # truncation, as the references
     return out[..., 0] if squeeze else out
 

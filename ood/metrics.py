@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from benchmark.registry import registry
 from benchmark.stats import percentile_interval
 
 __all__ = [
@@ -165,31 +166,37 @@ def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]
     return {name: float(value) for name, value in _metrics(_curve(id_scores, ood_scores)).items()}
 
 
+@registry("metric").register("ood/tnr_at_tpr95", inputs="ID and OOD scores")
 def tnr_at_tpr95(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """ID positive: share of OOD rejected at the first threshold keeping >= 95 % of ID."""
     return ood_metrics(id_scores, ood_scores)["tnr_at_tpr95"]
 
 
+@registry("metric").register("ood/fpr_at_tpr95_ood_positive", inputs="ID and OOD scores")
 def fpr_at_tpr95_ood_positive(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """OOD positive (OpenOOD's FPR@95): share of ID flagged once >= 95 % of OOD are flagged."""
     return ood_metrics(id_scores, ood_scores)["fpr_at_tpr95_ood_positive"]
 
 
+@registry("metric").register("ood/detection_acc", inputs="ID and OOD scores")
 def detection_acc(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Best balanced accuracy over thresholds: max 0.5 * (TPR + TNR)."""
     return ood_metrics(id_scores, ood_scores)["detection_acc"]
 
 
+@registry("metric").register("ood/auroc", inputs="ID and OOD scores")
 def auroc(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Area under the ROC curve: P(ID score > OOD score) + 0.5 * P(tie)."""
     return ood_metrics(id_scores, ood_scores)["auroc"]
 
 
+@registry("metric").register("ood/aupr_in", inputs="ID and OOD scores")
 def aupr_in(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Average precision with ID as the positive class, higher score = more ID."""
     return ood_metrics(id_scores, ood_scores)["aupr_in"]
 
 
+@registry("metric").register("ood/aupr_out", inputs="ID and OOD scores")
 def aupr_out(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Average precision with OOD as the positive class, lower score = more OOD."""
     return ood_metrics(id_scores, ood_scores)["aupr_out"]

@@ -15,6 +15,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
+from benchmark.registry import registry
 from ood.metrics import tnr_at_tpr95
 
 __all__ = [
@@ -48,17 +49,20 @@ def _as_logits(logits: torch.Tensor | ArrayLike) -> NDArray[np.float64]:
     return z
 
 
+@registry("scorer").register("msp", needs="logits")
 def msp(logits: torch.Tensor | ArrayLike) -> NDArray[np.float64]:
     """Maximum softmax probability (Hendrycks & Gimpel 2017): 1 / sum_k exp(z_k - max z)."""
     z = _as_logits(logits)
     return 1.0 / np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)
 
 
+@registry("scorer").register("maxlogit", needs="logits")
 def maxlogit(logits: torch.Tensor | ArrayLike) -> NDArray[np.float64]:
     """Largest logit (Hendrycks et al. 2022)."""
     return _as_logits(logits).max(axis=1)
 
 
+@registry("scorer").register("energy", needs="logits")
 def energy(logits: torch.Tensor | ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
     """Negative free energy T * logsumexp(logits / T) (Liu et al. 2020)."""
     if temperature <= 0:
@@ -94,6 +98,7 @@ def odin_scores(model: nn.Module, images: torch.Tensor, sign: torch.Tensor, temp
     return msp(_as_logits(logits) / temperature)
 
 
+@registry("scorer").register("odin", needs="model")
 def odin(model: nn.Module, images: torch.Tensor, temperature: float = ODIN_TEMPERATURE,
          eps: float = ODIN_EPS) -> NDArray[np.float64]:
     """ODIN score (Liang et al. 2018) of a batch of [0, 1] images.

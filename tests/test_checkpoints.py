@@ -379,5 +379,5 @@ def test_bad_input_size_is_refused(tmp_path, size):
 def test_a_wrongly_cased_architecture_gets_a_did_you_mean(tmp_path):
     path = tmp_path / "m.pth"
     torch.save(tiny_state(), path)
-    with pytest.raises(CheckpointError, match="Did you mean 'resnet18'"):
+    with pytest.raises(CheckpointError, match="did you mean 'resnet18'"):
         load(path, cli={**META, "arch": "ResNet18"})

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 from collections.abc import Callable
 
 import torch.nn as nn
 
+from benchmark.registry import registry
+
 ArchFactory = Callable[..., nn.Module]
-_ARCHS: dict[str, ArchFactory] = {}
+ARCHS = registry("arch")
 
 
 def register_arch(name: str) -> Callable[[ArchFactory], ArchFactory]:
     """Register a factory called as `factory(num_classes=...)` under `name`."""
-
-    def wrap(factory: ArchFactory) -> ArchFactory:
-        if name in _ARCHS:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _ARCHS[name] = factory
-        return factory
-
-    return wrap
+    return ARCHS.register(name)
 
 
 def _torchvision_names() -> list[str]:
@@ -34,7 +28,7 @@ def _torchvision_names() -> list[str]:
 def list_archs(pattern: str = "*") -> dict[str, list[str]]:
     """Architecture names matching a shell-style pattern, grouped by source."""
     return {
-        "rubench": sorted(fnmatch.filter(_ARCHS, pattern)),
+        "rubench": sorted(ARCHS.names(pattern)),
         "torchvision": fnmatch.filter(_torchvision_names(), pattern),
     }
 
@@ -45,8 +39,8 @@ def build_arch(name: str, num_classes: int) -> nn.Module:
     Lookup order: rubench's registry, then torchvision's classification models, then
     `package.module:callable` imported from PYTHONPATH.
     """
-    if name in _ARCHS:
-        return _ARCHS[name](num_classes=num_classes)
+    if name in ARCHS:
+        return ARCHS.get(name)(num_classes=num_classes)
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
@@ -67,13 +61,8 @@ def build_arch(name: str, num_classes: int) -> nn.Module:
         import torchvision.models as tvm
 
         return tvm.get_model(name, weights=None, num_classes=num_classes)
-    known = list(_ARCHS) + _torchvision_names()
-    same = [k for k in known if k.lower() == name.lower()]
-    close = same or difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=5,
-                                              cutoff=0.6)
-    close = [next(k for k in known if k.lower() == c) for c in close]
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
-        f"unknown architecture {name!r}: not in rubench's registry, not a torchvision model, "
-        f"and not of the form 'module:callable'.{hint} `rubench list` shows all names."
+        f"unknown architecture {name!r}{ARCHS.hint(name, _torchvision_names())}: not in "
+        "rubench's registry, not a torchvision model, and not of the form 'module:callable'. "
+        "`rubench list` shows all names."
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from benchmark.errors import ModelOutputError, SuiteError
 from benchmark.params import NoParams, validate
 from benchmark.params import defaults as schema_defaults
 from benchmark.records import Records
+from benchmark.registry import UnknownName, registry
 from benchmark.stats import Metric
 
 
@@ -142,7 +142,7 @@ class TaskDef:
         return schema_defaults(self.params)
 
 
-_TASKS: dict[str, TaskDef] = {}
+TASKS = registry("task")
 
 
 def register_task(name: str, *, reduce: ReduceFn | None = None, params: type = NoParams,
@@ -151,10 +151,10 @@ def register_task(name: str, *, reduce: ReduceFn | None = None, params: type = N
     dataclass, see `benchmark.params`); its docstring's first line is the description."""
 
     def wrap(fn: TaskFn) -> TaskFn:
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _TASKS[name] = TaskDef(name, fn, reduce, params, version, doc[0] if doc else "", inputs)
+        description = doc[0] if doc else ""
+        TASKS.add(name, TaskDef(name, fn, reduce, params, version, description, inputs),
+                  description)
         return fn
 
     return wrap
@@ -162,14 +162,15 @@ def register_task(name: str, *, reduce: ReduceFn | None = None, params: type = N
 
 def get_task(name: str) -> TaskDef:
     """The task registered as `name`."""
-    if name not in _TASKS:
-        raise SuiteError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    try:
+        return TASKS.get(name)
+    except UnknownName as exc:
+        raise SuiteError(str(exc)) from None
 
 
 def list_tasks(pattern: str = "*") -> list[TaskDef]:
-    """Registered tasks whose names match a shell-style pattern."""
-    return [_TASKS[name] for name in sorted(fnmatch.filter(_TASKS, pattern))]
+    """Registered tasks whose names match a shell-style pattern, sorted by name."""
+    return [entry.value for entry in sorted(TASKS.entries(pattern), key=lambda e: e.name)]
 
 
 def resolve_params(task: TaskDef, params: dict[str, Any], where: str) -> dict[str, Any]:
