@@ -11,6 +11,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.stats import Metric
+from reports.check import Tolerances, compare, read_baseline, read_results
 
 COLUMNS = ["checkpoint", "task", "metric", "eps", "value", "ci_low", "ci_high", "n",
            "higher_is_better"]
@@ -37,7 +38,9 @@ def gate(tmp_path, base_rows, now_rows, *flags):
 def test_identical_results_pass(tmp_path, capsys):
     rows = [rate_row("erm", "top1_err", 30, 600), rate_row("erm", "top1_err", 90, 600, eps=0.1)]
     assert gate(tmp_path, rows, rows) == 0
-    assert capsys.readouterr().out == "rubench check passed: 2 metrics (2 ok)\n"
+    first, rule = capsys.readouterr().out.splitlines()
+    assert first == "rubench check passed: 2 metrics (2 ok)"
+    assert rule.startswith("rule: unpaired rule: ") and "holds no per-sample records" in rule
 
 
 def test_large_regression_fails_and_is_listed(tmp_path, capsys):
@@ -62,7 +65,7 @@ def test_terminal_shows_only_failures_and_the_file_gets_everything(tmp_path, cap
     assert lines[0] == "rubench check FAILED: 1 of 50 metrics (1 REGRESSED, 1 improved, 48 ok)"
     assert [line for line in lines if "clean/top1_err" in line] == \
         [next(line for line in lines if line.startswith("m48 "))]
-    assert lines[-1] == f"full table (50 metrics): {out_csv}"
+    assert lines[-2] == f"full table (50 metrics): {out_csv}"
     table = pd.read_csv(out_csv)
     assert len(table) == 50 and set(table.verdict) == {"ok", "REGRESSED", "improved"}
     row = table[table.checkpoint == "m48"].iloc[0]
@@ -284,6 +287,8 @@ assert not heavy, heavy
     '{"format": 1, "metrics": [{"checkpoint": "erm"}]}', b"\xff\xfe\x00binary",
     '{"format": 1, "metrics": [{"checkpoint": "erm", "task": "clean", "metric": "top1_err", '
     '"conditions": "", "value": "high", "n": 1, "higher_is_better": false}]}',
+    '{"format": 2, "metrics": [{"checkpoint": "erm", "task": "clean", "metric": "top1_err", '
+    '"conditions": 5, "value": 1, "n": 1, "higher_is_better": false}]}',
     "directory"])
 def test_malformed_baseline_exits_2_naming_the_file(tmp_path, capsys, content):
     """Exit 1 means 'regressed': a broken baseline must never look like that."""
@@ -328,3 +333,23 @@ def test_a_tolerance_for_no_metric_is_warned_about(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tolerance for 'top1_eer' matches no metric" in err
     assert "'clean/top1_err'" not in err and "'top*'" not in err
+
+
+def test_a_format_1_baseline_still_matches_structured_conditions(tmp_path):
+    """Format 1 wrote conditions as text ("eps=0.5, severity=3"); read back, they key the same
+    metrics as a results.csv whose severity column reads 3.0."""
+    rows = [rate_row("erm", "top1_err", 30, 600, eps=0.5), rate_row("erm", "top1_err", 20, 600)]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.insert(frame.columns.get_loc("eps") + 1, "severity", [3, None])  # reads back as 3.0
+    (tmp_path / "now").mkdir()
+    frame.to_csv(tmp_path / "now" / "results.csv", index=False)
+    legacy = {"format": 1, "metrics": [
+        {"checkpoint": "erm", "task": "clean", "metric": "top1_err",
+         "conditions": "eps=0.5, severity=3", "value": 2.0, "n": 600,
+         "higher_is_better": False},
+        {"checkpoint": "erm", "task": "clean", "metric": "top1_err", "conditions": "",
+         "value": 100 * 20 / 600, "n": 600, "higher_is_better": False}]}
+    (tmp_path / "b.json").write_text(json.dumps(legacy))
+    verdicts = compare(read_baseline(tmp_path / "b.json"), read_results(tmp_path / "now"),
+                       Tolerances(default=0.5, sampling_noise=False))
+    assert sorted(v.verdict for v in verdicts) == ["REGRESSED", "ok"]
