@@ -12,6 +12,11 @@ import torch.nn.functional as F
 from sklearn.metrics import brier_score_loss, log_loss
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from benchmark.archs import build_arch
+from benchmark.checkpoints import NormalizedModel
+from benchmark.datasets import read_digits
+from benchmark.records import Records, concat
+from benchmark.tasks import TaskContext, get_task
 from ood.calibration import (
     adaptive_ece,
     brier,
@@ -473,3 +478,25 @@ def test_binned_calibration_intervals_contain_the_estimate_on_a_calibrated_model
         for name in ("ece", "mce", "adaptive_ece", "brier", "nll"):
             assert rows[name].ci_low <= rows[name].value <= rows[name].ci_high, (n, name)
             assert rows[name].ci_low >= 0
+
+
+def test_calibration_records_re_reduce_to_the_same_metrics() -> None:
+    """The task's rows are a reduction of its records alone: after an encode / decode round trip
+    and after merging two shards (rows split by index parity), bit-identical rows."""
+    torch.manual_seed(3)
+    model = NormalizedModel(build_arch("tinynets:tiny_cnn", num_classes=10), [0.3], [0.25])
+    ctx = TaskContext(model=model.eval(), data=read_digits(split="test"), seed=0,
+                      device=torch.device("cpu"), batch_size=600, progress=False)
+    task = get_task("calibration")
+    params = {**task.defaults, "temperature_split": "val", "reliability": True}
+    records, metrics = task.run(ctx, params)
+    plain, scaled = records.one(scaling="none"), records.one(scaling="temperature")
+    assert set(plain.columns) == {"index", "correct", "pred", "confidence", "brier"}
+    assert set(scaled.columns) == set(plain.columns) | {"nll"}
+    assert len(plain) == len(scaled) == 600
+    assert set(records.facts) == {"temperature", "temperature_n"}
+    assert records.facts["temperature_n"] == 200
+    assert task.reduce(Records.decode(records.encode()), params, ctx.seed) == metrics
+    halves = concat([Records([table.take(table["index"] % 2 == parity) for table in records],
+                             dict(records.facts)) for parity in (1, 0)])
+    assert task.reduce(halves, params, ctx.seed) == metrics

@@ -23,6 +23,7 @@ from benchmark.data import stratified_subset
 from benchmark.datasets import load_dataset, read_digits
 from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar100
+from benchmark.records import Records, concat
 from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks import ood as ood_task
@@ -420,3 +421,29 @@ def test_mean_row_wilson_bound_follows_the_unweighted_mean_of_sets():
     expected = 100 * (z2 / (10000 + z2) + z2 / (50 + z2)) / 2
     assert rows["fpr_at_tpr95_ood_positive", "mean"].ci_high == pytest.approx(expected)
     assert rows["tnr_at_tpr95", "mean"].ci_low == pytest.approx(100 - expected)
+
+
+def halves_by_parity(records: Records) -> Records:
+    """The records split by index parity into two shards, merged back (odd shard first)."""
+    return concat([Records([table.take(table["index"] % 2 == parity) for table in records],
+                           dict(records.facts)) for parity in (1, 0)])
+
+
+def test_ood_records_re_reduce_to_the_same_metrics():
+    """The metrics are a reduction of the records alone: after an encode / decode round trip
+    and after merging two shards of them, bit-identical rows (intervals included)."""
+    task = get_task("ood")
+    params = resolve_params(task, {"ood_limit": 30, "bootstrap": 200, "histogram_bins": 5,
+                                   "sets": {"u": "uniform", "g": "gaussian"}}, "test suite")
+    ctx = digits_ctx(tiny_model(seed=6))
+    records, metrics = task.run(ctx, params)
+    for scorer in params["scorers"]:
+        inside = records.one(scorer=scorer, ood_set="in_distribution")
+        assert set(inside.columns) == {"index", "score", "correct", "pred", "confidence"}
+        assert len(inside) == 600 and inside["score"].dtype == np.float64
+        for name in ("u", "g"):
+            table = records.one(scorer=scorer, ood_set=name)
+            assert set(table.columns) == {"index", "score"} and len(table) == 30
+    assert records.facts == {"odin_temperature": 1000.0, "odin_eps": 0.0014, "odin_tune_n": 0}
+    assert task.reduce(Records.decode(records.encode()), params, ctx.seed) == metrics
+    assert task.reduce(halves_by_parity(records), params, ctx.seed) == metrics

@@ -22,6 +22,13 @@ Rows (rates in percent):
   under ``scaling = "temperature"``, and the fitted ``temperature`` (a parameter, not a score).
   The raw NLL is `clean`'s ``nll``. Digits has a ``val`` split; CIFAR only ``train`` (fitting on
   training images biases T); ImageNet and Tiny-ImageNet have no held-out split.
+
+The task measures per-sample records and the rows are their reduction (`reduce_calibration`):
+one table per ``scaling`` (``"none"``, and ``"temperature"`` with a split) with columns ``index``
+(position in the evaluated data), ``correct`` (top-1 hit), ``pred`` (int32), ``confidence``
+(top softmax probability, float64), ``brier`` (each image's Brier term, float64) and, scaled
+only, ``nll`` (nats, float64); facts ``temperature`` (the fitted T) and ``temperature_n`` (the
+held-out images it was fit on).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from benchmark.data import EvalData
 from benchmark.datasets import DATASETS
 from benchmark.errors import SuiteError
 from benchmark.params import param
+from benchmark.records import Records, SampleTable
 from benchmark.stats import Metric, bootstrap_resamples, metric_stream
 from benchmark.tasks.registry import TaskContext, predict, register_task
 from ood.calibration import (
@@ -91,24 +99,36 @@ def _digest(image: torch.Tensor) -> bytes:
     return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
 
 
-def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, reliability: bool,
-                        conditions: dict[str, Any], seed: int, with_nll: bool = False
-                        ) -> list[Metric]:
-    """ECE, MCE, adaptive ECE (percent), Brier (and NLL) of `logits` with 95 % bootstrap
-    intervals over images, and optionally the reliability bins.
-
-    The intervals are percentile intervals of each statistic over one shared set of image
-    resamples (seeded by `seed` and `conditions`); they make these numbers gateable with their
-    sampling noise. float64 numpy throughout (for a few thousand rows torch's thread pool costs
-    more than the arithmetic).
-    """
+def calibration_columns(logits: np.ndarray, labels: np.ndarray, with_nll: bool = False
+                        ) -> dict[str, np.ndarray]:
+    """Per-sample columns of float64 `logits` that every calibration number is a reduction of:
+    `index`, `correct` (top-1 hit of the float64 softmax), `pred` (int32), `confidence` (top
+    softmax probability, float64: ECE reads it), `brier` (each sample's Brier term, float64)
+    and, with `with_nll`, `nll` (nats, float64)."""
     probs = softmax(logits)
     conf, predicted = top_label(probs, from_logits=False)
-    correct = predicted == labels
-    n = len(labels)
-    per_image = {"brier": brier_per_sample(probs, labels)}
+    columns = {"index": np.arange(len(labels), dtype=np.int64), "correct": predicted == labels,
+               "pred": predicted.astype(np.int32), "confidence": conf,
+               "brier": brier_per_sample(probs, labels)}
     if with_nll:
-        per_image["nll"] = nll_per_sample(logits, labels)
+        columns["nll"] = nll_per_sample(logits, labels)
+    return columns
+
+
+def calibration_rows(table: SampleTable, bins: int, reliability: bool,
+                     conditions: dict[str, Any], seed: int) -> list[Metric]:
+    """ECE, MCE, adaptive ECE (percent), Brier (and NLL where the table has an `nll` column)
+    of one table of `calibration_columns`, with 95 % bootstrap intervals over images, and
+    optionally the reliability bins.
+
+    The intervals are percentile intervals of each statistic over one shared set of image
+    resamples (seeded by `seed` and `conditions`, drawn over the rows in `index` order); they
+    make these numbers gateable with their sampling noise. float64 numpy throughout (for a few
+    thousand rows torch's thread pool costs more than the arithmetic).
+    """
+    conf, correct = table["confidence"], table["correct"]
+    n = len(table)
+    per_image = {name: table[name] for name in ("brier", "nll") if name in table.columns}
     values = {"ece": 100.0 * ece(conf, correct, n_bins=bins),
               "mce": 100.0 * mce(conf, correct, n_bins=bins),
               "adaptive_ece": 100.0 * adaptive_ece(conf, correct, n_bins=bins),
@@ -126,18 +146,26 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, relia
             low, high = max(0.0, min(low, 2 * value - high)), min(100.0, max(high, 2 * value - low))
         metrics.append(Metric(name, value, n, False, dict(conditions), low, high))
     if reliability:
-        table = reliability_bins(conf, correct, n_bins=bins)
+        diagram = reliability_bins(conf, correct, n_bins=bins)
         for i in range(bins):
             where = {**conditions, "bin": i}
-            count = int(table.count[i])
+            count = int(diagram.count[i])
             metrics.append(Metric("reliability_count", count, n, None, where))
             if count:
-                metrics.append(Metric("reliability_confidence", 100.0 * table.confidence[i],
+                metrics.append(Metric("reliability_confidence", 100.0 * diagram.confidence[i],
                                       count, None, where))
                 metrics.append(Metric.rate("reliability_accuracy",
-                                           round(table.accuracy[i] * count), count,
+                                           round(diagram.accuracy[i] * count), count,
                                            higher_is_better=None, conditions=where))
     return metrics
+
+
+def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, reliability: bool,
+                        conditions: dict[str, Any], seed: int, with_nll: bool = False
+                        ) -> list[Metric]:
+    """`calibration_rows` of `calibration_columns(logits, labels, with_nll)`."""
+    table = SampleTable(dict(conditions), calibration_columns(logits, labels, with_nll))
+    return calibration_rows(table, bins, reliability, conditions, seed)
 
 
 @dataclass(frozen=True)
@@ -149,22 +177,35 @@ class CalibrationParams:
     temperature_split: str = param(NO_SPLIT)
 
 
-@register_task("calibration", params=CalibrationParams, version=4)
-def calibration(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
-    """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
-    bins, split = params["bins"], params["temperature_split"]
-    logits, labels = ctx.clean_logits().double().numpy(), ctx.data.labels
-    metrics = calibration_metrics(logits, labels, bins, params["reliability"],
-                                  {"scaling": "none"}, ctx.seed)
-    if split == NO_SPLIT:
+def reduce_calibration(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """The rows of the module docstring from the tables `scaling = "none"` (and, with a
+    `temperature_split`, the fitted temperature's facts and `scaling = "temperature"`)."""
+    bins, reliability = params["bins"], params["reliability"]
+    metrics = calibration_rows(records.one(scaling="none"), bins, reliability,
+                               {"scaling": "none"}, seed)
+    if params["temperature_split"] == NO_SPLIT:
         return metrics
+    where = {"scaling": "temperature"}
+    metrics.append(Metric("temperature", float(records.facts["temperature"]),
+                          int(records.facts["temperature_n"]), None, where))
+    metrics.extend(calibration_rows(records.one(**where), bins, reliability, where, seed))
+    return metrics
+
+
+@register_task("calibration", params=CalibrationParams, version=4, reduce=reduce_calibration)
+def calibration(ctx: TaskContext, params: dict[str, Any]) -> Records:
+    """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
+    split = params["temperature_split"]
+    logits, labels = ctx.clean_logits().double().numpy(), ctx.data.labels
+    records = Records()
+    records.add({"scaling": "none"}, **calibration_columns(logits, labels))
+    if split == NO_SPLIT:
+        return records
     heldout = load_heldout(ctx, split, "calibration: temperature_split")
     heldout_logits = predict(ctx.model, heldout, ctx.device, ctx.batch_size, ctx.num_workers,
                              ctx.progress)
     temperature = fit_temperature(heldout_logits.double().numpy(), heldout.labels)
-    scaled = logits / temperature
-    where = {"scaling": "temperature"}
-    metrics.append(Metric("temperature", temperature, len(heldout), None, where))
-    metrics.extend(calibration_metrics(scaled, labels, bins, params["reliability"], where,
-                                       ctx.seed, with_nll=True))
-    return metrics
+    records.facts.update(temperature=temperature, temperature_n=len(heldout))
+    records.add({"scaling": "temperature"},
+                **calibration_columns(logits / temperature, labels, with_nll=True))
+    return records

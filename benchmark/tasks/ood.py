@@ -50,6 +50,13 @@ Parameters:
   against ``odin_tune_n`` images of ``odin_tune_ood`` (default ``natural_crops``), drawn from a
   separate random stream, never from a file-based test set. Rows ``odin_temperature`` and
   ``odin_eps`` record the values used (parameters, not scores).
+
+The task measures per-sample records and the rows are their reduction (`reduce_ood`): per
+scorer, a table ``ood_set = "in_distribution"`` with columns ``index`` (position in the
+evaluated data), ``score`` (float64) and the clean pass's ``correct``, ``pred`` and
+``confidence``, and per OOD set a table ``ood_set = <name>`` with ``index`` (position in that set
+as evaluated, i.e. after ``ood_limit``'s subset) and ``score``; with ODIN, facts
+``odin_temperature``, ``odin_eps`` and ``odin_tune_n`` (the tuning images, 0 when fixed).
 """
 
 from __future__ import annotations
@@ -70,9 +77,17 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.params import param
 from benchmark.readers import read_cifar10, read_cifar100
+from benchmark.records import Records
 from benchmark.stats import Metric, wilson_interval
 from benchmark.tasks.calibration import NO_SPLIT, load_heldout
-from benchmark.tasks.registry import TaskContext, TaskPlaces, predict, register_task, require_finite
+from benchmark.tasks.registry import (
+    TaskContext,
+    TaskPlaces,
+    classification_columns,
+    predict,
+    register_task,
+    require_finite,
+)
 from ood import datasets as oodsets
 from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
 from ood.scores import (
@@ -89,7 +104,7 @@ from ood.scores import (
 
 SCORERS = ("msp", "maxlogit", "energy", "odin")
 MEAN_SET = "mean"
-ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
+ID_SET = "in_distribution"  # the `ood_set` of the ID scores' table and histogram rows
 GENERATED = ("uniform", "gaussian", "natural_crops")
 CIFAR = {"cifar10": (read_cifar10, "cifar-10-batches-py"),
          "cifar100": (read_cifar100, "cifar-100-python")}
@@ -409,8 +424,30 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
     return paths
 
 
-@register_task("ood", params=OodParams, version=4, inputs=_inputs)
-def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def reduce_ood(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """The rows of the module docstring from the score tables (scorer x ID / each set, sets in
+    the order of `params["sets"]`) and, with ODIN, the facts of its settings."""
+    metrics: list[Metric] = []
+    scorers = params["scorers"]
+    if "odin" in scorers:
+        n_tune = int(records.facts["odin_tune_n"])
+        metrics += [Metric("odin_temperature", float(records.facts["odin_temperature"]), n_tune,
+                           None, {"scorer": "odin"}),
+                    Metric("odin_eps", float(records.facts["odin_eps"]), n_tune, None,
+                           {"scorer": "odin"})]
+    for scorer in scorers:
+        id_scores = records.one(scorer=scorer, ood_set=ID_SET)["score"]
+        by_set = {name: records.one(scorer=scorer, ood_set=name)["score"]
+                  for name in params["sets"]}
+        metrics += _detection_rows(scorer, id_scores, by_set, params["bootstrap"], seed)
+        if params["histogram_bins"]:
+            metrics += _histogram_rows(scorer, {ID_SET: id_scores, **by_set},
+                                       params["histogram_bins"])
+    return metrics
+
+
+@register_task("ood", params=OodParams, version=4, inputs=_inputs, reduce=reduce_ood)
+def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
     if not params["sets"]:
         raise _bad("sets", "no OOD sets; name them in the suite ([tasks.ood] sets = {name = "
@@ -429,7 +466,7 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         logits = predict(ctx.model, data, ctx.device, ctx.batch_size, ctx.num_workers,
                          ctx.progress).double().numpy()
         ood_scores[name] = {s: LOGIT_SCORERS[s](logits, params) for s in id_scores}
-    metrics: list[Metric] = []
+    records = Records()
     if "odin" in scorers:
         if tuned:
             temperature, eps, n_tune = _tune_odin(ctx, params, tune_spec)
@@ -439,15 +476,15 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         for name, made in sets.items():
             ood_scores[name]["odin"] = _odin_scores(
                 ctx, _as_data(made, ctx.data.num_classes), temperature, eps, f"odin {name}")
-        metrics += [Metric("odin_temperature", float(temperature), n_tune, None,
-                           {"scorer": "odin"}),
-                    Metric("odin_eps", float(eps), n_tune, None, {"scorer": "odin"})]
-    for scorer in tqdm(scorers, desc="ood: metrics and intervals", leave=False,
-                       disable=not ctx.progress):
-        by_set = {name: ood_scores[name][scorer] for name in sets}
-        metrics += _detection_rows(scorer, id_scores[scorer], by_set, params["bootstrap"],
-                                   ctx.seed)
-        if params["histogram_bins"]:
-            metrics += _histogram_rows(scorer, {ID_SET: id_scores[scorer], **by_set},
-                                       params["histogram_bins"])
-    return metrics
+        records.facts.update(odin_temperature=float(temperature), odin_eps=float(eps),
+                             odin_tune_n=int(n_tune))
+    clean = classification_columns(ctx.clean_logits(), ctx.labels(), topk=())
+    for scorer in scorers:
+        records.add({"scorer": scorer, "ood_set": ID_SET},
+                    index=np.arange(len(id_logits), dtype=np.int64),
+                    score=np.asarray(id_scores[scorer], dtype=np.float64), **clean)
+        for name in sets:
+            scores = np.asarray(ood_scores[name][scorer], dtype=np.float64)
+            records.add({"scorer": scorer, "ood_set": name},
+                        index=np.arange(len(scores), dtype=np.int64), score=scores)
+    return records
