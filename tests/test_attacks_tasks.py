@@ -20,6 +20,7 @@ from benchmark.cli import main
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import read_digits
 from benchmark.errors import SuiteError
+from benchmark.records import Records, concat
 from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 
@@ -295,6 +296,106 @@ def test_bad_parameters_are_named(nets, digits, tmp_path, name, params, message)
     model = NormalizedModel(nets[0], MEAN, STD).eval()
     with pytest.raises(SuiteError, match=message):
         run(context(model, digits, ckpt_dir=tmp_path), name, **params)
+
+
+# ------------------------------------------------------------------ per-sample records
+
+
+RECORDED = [
+    ("fgsm", {"eps": [0.05, 0.1]}),
+    ("ifgsm", {"eps": [0.1], "steps": 3}),
+    ("pgd", {"eps": [0.05, 0.1], "steps": 3, "limit": 60}),
+    ("pgd", {"eps": [0.5], "norm": "l2", "steps": 3, "space": "normalized"}),
+    ("deepfool", {"eps": [0.3, 0.6], "steps": 10}),
+    ("cw", {"eps": [0.5], "binary_search_steps": 2, "steps": 10, "limit": 20}),
+    ("ddn", {"eps": [0.5], "steps": 10, "limit": 30}),
+    ("transfer", {"eps": [0.1], "surrogate": "s.pth", "attack": "ifgsm",
+                  "attack_params": {"steps": 3}}),
+]
+
+
+def measure(nets, digits, tmp_path, name, params):
+    """(task, validated params, records, metrics) of one attack task on nets[0]."""
+    torch.save(nets[1].state_dict(), tmp_path / "s.pth")
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    task = get_task(name)
+    params = resolve_params(task, params, "test suite")
+    records, metrics = task.run(context(model, digits, ckpt_dir=tmp_path), params)
+    return task, params, records, metrics
+
+
+@pytest.mark.parametrize(("name", "params"), RECORDED)
+def test_records_re_reduce_and_merge_from_shards_to_the_same_metrics(nets, digits, tmp_path,
+                                                                     name, params):
+    task, params, records, metrics = measure(nets, digits, tmp_path, name, params)
+    assert task.reduce(Records.decode(records.encode()), params, 0) == metrics
+    # shards: each table split by index parity, merged odd half first
+    halves = [Records([t.take(t["index"] % 2 == parity) for t in records], dict(records.facts))
+              for parity in (1, 0)]
+    assert task.reduce(concat(halves), params, 0) == metrics
+
+
+@pytest.mark.parametrize(("name", "params"), RECORDED)
+def test_records_hold_what_the_metrics_count_per_sample(nets, digits, tmp_path, name, params):
+    _, params, records, metrics = measure(nets, digits, tmp_path, name, params)
+    limit = params["limit"]
+    index = (stratified_subset(digits.labels, limit, 0) if limit else np.arange(len(digits)))
+    model_table = [t for t in records if "eps" not in t.conditions]
+    assert len(model_table) == 1
+    model_table = model_table[0]
+    base = dict(model_table.conditions)
+    assert base == metrics[-1].conditions  # the model flags' conditions
+    clean = NormalizedModel(nets[0], MEAN, STD).eval()(digits.images.float()[index])
+    labels = torch.from_numpy(digits.labels[index])
+    assert (model_table["correct"] == (clean.argmax(1) == labels).numpy()).all()
+    for table in records:
+        assert table["index"].dtype == np.int64 and (table["index"] == index).all()
+        assert table["correct"].dtype == bool
+    values = {(m.metric, m.conditions.get("eps")): m for m in metrics}
+    n = len(index)
+    for eps in params["eps"]:
+        if name in ("deepfool", "cw", "ddn"):
+            norm = model_table["norm"]
+            assert norm.dtype == np.float64
+            assert (norm[~model_table["correct"]] == 0).all()
+            broken = int((norm <= eps).sum())
+        else:
+            tagged = {"attack": name} if name in ("ifgsm", "pgd") else {}
+            table = records.one(eps=eps, **base, **tagged)
+            # `correct` is the final hit under the task's own attack, clean mistakes included
+            assert (table["correct"] == (table["adv_correct"] & model_table["correct"])).all()
+            assert (table["adv_correct"] == (table["pred"] == labels.numpy())).all()
+            assert table["pred"].dtype == np.int32
+            assert table["confidence"].dtype == np.float32
+            assert not (table["correct"] & ~table["correct_top5"]).any()
+            broken = int((~table["correct"]).sum())
+            assert values[("top5_err", eps)].value == pytest.approx(
+                100 * (~table["correct_top5"]).sum() / n)
+        assert values[("top1_err", eps)].value == pytest.approx(100 * broken / n)
+    if name != "transfer":
+        assert model_table["zero_grad"].dtype == bool
+    else:
+        assert "zero_grad" not in model_table.columns
+        assert base["surrogate"] == "s" and base["attack"] == "ifgsm"
+
+
+def test_randomized_and_softmax_columns_carry_the_flags(nets, digits):
+    net = nets[0]
+    softmaxed = NormalizedModel(nn.Sequential(net, nn.Softmax(dim=1)), MEAN, STD).eval()
+    randomized = NormalizedModel(nn.Sequential(net, nn.Dropout(0.5)), MEAN, STD).train()
+    task = get_task("fgsm")
+    params = resolve_params(task, {"eps": [0.05]}, "test suite")
+    records, metrics = task.run(context(softmaxed, digits), params)
+    model_table = records.one(space="pixel", norm="linf")
+    assert model_table["softmax_output"].all() and not model_table["randomized"].any()
+    assert table(metrics)[("flag_softmax_output", None)] == 1
+    # one sample's outputs that are no probabilities clear the flag
+    model_table.columns["softmax_output"][3] = False
+    assert table(task.reduce(records, params, 0))[("flag_softmax_output", None)] == 0
+    records, metrics = task.run(context(randomized, digits, batch_size=50), params)
+    per_sample = records.one(space="pixel", norm="linf")["randomized"]
+    assert per_sample.any() and table(metrics)[("flag_randomized", None)] == 1
+    assert (per_sample.reshape(3, 50) == per_sample[::50, None]).all()  # one value per batch
 
 
 # ------------------------------------------------------------------ end to end

@@ -36,6 +36,28 @@ with value 0/1 (1 = suspicious; `higher_is_better` false):
 - `flag_randomized`: a forward pass differs from the shared clean pass on the same images, or
   two passes in a row differ (dropout or noise at test time); `flag_softmax_output`: the
   outputs are already probabilities. Non-finite outputs fail the task (`require_finite`).
+
+Records (each task measures them; its registered reduction computes every metric above from
+them alone). `index` is a position in the evaluated data (with `limit`, the positions of the
+seeded stratified subset). Base conditions are the task's metric conditions without `eps`:
+{`space`, `norm`}, and for transfer also {`attack`, `surrogate`}.
+- The model table (conditions: the base; the only table without `eps`): `index`, `correct`
+  (clean top-1 hit, from the shared clean pass), `randomized` (the batch holding the sample gave
+  random outputs; transfer checks its first batch only), `zero_grad` (white-box tasks: the input
+  gradient of the loss is exactly zero; `zero_grad_rate` counts it on clean hits),
+  `softmax_output` (the clean outputs are a probability vector; the flag needs all of them).
+  Minimal tasks (deepfool, cw, ddn) add `norm` (float64 minimal perturbation norm: 0 for a clean
+  mistake, +inf where the attack failed), their only per-sample result: `top1_err` at eps is the
+  share of `norm <= eps`.
+- Fixed-budget tasks add one table per (attack run, eps), conditions {`eps`, base}; ifgsm and
+  pgd, which also run FGSM for `flag_below_fgsm`, tag theirs with `attack` (the task's own
+  attack, or `fgsm` for the comparison). Columns: `index`, `correct` (top-1 hit under that
+  attack AND when clean: exactly what `top1_err` counts as a non-error), `correct_top5` (the
+  same for top-5, with more than 5 classes), `adv_correct` (the adversarial input's own top-1
+  hit, for `flag_below_clean`), `pred` and `confidence` on the adversarial input.
+Convention for combining tasks: at a given (space, norm, eps), a sample survives every
+fixed-budget attack when `correct` holds in each task's own-attack table (per `index`), and a
+minimal attack where `norm > eps`.
 """
 
 from __future__ import annotations
@@ -72,8 +94,15 @@ from benchmark.checkpoints import load_model, make_ref, sha256_file
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
 from benchmark.params import defaults, param, validate
+from benchmark.records import Records, SampleTable
 from benchmark.stats import Metric
-from benchmark.tasks.registry import TaskContext, TaskPlaces, register_task, require_finite
+from benchmark.tasks.registry import (
+    TaskContext,
+    TaskPlaces,
+    classification_columns,
+    register_task,
+    require_finite,
+)
 
 LINF_EPS = [8 / 255]  # the CIFAR Linf budget (RobustBench)
 L2_EPS = [0.5]  # the CIFAR L2 budget
@@ -242,28 +271,71 @@ def _wrong(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     return (logits.topk(k, dim=1).indices != labels[:, None]).all(dim=1)
 
 
-class _Tally:
-    """Per (attack, eps): counts of top-1 / top-5 errors (clean mistakes included) and raw
-    top-1 errors (the adversarial inputs alone)."""
+def _probability_rows(outputs: torch.Tensor, atol: float = 1e-4) -> np.ndarray:
+    """Per-sample: the row is a probability vector (in [0, 1], sums to 1); all rows are exactly
+    when `sanity.outputs_are_probabilities` holds (the same tests, row by row)."""
+    outputs = outputs.double()
+    in_range = ((outputs >= -atol) & (outputs <= 1 + atol)).all(dim=1)
+    return (in_range & ((outputs.sum(dim=1) - 1).abs() <= 1e-3)).numpy()
+
+
+class _Columns:
+    """Per-sample columns gathered batch by batch (batches in selection order), per table."""
+
+    def __init__(self) -> None:
+        self.parts: dict[Any, dict[str, list[np.ndarray]]] = {}
+
+    def add(self, key: Any, **columns: Any) -> None:
+        """Append one batch's values of `columns` to table `key`."""
+        table = self.parts.setdefault(key, {})
+        for name, values in columns.items():
+            table.setdefault(name, []).append(np.asarray(values))
+
+    def get(self, key: Any) -> dict[str, np.ndarray]:
+        """Table `key`'s columns over the whole selection."""
+        return {name: np.concatenate(chunks) for name, chunks in self.parts[key].items()}
+
+
+class _ModelTable:
+    """The model table in the making: per-sample clean hits of the selection (from the shared
+    clean pass) and what is observed per batch about the model itself (the zero input gradient,
+    randomized outputs); it also turns adversarial outputs into their table's columns."""
 
     def __init__(self, selection: _Selection) -> None:
-        self.clean1 = _wrong(selection.clean_logits, selection.labels, 1)
-        self.clean5 = _wrong(selection.clean_logits, selection.labels, 5)
-        self.counts: dict[tuple[str, float], np.ndarray] = {}
+        self.selection = selection
+        self.wrong1 = _wrong(selection.clean_logits, selection.labels, 1)
+        self.wrong5 = _wrong(selection.clean_logits, selection.labels, 5)
+        self.columns = _Columns()
 
-    def add(self, key: tuple[str, float], logits: torch.Tensor, labels: torch.Tensor,
-            rows: slice) -> None:
-        logits = logits.detach().float().cpu()
-        labels = labels.cpu()
-        raw1, raw5 = _wrong(logits, labels, 1), _wrong(logits, labels, 5)
-        counts = np.array([int((raw1 | self.clean1[rows]).sum()),
-                           int((raw5 | self.clean5[rows]).sum()), int(raw1.sum())])
-        self.counts[key] = self.counts.get(key, np.zeros(3, dtype=np.int64)) + counts
+    def observe(self, rows: slice, randomized: bool, zero_grad: torch.Tensor | None = None
+                ) -> None:
+        """Record one batch: its outputs were random (`randomized`) and each sample's input
+        gradient of the loss is exactly zero (`zero_grad`, white-box tasks)."""
+        batch = {"randomized": np.full(rows.stop - rows.start, randomized)}
+        if zero_grad is not None:
+            batch["zero_grad"] = zero_grad.cpu().numpy()
+        self.columns.add("clean", **batch)
 
-    def errors(self, key: tuple[str, float]) -> tuple[int, int, int]:
-        """(top-1, top-5, raw top-1) error counts over the selection."""
-        top1, top5, raw = (int(count) for count in self.counts[key])
-        return top1, top5, raw
+    def attacked(self, logits: torch.Tensor, labels: torch.Tensor, rows: slice
+                 ) -> dict[str, np.ndarray]:
+        """One batch's columns under attack: `correct` / `correct_top5` (hit under attack AND
+        clean, i.e. clean mistakes count as errors), `adv_correct` (the adversarial input's
+        own top-1 hit), `pred`, `confidence`."""
+        columns = classification_columns(logits, labels, (5,))
+        adv = columns.pop("correct")
+        out = {"correct": adv & ~self.wrong1[rows].numpy()}
+        if "correct_top5" in columns:
+            out["correct_top5"] = columns.pop("correct_top5") & ~self.wrong5[rows].numpy()
+        return {**out, "adv_correct": adv, **columns}
+
+    def add_table(self, records: Records, conditions: dict[str, Any], **extra: Any) -> None:
+        """The model table: `index`, clean `correct`, `randomized`, `softmax_output`
+        (the clean outputs are a probability vector), `zero_grad` when observed; `extra`
+        columns (a minimal attack's `norm`) come after `index`."""
+        index = self.selection.index.astype(np.int64)
+        records.add(conditions, index=index, **extra, correct=~self.wrong1.numpy(),
+                    **self.columns.get("clean"),
+                    softmax_output=_probability_rows(self.selection.clean_logits))
 
 
 def _evaluate(model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
@@ -282,30 +354,33 @@ def _randomized(adv_space: AttackSpace, clean_logits: torch.Tensor, logits: torc
     return rows.start == 0 and sanity.outputs_randomized(adv_space.model, adv_space.x)
 
 
-def _model_flags(selection: _Selection, randomized: bool, zero_grad: int | None,
-                 conditions: dict[str, Any]) -> list[Metric]:
-    """flag_randomized, flag_softmax_output and (when measured) zero_grad_rate, flag_zero_grad.
+def _model_table(records: Records) -> SampleTable:
+    """The one table measured under no eps: the model's per-sample observations."""
+    found = [t for t in records if "eps" not in t.conditions]
+    if len(found) != 1:
+        raise ValueError(f"attack records hold {len(found)} tables without an eps, not one")
+    return found[0]
 
-    `randomized`: see `_randomized`.
-    """
-    n = len(selection.labels)
+
+def _errors(table: SampleTable, column: str = "correct") -> int:
+    """How many samples of `table` are not hit in `column`."""
+    return len(table) - int(np.count_nonzero(table[column]))
+
+
+def _model_flags(table: SampleTable) -> list[Metric]:
+    """flag_randomized, flag_softmax_output and (white-box) zero_grad_rate, flag_zero_grad from
+    the model table, under its conditions. A zero gradient counts on clean hits only."""
+    n, conditions = len(table), table.conditions
     metrics = [
-        Metric("flag_randomized", float(randomized), n, False, dict(conditions)),
-        Metric("flag_softmax_output", float(sanity.outputs_are_probabilities(
-            selection.clean_logits)), n, False, dict(conditions)),
+        Metric("flag_randomized", float(bool(table["randomized"].any())), n, False,
+               dict(conditions)),
+        Metric("flag_softmax_output", float(bool(table["softmax_output"].all())), n, False,
+               dict(conditions)),
     ]
-    if zero_grad is not None:
+    if "zero_grad" in table.columns:
+        zero_grad = int(np.count_nonzero(table["zero_grad"] & table["correct"]))
         metrics += [Metric.rate("zero_grad_rate", zero_grad, n, conditions=conditions),
                     Metric("flag_zero_grad", float(zero_grad > 0), n, False, dict(conditions))]
-    return metrics
-
-
-def _top_metrics(tally: _Tally, key: tuple[str, float], n: int, num_classes: int,
-                 conditions: dict[str, Any]) -> list[Metric]:
-    top1, top5, _ = tally.errors(key)
-    metrics = [Metric.rate("top1_err", top1, n, conditions=conditions)]
-    if num_classes > 5:
-        metrics.append(Metric.rate("top5_err", top5, n, conditions=conditions))
     return metrics
 
 
@@ -350,64 +425,97 @@ def _gradient_spec(attack: str, params: dict[str, Any]) -> _GradientSpec:
                          **{k: params[k] for k in _own_params(GRADIENT_ATTACKS[attack])})
 
 
-def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, Any]
-                   ) -> list[Metric]:
+def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, Any]) -> Records:
+    """Run a fixed-budget attack (and, for ifgsm / pgd, FGSM beside it) batch by batch."""
     spec = _gradient_spec(attack, params)
     selection = _select(ctx, task, params["limit"])
-    tally, zero_grad, randomized = _Tally(selection), 0, False
+    seen, adversarial = _ModelTable(selection), _Columns()
+    runs = [("fgsm", _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm))]
+    if attack != "fgsm":
+        runs.append((attack, spec))
     for x, y, index, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, spec.space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y, spec.loss)
-        randomized |= _randomized(adv_space, selection.clean_logits[rows], logits, rows)
-        clean_right = ~tally.clean1[rows].to(grad.device)
-        zero_grad += int((sanity.zero_gradients(grad) & clean_right).sum())
-        one_step = _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm)
+        seen.observe(rows, _randomized(adv_space, selection.clean_logits[rows], logits, rows),
+                     sanity.zero_gradients(grad))
         for eps in spec.eps:
-            runs = [("fgsm", one_step)] + ([(attack, spec)] if attack != "fgsm" else [])
             for name, run in runs:
                 x_adv = run.run(adv_space, y, eps, index, ctx.seed, grad=grad)
                 check_adversarial(adv_space.x, x_adv, norm=spec.norm, bounds=adv_space.bounds,
                                   eps=eps, what=f"task {task}, {name} at eps={eps:g}")
-                tally.add((name, eps), _evaluate(adv_space.model, x_adv), y, rows)
-    return _gradient_metrics(spec, selection, tally, randomized, zero_grad)
-
-
-def _gradient_metrics(spec: _GradientSpec, selection: _Selection, tally: _Tally,
-                      randomized: bool, zero_grad: int | None,
-                      extra: dict[str, Any] | None = None) -> list[Metric]:
-    n, num_classes = len(selection.labels), selection.clean_logits.shape[1]
-    base = {"space": spec.space, "norm": spec.norm, **(extra or {})}
-    clean_errors = int(tally.clean1.sum())
-    metrics, errors = [], []
+                adversarial.add((name, eps), **seen.attacked(
+                    _evaluate(adv_space.model, x_adv), y, rows))
+    base = {"space": spec.space, "norm": spec.norm}
+    records = Records()
+    seen.add_table(records, base)
     for eps in spec.eps:
+        for name, _ in runs:
+            tagged = {"attack": name} if len(runs) > 1 else {}
+            records.add({"eps": eps, **base, **tagged}, index=selection.index.astype(np.int64),
+                        **adversarial.get((name, eps)))
+    return records
+
+
+def _reduce_fixed(records: Records, params: dict[str, Any], attack: str, compared: bool
+                  ) -> list[Metric]:
+    """A fixed-budget task's metrics: per eps `top1_err`, `top5_err` (with that column),
+    `flag_below_clean` and, where FGSM ran beside the task's `attack` (`compared`, the tables
+    then tagged with `attack`), `fgsm_top1_err` and `flag_below_fgsm`; then
+    `flag_not_monotone` and the model flags, under the model table's conditions."""
+    model = _model_table(records)
+    base, n = model.conditions, len(model)
+    clean_errors = _errors(model)
+    budgets, metrics, errors = [float(v) for v in params["eps"]], [], []
+    for eps in budgets:
         at = {"eps": eps, **base}
-        metrics += _top_metrics(tally, (spec.attack, eps), n, num_classes, at)
-        top1, _, raw = tally.errors((spec.attack, eps))
+        own = records.one(**at, **({"attack": attack} if compared else {}))
+        top1 = _errors(own)
         errors.append(top1)  # counts over the same points: ordered as the rates are
-        metrics.append(Metric("flag_below_clean", float(raw < clean_errors), n, False, dict(at)))
-        if spec.attack != "fgsm" and ("fgsm", eps) in tally.counts:
-            fgsm_top1 = tally.errors(("fgsm", eps))[0]
+        metrics.append(Metric.rate("top1_err", top1, n, conditions=at))
+        if "correct_top5" in own.columns:
+            metrics.append(Metric.rate("top5_err", _errors(own, "correct_top5"), n,
+                                       conditions=at))
+        metrics.append(Metric("flag_below_clean",
+                              float(_errors(own, "adv_correct") < clean_errors), n, False,
+                              dict(at)))
+        if compared:
+            fgsm_top1 = _errors(records.one(**at, attack="fgsm"))
             metrics += [Metric.rate("fgsm_top1_err", fgsm_top1, n, conditions=at),
                         Metric("flag_below_fgsm", float(top1 < fgsm_top1), n, False, dict(at))]
-    metrics.append(Metric("flag_not_monotone", float(sanity.not_monotone(spec.eps, errors)), n,
+    metrics.append(Metric("flag_not_monotone", float(sanity.not_monotone(budgets, errors)), n,
                           False, dict(base)))
-    return metrics + _model_flags(selection, randomized, zero_grad, base)
+    return metrics + _model_flags(model)
 
 
-@register_task("fgsm", params=FgsmParams, version=3)
-def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def reduce_fgsm(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """fgsm's metrics from its records (see `_reduce_fixed`)."""
+    return _reduce_fixed(records, params, "fgsm", compared=False)
+
+
+def reduce_ifgsm(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """ifgsm's metrics from its records, FGSM compared (see `_reduce_fixed`)."""
+    return _reduce_fixed(records, params, "ifgsm", compared=True)
+
+
+def reduce_pgd(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """pgd's metrics from its records, FGSM compared (see `_reduce_fixed`)."""
+    return _reduce_fixed(records, params, "pgd", compared=True)
+
+
+@register_task("fgsm", params=FgsmParams, version=3, reduce=reduce_fgsm)
+def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
-@register_task("ifgsm", params=IfgsmParams, version=3)
-def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+@register_task("ifgsm", params=IfgsmParams, version=3, reduce=reduce_ifgsm)
+def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
-@register_task("pgd", params=PgdParams, version=3)
-def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+@register_task("pgd", params=PgdParams, version=3, reduce=reduce_pgd)
+def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
 
@@ -416,29 +524,38 @@ def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
 
 
 def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str,
-                  attack: Callable[[AttackSpace, torch.Tensor], MinimalResult]) -> list[Metric]:
-    """Run a minimal attack batch by batch: median norm, fail rate, top-1 error at each eps."""
-    eps, space = [float(v) for v in params["eps"]], params["space"]
+                  attack: Callable[[AttackSpace, torch.Tensor], MinimalResult]) -> Records:
+    """Run a minimal attack batch by batch: each point's perturbation norm in the model table."""
+    space = params["space"]
     selection = _select(ctx, task, params["limit"])
-    tally, zero_grad, randomized, norms = _Tally(selection), 0, False, []
+    seen, norms = _ModelTable(selection), []
     for x, y, _, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y)
-        randomized |= _randomized(adv_space, selection.clean_logits[rows], logits, rows)
-        clean_right = ~tally.clean1[rows].to(grad.device)
-        zero_grad += int((sanity.zero_gradients(grad) & clean_right).sum())
+        seen.observe(rows, _randomized(adv_space, selection.clean_logits[rows], logits, rows),
+                     sanity.zero_gradients(grad))
         result: MinimalResult = attack(adv_space, y)
         check_adversarial(adv_space.x, result.x_adv, norm=norm, bounds=adv_space.bounds,
                           what=f"task {task}")
         # Count clean mistakes by the shared clean pass, as every other task does.
-        norms.append(torch.where(tally.clean1[rows], 0.0, result.norms.cpu()))
-    distances = torch.cat(norms)
-    n, base = len(distances), {"space": space, "norm": norm}
-    metrics = [_median_norm(distances.double().numpy(), base),
-               Metric.rate("fail_rate", int(torch.isinf(distances).sum()), n, conditions=base)]
-    metrics += [Metric.rate("top1_err", int((distances <= e).sum()), n,
-                            conditions={"eps": e, **base}) for e in eps]
-    return metrics + _model_flags(selection, randomized, zero_grad, base)
+        norms.append(torch.where(seen.wrong1[rows], 0.0, result.norms.cpu()))
+    records = Records()
+    seen.add_table(records, {"space": space, "norm": norm},
+                   norm=torch.cat(norms).double().numpy())
+    return records
+
+
+def reduce_minimal(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """A minimal attack's metrics from its table: `median_norm`, `fail_rate` (norm +inf),
+    `top1_err` at each eps (norm <= eps), then the model flags."""
+    table = _model_table(records)
+    distances, n, base = table["norm"], len(table), table.conditions
+    metrics = [_median_norm(distances, base),
+               Metric.rate("fail_rate", int(np.count_nonzero(np.isinf(distances))), n,
+                           conditions=base)]
+    metrics += [Metric.rate("top1_err", int(np.count_nonzero(distances <= e)), n,
+                            conditions={"eps": e, **base}) for e in map(float, params["eps"])]
+    return metrics + _model_flags(table)
 
 
 def _median_norm(distances: np.ndarray, conditions: dict[str, Any]) -> Metric:
@@ -458,8 +575,8 @@ def _median_norm(distances: np.ndarray, conditions: dict[str, Any]) -> Metric:
                   float(ordered[n - k]))
 
 
-@register_task("deepfool", params=DeepFoolParams, version=3)
-def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+@register_task("deepfool", params=DeepFoolParams, version=3, reduce=reduce_minimal)
+def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """DeepFool (L2 or Linf): median perturbation norm, fail rate, top-1 error at eps."""
     norm = params["norm"]
     return _minimal_task(ctx, "deepfool", params, norm, lambda s, y: deepfool(
@@ -467,8 +584,8 @@ def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         overshoot=float(params["overshoot"]), bounds=s.bounds))
 
 
-@register_task("cw", params=CwParams, version=3)
-def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+@register_task("cw", params=CwParams, version=3, reduce=reduce_minimal)
+def cw_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Carlini-Wagner L2 (foolbox): median perturbation norm, fail rate, top-1 error at eps."""
     options = {"binary_search_steps": params["binary_search_steps"], "steps": params["steps"],
                "stepsize": float(params["stepsize"]), "confidence": float(params["confidence"]),
@@ -478,8 +595,8 @@ def cw_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         s.model, s.x, y, bounds=s.bounds, **options))
 
 
-@register_task("ddn", params=DdnParams, version=3)
-def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+@register_task("ddn", params=DdnParams, version=3, reduce=reduce_minimal)
+def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """DDN (foolbox, L2): median perturbation norm, fail rate, top-1 error at eps."""
     steps = params["steps"]
     init_epsilon, gamma = float(params["init_epsilon"]), float(params["gamma"])
@@ -590,8 +707,14 @@ def _craft(ctx: TaskContext, spec: _GradientSpec, selection: _Selection, path: P
     return crafted
 
 
-@register_task("transfer", params=TransferParams, version=3, inputs=_transfer_inputs)
-def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def reduce_transfer(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """transfer's metrics from its records (see `_reduce_fixed`; no zero-gradient check)."""
+    return _reduce_fixed(records, params, params["attack"], compared=False)
+
+
+@register_task("transfer", params=TransferParams, version=3, inputs=_transfer_inputs,
+               reduce=reduce_transfer)
+def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Black-box error per eps: adversarial examples crafted on a surrogate checkpoint."""
     attack = params["attack"]
     spec = _gradient_spec(attack, {**params, **_own_params(GRADIENT_ATTACKS[attack]),
@@ -599,16 +722,24 @@ def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     path = _surrogate_path(ctx, params["surrogate"])
     selection = _select(ctx, "transfer", params["limit"])
     crafted = _craft(ctx, spec, selection, path, params["limit"])
-    tally, randomized = _Tally(selection), False
+    seen, adversarial = _ModelTable(selection), _Columns()
     for x, y, _, rows in selection.batches(ctx, "transfer"):
         adv_space = _space(ctx, "transfer", spec.space, x, meta=crafted.meta)
+        randomized = False
         if rows.start == 0:  # two extra forward passes, on the first batch only
             randomized = _randomized(adv_space, selection.clean_logits[rows],
                                      _evaluate(adv_space.model, adv_space.x), rows)
+        seen.observe(rows, randomized)
         for eps in spec.eps:
             x_adv = crafted.points[eps][rows].to(ctx.device)
             check_adversarial(adv_space.x, x_adv, norm=spec.norm, bounds=adv_space.bounds,
                               eps=eps, what=f"task transfer, {attack} at eps={eps:g}")
-            tally.add((attack, eps), _evaluate(adv_space.model, x_adv), y, rows)
-    return _gradient_metrics(spec, selection, tally, bool(randomized), None,
-                             extra={"attack": attack, "surrogate": crafted.surrogate})
+            adversarial.add(eps, **seen.attacked(_evaluate(adv_space.model, x_adv), y, rows))
+    base = {"space": spec.space, "norm": spec.norm, "attack": attack,
+            "surrogate": crafted.surrogate}
+    records = Records()
+    seen.add_table(records, base)
+    for eps in spec.eps:
+        records.add({"eps": eps, **base}, index=selection.index.astype(np.int64),
+                    **adversarial.get(eps))
+    return records
