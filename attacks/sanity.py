@@ -30,14 +30,12 @@ def outputs_randomized(model: nn.Module, x: torch.Tensor, rtol: float = 1e-4) ->
         return outputs_differ(model(x), model(x), rtol)
 
 
-def outputs_are_probabilities(outputs: torch.Tensor, atol: float = 1e-4) -> bool:
-    """True when every row is a probability vector (in [0, 1], sums to 1): a softmax output.
-
-    Attacks on softmaxed outputs see saturated, near-zero gradients (gradient masking).
-    """
+def probability_rows(outputs: torch.Tensor, atol: float = 1e-4) -> torch.Tensor:
+    """Per-sample mask: the row is a probability vector (in [0, 1], sums to 1), as a softmax
+    output is. Attacks on softmaxed outputs see saturated, near-zero gradients (masking)."""
     outputs = outputs.double()
-    in_range = bool(((outputs >= -atol) & (outputs <= 1 + atol)).all())
-    return in_range and bool(((outputs.sum(dim=1) - 1).abs() <= 1e-3).all())
+    in_range = ((outputs >= -atol) & (outputs <= 1 + atol)).all(dim=1)
+    return in_range & ((outputs.sum(dim=1) - 1).abs() <= 1e-3)
 
 
 def zero_gradients(grad: torch.Tensor) -> torch.Tensor:

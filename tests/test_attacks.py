@@ -347,8 +347,8 @@ def test_sanity_checks_fire_on_crafted_models(net, digits):
     assert not sanity.outputs_randomized(net, x)
     with torch.no_grad():
         logits = net(x)
-    assert sanity.outputs_are_probabilities(torch.softmax(logits, 1))
-    assert not sanity.outputs_are_probabilities(logits)
+    assert sanity.probability_rows(torch.softmax(logits, 1)).all()
+    assert not sanity.probability_rows(logits).all()
     assert sanity.zero_gradients(torch.zeros(2, 1, 3, 3)).all()
     assert not sanity.zero_gradients(torch.randn(2, 1, 3, 3)).any()
     assert sanity.not_monotone([0.1, 0.2, 0.3], [10.0, 30.0, 20.0])

@@ -271,14 +271,6 @@ def _wrong(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     return (logits.topk(k, dim=1).indices != labels[:, None]).all(dim=1)
 
 
-def _probability_rows(outputs: torch.Tensor, atol: float = 1e-4) -> np.ndarray:
-    """Per-sample: the row is a probability vector (in [0, 1], sums to 1); all rows are exactly
-    when `sanity.outputs_are_probabilities` holds (the same tests, row by row)."""
-    outputs = outputs.double()
-    in_range = ((outputs >= -atol) & (outputs <= 1 + atol)).all(dim=1)
-    return (in_range & ((outputs.sum(dim=1) - 1).abs() <= 1e-3)).numpy()
-
-
 class _Columns:
     """Per-sample columns gathered batch by batch (batches in selection order), per table."""
 
@@ -335,7 +327,7 @@ class _ModelTable:
         index = self.selection.index.astype(np.int64)
         records.add(conditions, index=index, **extra, correct=~self.wrong1.numpy(),
                     **self.columns.get("clean"),
-                    softmax_output=_probability_rows(self.selection.clean_logits))
+                    softmax_output=sanity.probability_rows(self.selection.clean_logits).numpy())
 
 
 def _evaluate(model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
