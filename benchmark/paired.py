@@ -106,6 +106,15 @@ class _Pair:
     params: dict[str, Any]
 
 
+def _row_key(unit: StoredUnit, table: SampleTable) -> str:
+    """The conditions of the metric rows a table reduces to: an iterative attack's own table
+    carries `attack` beside its FGSM comparison, its rows do not."""
+    conditions = dict(table.conditions)
+    if unit.task_type in ("ifgsm", "pgd") and conditions.get("attack") == unit.task_type:
+        del conditions["attack"]
+    return condition_key(conditions)
+
+
 class Pairing:
     """Paired tests between a baseline's units and the current ones, computed on demand
     (bootstraps are only worth running for the few metrics that got worse)."""
@@ -116,9 +125,9 @@ class Pairing:
         for name, (unit, records) in now.items():
             if name not in base:
                 continue
-            before = {condition_key(t.conditions): t for t in base[name][1]}
+            before = {_row_key(unit, t): t for t in base[name][1]}
             for table in records:
-                key = condition_key(table.conditions)
+                key = _row_key(unit, table)
                 if key in before and np.array_equal(before[key]["index"], table["index"]):
                     self.tables[(*name, key)] = _Pair(before[key], table, unit.params)
 

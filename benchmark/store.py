@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.derived import DerivedRow, worst_case
 from benchmark.errors import StoreError
 from benchmark.records import Records
 from benchmark.stats import Metric
@@ -210,10 +211,13 @@ class Store:
             self.conn.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                               (checkpoint, path, sha256, task, error, time.time()))
 
-    def results_frame(self, keys: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
+    def results_frame(self, keys: Iterable[tuple[str, str, str, str]],
+                      derived: Iterable[DerivedRow] = ()) -> pd.DataFrame:
         """Long-form results of the completed units among `keys` (checkpoint name, sha256, task,
         config hash), labelled with the names given there: a name changed in a sidecar (which
-        does not change the unit's key) shows in the export at once.
+        does not change the unit's key) shows in the export at once. `derived` rows (computed
+        from several units' records) follow each checkpoint's units, with the provenance of
+        one of its units.
 
         Rows are sorted by checkpoint name, then in the order of `keys` (the suite's task order).
 
@@ -235,6 +239,7 @@ class Store:
             "JOIN results r USING (checkpoint_sha256, task, config_hash)", self.conn)
         if frame.empty:
             return pd.DataFrame(columns=_FRONT + _BACK)
+        frame = self._with_derived(frame, list(derived))
         conditions = pd.DataFrame([json.loads(c) for c in frame.pop("conditions")],
                                   index=frame.index)
         provenance = pd.DataFrame([json.loads(p) for p in frame.pop("provenance")],
@@ -246,6 +251,27 @@ class Store:
                           axis=1)
         frame = frame.sort_values(["checkpoint", "plan_order", "row_order"], kind="stable")
         return frame[_FRONT + condition_cols + _BACK + provenance_cols].reset_index(drop=True)
+
+    @staticmethod
+    def _with_derived(frame: pd.DataFrame, derived: list[DerivedRow]) -> pd.DataFrame:
+        """`frame` (raw rows, JSON columns) with the derived rows appended in its shape."""
+        provenance = dict(zip(frame["checkpoint_sha256"], frame["provenance"], strict=False))
+        rows = [{"checkpoint": row.checkpoint,
+                 "provenance": json.dumps({**json.loads(provenance[row.sha256]),
+                                           "task_type": row.task}),
+                 "plan_order": len(frame) + i, "row_order": 0,
+                 "checkpoint_sha256": row.sha256, "task": row.task,
+                 "config_hash": row.config_hash, "metric": row.metric.metric,
+                 "conditions": json.dumps(row.metric.conditions, sort_keys=True),
+                 "value": row.metric.value, "n": row.metric.n,
+                 "higher_is_better": row.metric.higher_is_better,
+                 "ci_low": row.metric.ci_low, "ci_high": row.metric.ci_high}
+                for i, row in enumerate(derived) if row.sha256 in provenance]
+        if not rows:
+            return frame
+        extra = pd.DataFrame(rows)
+        extra["higher_is_better"] = extra["higher_is_better"].map({True: 1, False: 0})
+        return pd.concat([frame, extra], ignore_index=True)
 
     def records(self, keys: Iterable[tuple[str, str, str, str]]
                 ) -> Iterator[tuple[tuple[str, str, str, str], StoredUnit, Records]]:
@@ -286,9 +312,11 @@ class Store:
     def export(self, keys: Iterable[tuple[str, str, str, str]], everything: bool = True
                ) -> Path:
         """Write `results.csv` (long form), atomically; return its path: the run's `keys` and,
-        with `everything`, the store's other current units (`current_keys`)."""
+        with `everything`, the store's other current units (`current_keys`), then the rows
+        derived from their records (`benchmark.derived`)."""
         keys = list(keys)
-        frame = self.results_frame(self.current_keys(keys) if everything else keys)
+        keys = self.current_keys(keys) if everything else keys
+        frame = self.results_frame(keys, worst_case(self.records(keys)))
         try:
             return write_atomic(self.out_dir / "results.csv",
                                 lambda path: frame.to_csv(path, index=False))

@@ -45,6 +45,7 @@ HEADLINE = (
     Column("FGSM err", "fgsm", "top1_err"),
     Column("I-FGSM err", "ifgsm", "top1_err"),
     Column("PGD err", "pgd", "top1_err"),
+    Column("Robust err", "worst_case", "top1_err", error=False),
     Column("Occlusion err", "occlusion", "occlusion_err"),
     Column("Noise err", "corruptions", "category_err", {"category": "noise"}),
     Column("Blur err", "corruptions", "category_err", {"category": "blur"}),
@@ -73,8 +74,9 @@ FLAG_MEANINGS = {
 FLAG_MARK = "⚠"
 AVERAGE_NOTE = ("Average: the mean of the error columns (clean, adversarial, occlusion, "
                 "corruption-category and affine errors, in percent) present for a checkpoint, "
-                "as in Chun et al.'s ImageNet table; the mean corruption error and mCE (already "
-                "summaries of the categories), OOD and calibration columns are not in it.")
+                "as in Chun et al.'s ImageNet table; the robust errors (per image, the worst "
+                "case over the attacks named at that budget), the mean corruption error and mCE "
+                "(already summaries), OOD and calibration columns are not in it.")
 
 
 def condition_columns(results: pd.DataFrame) -> list[str]:
@@ -153,6 +155,8 @@ def _descriptor(column: Column, group: pd.DataFrame, results: pd.DataFrame) -> s
         if not count:  # only the mean rows were kept
             return f"{scorer.upper()}, mean over sets"
         return f"{scorer.upper()}, mean over {count} set{'s' if count != 1 else ''}"
+    if column.task == "worst_case" and "attacks" in group:
+        return "worst case over: " + "; ".join(sorted(group["attacks"].dropna().unique()))
     if "scaling" in column.where:
         scaling = column.where["scaling"]
         return "no scaling" if scaling == "none" else f"{scaling} scaling"
@@ -181,7 +185,7 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
             key = key if isinstance(key, tuple) else (key,)
             suffix = ", ".join(f"{c}={format_condition(v, c)}" for c, v in zip(split, key,
                                                                                strict=True)
-                               if not pd.isna(v))
+                               if not pd.isna(v) and c != "attacks")  # in the descriptor
             if "source" not in split and _generated(group):
                 suffix = ", ".join(filter(None, [suffix, GENERATED]))
             said = "; ".join(filter(None, [_descriptor(column, group, results), suffix]))
