@@ -22,6 +22,7 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import load_dataset
 from benchmark.errors import CheckpointError, RubenchError
 from benchmark.fingerprint import fingerprint
+from benchmark.inputs import InputCache, InputRequest
 from benchmark.store import Store, StoredUnit
 from benchmark.suites import Suite, TaskSpec
 from benchmark.tasks import TaskContext, TaskPlaces, get_task
@@ -188,6 +189,17 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).strip()
 
 
+@dataclass(frozen=True)
+class _Files(InputRequest):  # TRANSITION: a task declaring bare paths
+    files: tuple[Path, ...]
+
+    def paths(self, places: TaskPlaces) -> list[Path]:
+        return list(self.files)
+
+    def load(self, ctx: TaskContext) -> None:
+        return None
+
+
 class _Session:
     """One run's state: the store, the shared data, and what was computed, reused or failed."""
 
@@ -209,6 +221,7 @@ class _Session:
         self.normalization: list[tuple[str, str, bool]] = []
         self.names_seen: dict[str, Path] = {}
         self.fingerprints: dict[tuple[Path, ...], str] = {}
+        self.cache = InputCache()  # inputs shared by every checkpoint and task of the run
         self.bar: tqdm | None = None  # one step per (checkpoint, task), named as it runs
         self.done = self.total = 0
 
@@ -229,17 +242,38 @@ class _Session:
         self.store.record_failure(checkpoint=name, path=str(path), sha256=sha256, task=task,
                                   error=message)
 
-    def inputs(self, task: TaskSpec) -> str | None:
-        """Fingerprint of the files `task` reads besides the evaluated data, once per run."""
+    def requests(self, task: TaskSpec) -> dict[str, InputRequest] | str:
+        """The typed inputs `task` declares, or why they could not be declared (malformed
+        parameters: the task itself then fails on them, with its message)."""
         declare = get_task(task.task).inputs
         if declare is None:
-            return None
+            return {}
         places = TaskPlaces(self.opts.suite.dataset["name"], self.opts.data_root,
                             self.opts.ckpt_dir)
         try:
-            paths = tuple(declare(task.params, places))
-        except (TypeError, ValueError, OSError) as exc:  # malformed parameters: the task
-            return f"undeclared: {exc}"                  # itself fails on them, with a message
+            declared = declare(task.params, places)
+        except (TypeError, ValueError, OSError, RubenchError) as exc:
+            return f"undeclared: {exc}"
+        if isinstance(declared, list):  # TRANSITION: a bare list of paths
+            return {"files": _Files(tuple(declared))}
+        return declared
+
+    def inputs(self, task: TaskSpec) -> str | None:
+        """Fingerprint of the files `task`'s inputs read besides the evaluated data, once per
+        run; None for a task that declares no inputs."""
+        if get_task(task.task).inputs is None:
+            return None
+        requests = self.requests(task)
+        if isinstance(requests, str):
+            return requests
+        places = TaskPlaces(self.opts.suite.dataset["name"], self.opts.data_root,
+                            self.opts.ckpt_dir)
+        try:
+            paths = tuple(p for request in requests.values() for p in request.paths(places))
+        except (OSError, ValueError, RubenchError) as exc:
+            return f"undeclared: {exc}"
+        if not paths:  # nothing read from files: the key is the parameters'
+            return None
         if paths not in self.fingerprints:
             self.fingerprints[paths] = fingerprint(paths)
         return self.fingerprints[paths]
@@ -285,7 +319,7 @@ class _Session:
                           batch_size=opts.batch_size, num_workers=opts.num_workers,
                           progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
                           ckpt_dir=opts.ckpt_dir, trust_checkpoints=opts.trust_checkpoints,
-                          data_id=self.data_id)
+                          data_id=self.data_id, cache=self.cache)
         for task, digest in pending:
             start = time.perf_counter()
             if self.bar is not None:

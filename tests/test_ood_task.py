@@ -238,10 +238,9 @@ def test_large_sets_stay_lazy_and_give_the_same_numbers(tmp_path, monkeypatch):
               "scorers": ["msp", "energy"]}
     eager = run_ood(digits_ctx(tiny_model(), batch_size=300, data_root=tmp_path), **params)
     monkeypatch.setattr(ood_task, "_MATERIALIZE_BYTES", 0)
-    monkeypatch.setattr(ood_task, "_CACHE", type(ood_task._CACHE)())
-    ctx = digits_ctx(tiny_model(), batch_size=300, data_root=tmp_path)
-    assert ood_task.load_set("pngs", {"kind": "auto", "path": "pngs"}, ctx, "none", 0).images \
-        is None
+    ctx = digits_ctx(tiny_model(), batch_size=300, data_root=tmp_path)  # a fresh input cache
+    request = ood_task.OODSetInput("pngs", '{"kind": "auto", "path": "pngs"}', "none", 0)
+    assert request.load(ctx).made.images is None
     lazy = run_ood(ctx, **params)
     assert [m.value for m in lazy] == pytest.approx([m.value for m in eager], abs=1e-9)
 

@@ -33,21 +33,16 @@ held-out images it was fit on).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from benchmark.data import EvalData
-from benchmark.datasets import DATASETS
-from benchmark.errors import SuiteError
+from benchmark.inputs import NO_SPLIT, HeldoutSplit, InputRequest
 from benchmark.params import param
 from benchmark.records import Records, SampleTable
 from benchmark.stats import Metric, bootstrap_resamples, metric_stream
-from benchmark.tasks.registry import TaskContext, predict, register_task
+from benchmark.tasks.registry import TaskContext, TaskPlaces, predict, register_task
 from ood.calibration import (
     adaptive_ece,
     brier_per_sample,
@@ -62,41 +57,7 @@ from ood.calibration import (
 )
 from ood.metrics import percentile_interval
 
-NO_SPLIT = "none"
 BINNED = ("ece", "mce", "adaptive_ece")  # binned errors: biased upward under resampling
-
-
-def load_heldout(ctx: TaskContext, split: str, param: str) -> EvalData:
-    """Split `split` of the data set under evaluation, refused if it is the evaluated data.
-
-    `param` names the task parameter in error messages. The check is on pixels: when at least
-    half of the evaluated images occur unchanged in the held-out split, it is the same split.
-    """
-    info = DATASETS.get(ctx.data.name)
-    if info is None:
-        raise SuiteError(f"{param} = {split!r}: data set {ctx.data.name!r} has no named splits")
-    if len(info.splits) == 1:
-        raise SuiteError(f"{param} = {split!r}: {ctx.data.name} has only the evaluated split "
-                         f"{info.splits[0]!r}, no held-out one")
-    if split not in info.splits:
-        raise SuiteError(f"{param} = {split!r}: {ctx.data.name} has the splits "
-                         f"{', '.join(info.splits)}")
-    if info.default_folder is None:
-        heldout = info.reader(split=split)
-    else:
-        heldout = info.reader(Path(ctx.data.source), split=split)
-    if ctx.data.images is not None and heldout.images is not None:
-        evaluated = {_digest(row) for row in ctx.data.images}
-        shared = sum(_digest(row) in evaluated for row in heldout.images)
-        if 2 * shared >= len(evaluated):
-            raise SuiteError(f"{param} = {split!r}: {shared} of the {len(evaluated)} evaluated "
-                             "images are in that split; fit on data you do not evaluate")
-    return heldout
-
-
-def _digest(image: torch.Tensor) -> bytes:
-    """A content hash of one image tensor."""
-    return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
 
 
 def calibration_columns(logits: np.ndarray, labels: np.ndarray, with_nll: bool = False
@@ -192,7 +153,15 @@ def reduce_calibration(records: Records, params: dict[str, Any], seed: int) -> l
     return metrics
 
 
-@register_task("calibration", params=CalibrationParams, version=4, reduce=reduce_calibration)
+def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
+    """The held-out split the temperature is fitted on, if any."""
+    split = params.get("temperature_split", NO_SPLIT)
+    return {} if split == NO_SPLIT else {
+        "heldout": HeldoutSplit(split, "calibration: temperature_split")}
+
+
+@register_task("calibration", params=CalibrationParams, version=4, inputs=_inputs,
+               reduce=reduce_calibration)
 def calibration(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
     split = params["temperature_split"]
@@ -201,7 +170,7 @@ def calibration(ctx: TaskContext, params: dict[str, Any]) -> Records:
     records.add({"scaling": "none"}, **calibration_columns(logits, labels))
     if split == NO_SPLIT:
         return records
-    heldout = load_heldout(ctx, split, "calibration: temperature_split")
+    heldout = ctx.input("heldout")
     heldout_logits = predict(ctx.model, heldout, ctx.device, ctx.batch_size, ctx.num_workers,
                              ctx.progress)
     temperature = fit_temperature(heldout_logits.double().numpy(), heldout.labels)

@@ -27,7 +27,8 @@ rows matched when the score range drifts.
 
 Parameters:
 
-- ``scorers``: any of msp, maxlogit, energy (``energy_temperature``, default 1), odin.
+- ``scorers``: any of msp, maxlogit, energy (``energy_temperature``, default 1), odin, or a
+  logit scorer registered in `registry("scorer")` with `needs="logits"` (see the README).
 - ``sets``: table name -> spec. A spec string is a built-in (``uniform`` / ``gaussian``: ODIN's
   noise; ``natural_crops``: crops of photographs shipped with scikit-image / scikit-learn;
   ``cifar10`` / ``cifar100``: that test set, from its default folder under --data-root) or a path
@@ -62,8 +63,6 @@ as evaluated, i.e. after ``ood_limit``'s subset) and ``score``; with ODIN, facts
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,11 +74,12 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
+from benchmark.inputs import NO_SPLIT, HeldoutSplit, InputRequest
 from benchmark.params import param
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.records import Records
+from benchmark.registry import registry
 from benchmark.stats import Metric, wilson_interval
-from benchmark.tasks.calibration import NO_SPLIT, load_heldout
 from benchmark.tasks.registry import (
     TaskContext,
     TaskPlaces,
@@ -96,13 +96,11 @@ from ood.scores import (
     ODIN_TEMPERATURE,
     ODIN_TEMPERATURES,
     energy,
-    maxlogit,
-    msp,
     odin,
     tune_odin,
 )
 
-SCORERS = ("msp", "maxlogit", "energy", "odin")
+SCORERS = ("msp", "maxlogit", "energy", "odin")  # the built-in ones (`registry("scorer")`)
 MEAN_SET = "mean"
 ID_SET = "in_distribution"  # the `ood_set` of the ID scores' table and histogram rows
 GENERATED = ("uniform", "gaussian", "natural_crops")
@@ -116,8 +114,6 @@ SPEC_KEYS = {
 DEFAULT_GENERATED_N = 10_000  # ODIN's noise sets
 TEST_STREAM, TUNE_STREAM = 0, 1  # random streams of generated sets: test sets vs ODIN tuning
 _MATERIALIZE_BYTES = 256 * 2**20  # sets up to this size are decoded / generated once, in memory
-_CACHE: OrderedDict[str, oodsets.OODSet] = OrderedDict()  # OOD sets shared across checkpoints
-_CACHE_SIZE = 16
 
 def _bad(param: str, problem: str) -> SuiteError:
     return SuiteError(f"parameter {param!r}: {problem}")
@@ -158,7 +154,7 @@ def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
 class OodParams:
     """See the module docstring. `sets` may be empty in a suite that expects `--ood`."""
 
-    scorers: list[str] = param(list(SCORERS), choices=SCORERS, nonempty=True, distinct=True)
+    scorers: list[str] = param(list(SCORERS), nonempty=True, distinct=True)
     sets: dict[str, Any] = param({})
     resize: str = param("none", choices=oodsets.RESIZE_MODES)
     ood_limit: int = param(0, ge=0)
@@ -174,6 +170,13 @@ class OodParams:
     histogram_bins: int = param(30, ge=0, le=10_000)
 
     def __post_init__(self) -> None:
+        scorers = registry("scorer")
+        for scorer in self.scorers:
+            if scorer not in scorers:
+                raise _bad("scorers", f"unknown scorer {scorer!r}{scorers.hint(scorer)}; "
+                                      f"registered: {', '.join(scorers.names())}")
+            if scorer != "odin" and scorers.entry(scorer).info.get("needs") != "logits":
+                raise _bad("scorers", f"scorer {scorer!r} does not score logits")
         for reserved, meaning in ((MEAN_SET, "the average over sets"),
                                   (ID_SET, "the ID scores' histogram rows")):
             if reserved in self.sets:
@@ -209,8 +212,16 @@ def _detect(path: Path) -> str:
                     "batches, an SVHN .mat file, an OpenOOD .txt list)")
 
 
+@dataclass(frozen=True)
+class LoadedSet:
+    """An OOD set as evaluated, and each image's position in the set it was drawn from."""
+
+    made: oodsets.OODSet
+    positions: np.ndarray
+
+
 def _build(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit: int,
-           stream: int) -> oodsets.OODSet:
+           stream: int) -> LoadedSet:
     """Read or generate one OOD set at the ID images' shape."""
     channels, height, width = ctx.data.image_shape()
     size = (height, width)
@@ -223,7 +234,8 @@ def _build(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit
         lazy = n * channels * height * width * 4 > _MATERIALIZE_BYTES  # float32
         options = {"levels": spec.get("levels", 256)} if kind == "natural_crops" else {}
         made = getattr(oodsets, kind)(n, channels, size, ctx.seed, stream, lazy=lazy, **options)
-        return oodsets.OODSet(name, made.source, images=made.images, dataset=made.dataset)
+        return LoadedSet(oodsets.OODSet(name, made.source, images=made.images,
+                                        dataset=made.dataset), np.arange(n, dtype=np.int64))
     if kind in CIFAR:
         if ctx.data.name == kind:
             raise SuiteError(f"sets.{name}: {kind} is the data set under evaluation")
@@ -238,10 +250,12 @@ def _build(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit
         root = _resolve(spec["root"], ctx.data_root) if "root" in spec else _resolve(
             ".", ctx.data_root)
         made = oodsets.image_list(path, root, channels, size, resize, name)
+    positions = np.arange(len(made), dtype=np.int64)
     if limit and limit < len(made):
         chosen = np.random.default_rng([ctx.seed, stream]).permutation(len(made))[:limit]
-        made = made.subset(np.sort(chosen))
-    return _materialize(made, ctx.num_workers)
+        positions = np.sort(chosen)
+        made = made.subset(positions)
+    return LoadedSet(_materialize(made, ctx.num_workers), positions)
 
 
 def _materialize(made: oodsets.OODSet, workers: int) -> oodsets.OODSet:
@@ -256,20 +270,41 @@ def _materialize(made: oodsets.OODSet, workers: int) -> oodsets.OODSet:
     return oodsets.OODSet(made.name, made.source, images=images)
 
 
-def load_set(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit: int,
-             stream: int = TEST_STREAM) -> oodsets.OODSet:
-    """One OOD set, memoized across checkpoints (same spec, data root, input shape and seed)."""
-    key = json.dumps([name, spec, str(ctx.data_root), list(ctx.data.image_shape()), ctx.data.name,
-                      resize, limit, stream, ctx.seed], sort_keys=True)
-    if key not in _CACHE:
+@dataclass(frozen=True)
+class OODSetInput(InputRequest):
+    """One OOD set (its normalized spec as JSON), read or generated at the evaluated images'
+    shape, at most `limit` images (0 = all) drawn by the random stream `stream`."""
+
+    name: str
+    spec: str
+    resize: str
+    limit: int
+    stream: int = TEST_STREAM
+
+    def paths(self, places: TaskPlaces) -> list[Path]:
+        """The files the set is read from (an OpenOOD list: itself and the images it names,
+        not its whole image root, often a large shared folder); generated sets have none."""
+        spec = json.loads(self.spec)
+        if "path" in spec:
+            paths = [_resolve(spec["path"], places.data_root)]
+        elif spec["kind"] in CIFAR:
+            paths = [_resolve(CIFAR[spec["kind"]][1], places.data_root)]
+        else:
+            return []
+        listed = spec["kind"] == "list" or (spec["kind"] == "auto"
+                                            and paths[0].suffix.lower() == ".txt")
+        if listed and paths[0].is_file():
+            root = _resolve(spec.get("root", "."), places.data_root)
+            paths += [root / line.strip().rsplit(maxsplit=1)[0]
+                      for line in paths[0].read_text().splitlines() if line.strip()]
+        return paths
+
+    def load(self, ctx: TaskContext) -> LoadedSet:
         try:
-            _CACHE[key] = _build(name, spec, ctx, resize, limit, stream)
+            return _build(self.name, json.loads(self.spec), ctx, self.resize, self.limit,
+                          self.stream)
         except ValueError as exc:  # library errors name the file and the problem
-            raise DataError(f"OOD set {name!r}: {exc}") from exc
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    _CACHE.move_to_end(key)
-    return _CACHE[key]
+            raise DataError(f"OOD set {self.name!r}: {exc}") from exc
 
 
 def _as_data(made: oodsets.OODSet, num_classes: int) -> EvalData:
@@ -297,24 +332,22 @@ def _all_images(data: EvalData, ctx: TaskContext) -> torch.Tensor:
                                                            ctx.num_workers)])
 
 
-def _tune_spec(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The held-out OOD source for ODIN tuning; a file-based test set is refused."""
+def _check_tuning_source(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
+    """Refuse ODIN's tuning OOD source when it is one of the file-based test sets."""
     tune_spec = normalize_spec("odin_tune_ood", params["odin_tune_ood"])
     if tune_spec["kind"] not in GENERATED:
         clash = [name for name, spec in specs.items() if spec == tune_spec]
         if clash:
             raise _bad("odin_tune_ood", f"it is the test OOD set {clash[0]!r}; tune on a "
                                         "held-out source")
-    return tune_spec
 
 
-def _tune_odin(ctx: TaskContext, params: dict[str, Any], tune_spec: dict[str, Any]
-               ) -> tuple[float, float, int]:
+def _tune_odin(ctx: TaskContext, params: dict[str, Any]) -> tuple[float, float, int]:
     """(T, eps, samples used) tuned on the held-out ID split and held-out OOD images."""
     n = params["odin_tune_n"]
-    heldout = load_heldout(ctx, params["odin_tune_split"], "ood: odin_tune_split")
+    heldout = ctx.input("odin_heldout")
     heldout = heldout.subset(stratified_subset(heldout.labels, n, ctx.seed))
-    tune_set = load_set("odin_tune_ood", tune_spec, ctx, params["resize"], n, TUNE_STREAM)
+    tune_set = ctx.input("odin_tune_ood").made
     id_images = _all_images(heldout, ctx)
     ood_images = _all_images(_as_data(tune_set, ctx.data.num_classes), ctx)
     temperature, eps, _ = tune_odin(ctx.model, id_images, ood_images, ctx.batch_size,
@@ -323,11 +356,12 @@ def _tune_odin(ctx: TaskContext, params: dict[str, Any], tune_spec: dict[str, An
     return temperature, eps, len(id_images) + len(ood_images)
 
 
-LOGIT_SCORERS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
-    "msp": lambda logits, params: msp(logits),
-    "maxlogit": lambda logits, params: maxlogit(logits),
-    "energy": lambda logits, params: energy(logits, params["energy_temperature"]),
-}
+def logit_scores(scorer: str, logits: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """A logit-based scorer's scores (higher = more in-distribution): energy at the task's
+    `energy_temperature`, any other from `registry("scorer")` as `fn(logits)`."""
+    if scorer == "energy":
+        return energy(logits, params["energy_temperature"])
+    return registry("scorer").get(scorer)(logits)
 
 
 # Metrics that are a share of the OOD samples on one side of the threshold.
@@ -397,31 +431,22 @@ def _histogram_rows(scorer: str, groups: dict[str, np.ndarray], bins: int) -> li
     return rows
 
 
-def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
-    """The files the OOD sets (and ODIN's tuning set) are read from; generated sets have none.
-    An OpenOOD list contributes itself and the images it names (not its whole image root, often
-    a large shared folder). A malformed spec contributes nothing: the task reports it."""
-    sets = params.get("sets")
-    specs = list(sets.items()) if isinstance(sets, dict) else []
-    if "odin" in params.get("scorers", ()) and params.get("odin_tune_split") != NO_SPLIT:
-        specs.append(("odin_tune_ood", params.get("odin_tune_ood")))
-    paths = []
-    for name, spec in specs:
-        try:
-            spec = normalize_spec(name, spec)
-        except SuiteError:
-            continue
-        if "path" in spec:
-            paths.append(_resolve(spec["path"], places.data_root))
-        elif spec["kind"] in CIFAR:
-            paths.append(_resolve(CIFAR[spec["kind"]][1], places.data_root))
-        listed = spec["kind"] == "list" or (spec["kind"] == "auto"
-                                            and paths[-1].suffix.lower() == ".txt")
-        if listed and paths[-1].is_file():
-            root = _resolve(spec.get("root", "."), places.data_root)
-            paths += [root / line.strip().rsplit(maxsplit=1)[0]
-                      for line in paths[-1].read_text().splitlines() if line.strip()]
-    return paths
+def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
+    """The OOD sets (`set:NAME`) and, when ODIN is tuned, the held-out ID split and OOD
+    source it is tuned on."""
+    def request(name: str, spec: Any, limit: int, stream: int) -> OODSetInput:
+        return OODSetInput(name, json.dumps(normalize_spec(name, spec), sort_keys=True),
+                           params["resize"], limit, stream)
+
+    inputs: dict[str, InputRequest] = {
+        f"set:{name}": request(name, spec, params["ood_limit"], TEST_STREAM)
+        for name, spec in params["sets"].items()}
+    if "odin" in params["scorers"] and params["odin_tune_split"] != NO_SPLIT:
+        inputs["odin_heldout"] = HeldoutSplit(params["odin_tune_split"],
+                                              "ood: odin_tune_split")
+        inputs["odin_tune_ood"] = request("odin_tune_ood", params["odin_tune_ood"],
+                                          params["odin_tune_n"], TUNE_STREAM)
+    return inputs
 
 
 def reduce_ood(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
@@ -455,27 +480,28 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
     scorers = params["scorers"]
     specs = {name: normalize_spec(name, spec) for name, spec in params["sets"].items()}
     tuned = "odin" in scorers and params["odin_tune_split"] != NO_SPLIT
-    tune_spec = _tune_spec(params, specs) if tuned else None
-    sets = {name: load_set(name, spec, ctx, params["resize"], params["ood_limit"])
-            for name, spec in specs.items()}
+    if tuned:
+        _check_tuning_source(params, specs)
+    sets = {name: ctx.input(f"set:{name}") for name in specs}
     id_logits = ctx.clean_logits().double().numpy()
-    id_scores = {s: LOGIT_SCORERS[s](id_logits, params) for s in scorers if s in LOGIT_SCORERS}
+    id_scores = {s: logit_scores(s, id_logits, params) for s in scorers if s != "odin"}
     ood_scores: dict[str, dict[str, np.ndarray]] = {}
-    for name, made in sets.items():
-        data = _as_data(made, ctx.data.num_classes)
+    for name, loaded in sets.items():
+        data = _as_data(loaded.made, ctx.data.num_classes)
         logits = predict(ctx.model, data, ctx.device, ctx.batch_size, ctx.num_workers,
                          ctx.progress).double().numpy()
-        ood_scores[name] = {s: LOGIT_SCORERS[s](logits, params) for s in id_scores}
+        ood_scores[name] = {s: logit_scores(s, logits, params) for s in id_scores}
     records = Records()
     if "odin" in scorers:
         if tuned:
-            temperature, eps, n_tune = _tune_odin(ctx, params, tune_spec)
+            temperature, eps, n_tune = _tune_odin(ctx, params)
         else:
             temperature, eps, n_tune = params["odin_temperature"], params["odin_eps"], 0
         id_scores["odin"] = _odin_scores(ctx, ctx.data, temperature, eps, "odin ID")
-        for name, made in sets.items():
+        for name, loaded in sets.items():
             ood_scores[name]["odin"] = _odin_scores(
-                ctx, _as_data(made, ctx.data.num_classes), temperature, eps, f"odin {name}")
+                ctx, _as_data(loaded.made, ctx.data.num_classes), temperature, eps,
+                f"odin {name}")
         records.facts.update(odin_temperature=float(temperature), odin_eps=float(eps),
                              odin_tune_n=int(n_tune))
     clean = classification_columns(ctx.clean_logits(), ctx.labels(), topk=())
@@ -485,6 +511,6 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
                     score=np.asarray(id_scores[scorer], dtype=np.float64), **clean)
         for name in sets:
             scores = np.asarray(ood_scores[name][scorer], dtype=np.float64)
-            records.add({"scorer": scorer, "ood_set": name},
-                        index=np.arange(len(scores), dtype=np.int64), score=scores)
+            records.add({"scorer": scorer, "ood_set": name}, index=sets[name].positions,
+                        score=scores)
     return records

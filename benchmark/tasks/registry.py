@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData
 from benchmark.errors import ModelOutputError, SuiteError
+from benchmark.inputs import InputCache, InputRequest
 from benchmark.params import NoParams, validate
 from benchmark.params import defaults as schema_defaults
 from benchmark.records import Records
@@ -39,7 +40,17 @@ class TaskContext:
     ckpt_dir: Path | None = None  # where relative checkpoint paths (e.g. a surrogate) resolve
     trust_checkpoints: bool = False  # for checkpoints a task loads itself
     data_id: str = ""  # hash of the evaluated examples: a key for caches shared across models
+    requests: dict[str, InputRequest] = field(default_factory=dict)  # the running task's inputs
+    cache: InputCache = field(default_factory=InputCache, repr=False)  # the run's one cache
     _clean_logits: torch.Tensor | None = field(default=None, repr=False)
+
+    def input(self, name: str) -> Any:
+        """The running task's declared input `name`, loaded once per run (`benchmark.inputs`)."""
+        if name not in self.requests:
+            raise KeyError(f"the task declared no input {name!r} (declared: "
+                           f"{', '.join(self.requests) or 'none'})")
+        request = self.requests[name]
+        return self.cache.get(request.key(self), lambda: request.load(self))
 
     def clean_logits(self) -> torch.Tensor:
         """Logits of the model on the clean data, float32 on the CPU, in data order (memoized)."""
@@ -110,9 +121,10 @@ class TaskPlaces:
     ckpt_dir: Path | None
 
 
-# (params, places) -> files and folders the task reads besides the evaluated data; the runner
-# fingerprints them (benchmark.fingerprint) into the unit's key.
-InputsFn = Callable[[dict[str, Any], TaskPlaces], list[Path]]
+# (params, places) -> the typed inputs the task reads besides the evaluated data, by name; the
+# runner fingerprints their files (benchmark.fingerprint) into the unit's key and the task body
+# loads them with `ctx.input(name)`.
+InputsFn = Callable[[dict[str, Any], TaskPlaces], dict[str, InputRequest]]
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,13 @@ class TaskDef:
     inputs: InputsFn | None = None
 
     def run(self, ctx: TaskContext, params: dict[str, Any]) -> tuple[Records, list[Metric]]:
-        """Measure, then reduce: the unit's records and its metrics."""
+        """Declare the task's inputs to the context, measure, then reduce: the unit's records
+        and its metrics."""
+        ctx.requests = {}
+        if self.inputs is not None:
+            declared = self.inputs(params, TaskPlaces(ctx.data.name, ctx.data_root,
+                                                      ctx.ckpt_dir))
+            ctx.requests = declared if isinstance(declared, dict) else {}  # TRANSITION
         if self.reduce is None:  # TRANSITION
             return Records(), self.fn(ctx, params)  # type: ignore[return-value]
         records = self.fn(ctx, params)
