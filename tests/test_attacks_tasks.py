@@ -463,15 +463,17 @@ def test_end_to_end_all_tasks_deterministic_and_transfer_crafted_once(nets, tmp_
                                                                       monkeypatch):
     write_zoo(tmp_path / "zoo", nets)
     (tmp_path / "suite.toml").write_text(SUITE)
-    loads = []
-    original = attack_tasks._load_surrogate
-    monkeypatch.setattr(attack_tasks, "_load_surrogate",
-                        lambda ctx, path: loads.append(path) or original(ctx, path))
-    attack_tasks._CRAFTED.clear()
+    loads: dict[str, list] = {"surrogate": [], "crafted": []}
+    for name, request in (("surrogate", attack_tasks.SurrogateInput),
+                          ("crafted", attack_tasks.CraftedInput)):
+        original = request.load
+        monkeypatch.setattr(request, "load", lambda self, ctx, original=original, name=name:
+                            loads[name].append(self) or original(self, ctx))
     args = ["evaluate", str(tmp_path / "zoo"), "--suite", str(tmp_path / "suite.toml"),
             "--no-progress", "--out"]
     assert main([*args, str(tmp_path / "a")]) == 0
-    assert len(loads) == 2  # each attack crafted on the surrogate once, for both targets
+    assert len(loads["surrogate"]) == 1  # the run's one input cache: loaded once,
+    assert len(loads["crafted"]) == 2  # each attack crafted on it once, for both targets
     results = pd.read_csv(tmp_path / "a" / "results.csv")
     assert set(results.checkpoint) == {"m0", "m1"}
     assert {"eps", "space", "norm", "attack", "surrogate"} <= set(results.columns)
@@ -502,18 +504,3 @@ def test_end_to_end_all_tasks_deterministic_and_transfer_crafted_once(nets, tmp_
         (tmp_path / "b" / "results.csv").read_bytes()
 
 
-def test_transfer_cache_drops_the_least_recently_used_sets(monkeypatch):
-    monkeypatch.setattr(attack_tasks, "_CRAFTED", attack_tasks.OrderedDict())
-    monkeypatch.setattr(attack_tasks, "CACHE_BYTES", 2 * 400)  # two sets of 100 float32
-
-    def crafted(key):
-        return attack_tasks._Crafted(key, "s", {}, {0.1: torch.zeros(100)})
-
-    for key in ("a", "b"):
-        attack_tasks._remember(crafted(key))
-    attack_tasks._CRAFTED.move_to_end("a")  # "a" used again: "b" is now the oldest
-    attack_tasks._remember(crafted("c"))
-    assert list(attack_tasks._CRAFTED) == ["a", "c"]
-    monkeypatch.setattr(attack_tasks, "CACHE_BYTES", 0)
-    attack_tasks._remember(crafted("d"))
-    assert list(attack_tasks._CRAFTED) == ["d"]  # the newest set is always kept

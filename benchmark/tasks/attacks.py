@@ -62,10 +62,8 @@ minimal attack where `norm > eps`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +88,10 @@ from attacks.common import (
 )
 from attacks.gradient import fgm, ifgsm, pgd
 from attacks.minimal import MinimalResult, carlini_wagner, ddn, deepfool
-from benchmark.checkpoints import load_model, make_ref, sha256_file
+from benchmark.checkpoints import load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
+from benchmark.inputs import InputRequest
 from benchmark.params import defaults, param, validate
 from benchmark.records import Records, SampleTable
 from benchmark.stats import Metric
@@ -604,29 +603,18 @@ def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
 class _Crafted:
     """Adversarial points crafted on a surrogate (in its attack space, CPU, selection order)."""
 
-    key: str
     surrogate: str
     meta: dict[str, Any]
     points: dict[float, torch.Tensor]
 
-    def nbytes(self) -> int:
-        """Memory held by the adversarial points."""
-        return sum(t.numel() * t.element_size() for t in self.points.values())
 
+@dataclass(frozen=True)
+class _Surrogate:
+    """A loaded surrogate: its name, model (on the run's device, eval mode) and metadata."""
 
-# Transfer cache: adversarial sets crafted in this process, keyed by (surrogate sha256, attack
-# configuration, data id, seed, limit, batch size, device) and reused for every target checkpoint
-# of a run. Least recently used sets are dropped once the cache holds more than CACHE_BYTES
-# (a set is N x C x H x W float32 per eps; the newest set is always kept).
-CACHE_BYTES = 2 << 30
-_CRAFTED: OrderedDict[str, _Crafted] = OrderedDict()
-
-
-def _remember(crafted: _Crafted) -> None:
-    _CRAFTED[crafted.key] = crafted
-    _CRAFTED.move_to_end(crafted.key)
-    while len(_CRAFTED) > 1 and sum(c.nbytes() for c in _CRAFTED.values()) > CACHE_BYTES:
-        _CRAFTED.popitem(last=False)
+    name: str
+    model: nn.Module
+    meta: dict[str, Any]
 
 
 def _surrogate_location(value: str, ckpt_dir: Path | None) -> Path:
@@ -638,65 +626,95 @@ def _surrogate_location(value: str, ckpt_dir: Path | None) -> Path:
     return path
 
 
-def _transfer_inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
-    """The surrogate checkpoint: replacing it re-keys the stored transfer results."""
-    value = params.get("surrogate")
-    return [_surrogate_location(value, places.ckpt_dir)] if isinstance(value, str) and value \
-        else []
+def _meta_defaults(ctx: TaskContext) -> dict[str, Any]:
+    """What a surrogate lacking metadata takes from the target checkpoint."""
+    return {k: ctx.meta[k] for k in ("arch", "num_classes", "mean", "std", "input_size")
+            if k in ctx.meta}
 
 
-def _surrogate_path(ctx: TaskContext, value: Any) -> Path:
-    if not isinstance(value, str) or not value:
-        raise _fail("transfer", "parameter `surrogate` must name the surrogate checkpoint "
-                                "(a path, absolute or relative to the checkpoint directory; "
-                                "or use --surrogate)")
-    path = _surrogate_location(value, ctx.ckpt_dir)
-    if not path.is_file():
-        raise _fail("transfer", f"surrogate checkpoint {path} not found (parameter `surrogate`)")
-    return path
+@dataclass(frozen=True)
+class SurrogateInput(InputRequest):
+    """The surrogate checkpoint (a path, absolute or relative to the checkpoint directory),
+    loaded as the run allows (`--trust-checkpoints`); metadata it lacks defaults to the
+    target's, which is part of its key."""
+
+    value: str
+
+    def paths(self, places: TaskPlaces) -> list[Path]:
+        return [_surrogate_location(self.value, places.ckpt_dir)]
+
+    def key(self, ctx: TaskContext) -> str:
+        return json.dumps([super().key(ctx), _meta_defaults(ctx), ctx.trust_checkpoints,
+                           str(ctx.device)], sort_keys=True)
+
+    def load(self, ctx: TaskContext) -> _Surrogate:
+        path = _surrogate_location(self.value, ctx.ckpt_dir)
+        if not path.is_file():
+            raise _fail("transfer", f"surrogate checkpoint {path} not found (parameter "
+                                    "`surrogate`)")
+        root = Path(ctx.ckpt_dir) if ctx.ckpt_dir is not None else path.parent
+        if not (root.is_dir() and path.resolve().is_relative_to(root.resolve())):
+            root = path.parent
+        ref = make_ref(path, root, {}, _meta_defaults(ctx))
+        loaded = load_model(ref, trust=ctx.trust_checkpoints)
+        return _Surrogate(ref.name, loaded.model.to(ctx.device).eval(), dict(loaded.meta))
 
 
-def _load_surrogate(ctx: TaskContext, path: Path) -> tuple[Any, Any]:
-    """(CheckpointRef, LoadedModel) of the surrogate; metadata it lacks defaults to ctx.meta."""
-    root = Path(ctx.ckpt_dir) if ctx.ckpt_dir is not None else path.parent
-    if not (root.is_dir() and path.resolve().is_relative_to(root.resolve())):
-        root = path.parent
-    defaults = {k: ctx.meta[k] for k in ("arch", "num_classes", "mean", "std", "input_size")
-                if k in ctx.meta}
-    ref = make_ref(path, root, {}, defaults)
-    return ref, load_model(ref, trust=ctx.trust_checkpoints)
+@dataclass(frozen=True)
+class CraftedInput(InputRequest):
+    """The surrogate's adversarial points for one attack configuration (`spec`, JSON of a
+    `_GradientSpec`) on the attacked selection (`limit`), crafted once for every target."""
+
+    surrogate: SurrogateInput
+    spec: str
+    limit: int
+
+    def paths(self, places: TaskPlaces) -> list[Path]:
+        return self.surrogate.paths(places)
+
+    def key(self, ctx: TaskContext) -> str:
+        return json.dumps([self.surrogate.key(ctx), self.spec, self.limit, ctx.batch_size],
+                          sort_keys=True)
+
+    def load(self, ctx: TaskContext) -> _Crafted:
+        spec = _GradientSpec(**json.loads(self.spec))
+        selection = _select(ctx, "transfer", self.limit)
+        surrogate = ctx.cache.get(self.surrogate.key(ctx), lambda: self.surrogate.load(ctx))
+        if surrogate.meta["num_classes"] != selection.clean_logits.shape[1]:
+            raise _fail("transfer", f"surrogate {self.surrogate.value} has "
+                                    f"{surrogate.meta['num_classes']} classes, the target "
+                                    f"{selection.clean_logits.shape[1]}")
+        chunks: dict[float, list[torch.Tensor]] = {eps: [] for eps in spec.eps}
+        for x, y, index, _ in selection.batches(ctx, "transfer: crafting"):
+            adv_space = _space(ctx, "transfer", spec.space, x, model=surrogate.model,
+                               meta=surrogate.meta)
+            grad = (input_gradient(adv_space.model, adv_space.x, y, spec.loss)
+                    if spec.attack == "fgsm" else None)
+            for eps in spec.eps:
+                x_adv = spec.run(adv_space, y, eps, index, ctx.seed, grad=grad)
+                check_adversarial(adv_space.x, x_adv, norm=spec.norm, bounds=adv_space.bounds,
+                                  eps=eps, what=f"task transfer, {spec.attack} at eps={eps:g}")
+                chunks[eps].append(x_adv.detach().cpu())
+        return _Crafted(surrogate.name, surrogate.meta,
+                        {eps: torch.cat(parts) for eps, parts in chunks.items()})
 
 
-def _craft(ctx: TaskContext, spec: _GradientSpec, selection: _Selection, path: Path,
-           limit: int) -> _Crafted:
-    """The surrogate's adversarial points for this configuration (cached, see `_CRAFTED`)."""
-    sha = sha256_file(path)
-    labels = hashlib.sha256(selection.labels.numpy().tobytes()).hexdigest()
-    key = json.dumps({"surrogate": sha, "spec": spec.__dict__, "data": ctx.data_id,
-                      "labels": labels, "seed": ctx.seed, "limit": limit,
-                      "batch_size": ctx.batch_size, "device": str(ctx.device)}, sort_keys=True)
-    if key in _CRAFTED:
-        _CRAFTED.move_to_end(key)
-        return _CRAFTED[key]
-    ref, loaded = _load_surrogate(ctx, path)
-    if loaded.meta["num_classes"] != selection.clean_logits.shape[1]:
-        raise _fail("transfer", f"surrogate {path} has {loaded.meta['num_classes']} classes, "
-                                f"the target {selection.clean_logits.shape[1]}")
-    surrogate = loaded.model.to(ctx.device).eval()
-    chunks: dict[float, list[torch.Tensor]] = {eps: [] for eps in spec.eps}
-    for x, y, index, _ in selection.batches(ctx, "transfer: crafting"):
-        adv_space = _space(ctx, "transfer", spec.space, x, model=surrogate, meta=loaded.meta)
-        grad = (input_gradient(adv_space.model, adv_space.x, y, spec.loss)
-                if spec.attack == "fgsm" else None)
-        for eps in spec.eps:
-            x_adv = spec.run(adv_space, y, eps, index, ctx.seed, grad=grad)
-            check_adversarial(adv_space.x, x_adv, norm=spec.norm, bounds=adv_space.bounds,
-                              eps=eps, what=f"task transfer, {spec.attack} at eps={eps:g}")
-            chunks[eps].append(x_adv.detach().cpu())
-    crafted = _Crafted(key, ref.name, dict(loaded.meta),
-                       {eps: torch.cat(parts) for eps, parts in chunks.items()})
-    _remember(crafted)
-    return crafted
+def _transfer_spec(params: dict[str, Any]) -> _GradientSpec:
+    """The attack crafted on the surrogate, with its own parameters."""
+    attack = params["attack"]
+    return _gradient_spec(attack, {**params, **_own_params(GRADIENT_ATTACKS[attack]),
+                                   **params["attack_params"]})
+
+
+def _transfer_inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
+    """The adversarial set crafted on the surrogate (replacing the surrogate file re-keys the
+    stored transfer results); none without a surrogate: the task then says what is missing."""
+    value = params["surrogate"]
+    if not value:
+        return {}
+    return {"crafted": CraftedInput(SurrogateInput(value),
+                                    json.dumps(_transfer_spec(params).__dict__, sort_keys=True),
+                                    params["limit"])}
 
 
 def reduce_transfer(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
@@ -708,12 +726,13 @@ def reduce_transfer(records: Records, params: dict[str, Any], seed: int) -> list
                reduce=reduce_transfer)
 def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Black-box error per eps: adversarial examples crafted on a surrogate checkpoint."""
-    attack = params["attack"]
-    spec = _gradient_spec(attack, {**params, **_own_params(GRADIENT_ATTACKS[attack]),
-                                   **params["attack_params"]})
-    path = _surrogate_path(ctx, params["surrogate"])
+    attack, spec = params["attack"], _transfer_spec(params)
+    if not params["surrogate"]:
+        raise _fail("transfer", "parameter `surrogate` must name the surrogate checkpoint "
+                                "(a path, absolute or relative to the checkpoint directory; "
+                                "or use --surrogate)")
     selection = _select(ctx, "transfer", params["limit"])
-    crafted = _craft(ctx, spec, selection, path, params["limit"])
+    crafted = ctx.input("crafted")
     seen, adversarial = _ModelTable(selection), _Columns()
     for x, y, _, rows in selection.batches(ctx, "transfer"):
         adv_space = _space(ctx, "transfer", spec.space, x, meta=crafted.meta)
