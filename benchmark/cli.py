@@ -47,6 +47,20 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice; 1 is often "
                              "fastest for small models on a busy laptop)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_plugin_flag(parser)
+
+
+def _add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="import this module (or .py file) first: it registers extra "
+                             "tasks, scorers, attacks... (repeatable)")
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from benchmark.registry import load_plugin
+
+    for spec in getattr(args, "plugin", []):
+        load_plugin(spec)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first re-reduce every metric from the stored per-sample records "
                              "(no model needed) and rewrite results.csv")
     report.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_plugin_flag(report)
 
     baseline = sub.add_parser("baseline", help="store DIR/results.csv as a JSON baseline")
     baseline.add_argument("out_dir", type=Path)
@@ -123,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one row per sample and condition (else one row per metric)")
 
     listing = sub.add_parser("list", help="show suites, tasks and architectures")
+    _add_plugin_flag(listing)
     listing.add_argument("pattern", nargs="?", default="*",
                          help="filter architectures, e.g. 'res*'")
 
@@ -275,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        _load_plugins(args)
         if args.command == "list":
             _list(args.pattern)
             return 0

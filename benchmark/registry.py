@@ -109,3 +109,31 @@ def registry(kind: str) -> Registry[Any]:
 def find(pattern: str = "*") -> dict[str, list[Entry[Any]]]:
     """Every kind's entries matching a shell-style pattern (kinds with none included)."""
     return {kind: _REGISTRIES[kind].entries(pattern) for kind in KINDS}
+
+
+def load_plugin(spec: str) -> None:
+    """Import a module that registers extensions: a module name on the Python path, or a path
+    to a `.py` file. Any failure is a RubenchError naming the plugin."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from benchmark.errors import RubenchError
+
+    path = Path(spec)
+    try:
+        if path.suffix == ".py":
+            if not path.is_file():
+                raise RubenchError(f"--plugin {spec}: file not found")
+            name = f"rubench_plugin_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except RubenchError:
+        raise
+    except Exception as exc:  # the plugin's own code may fail in any way
+        raise RubenchError(f"--plugin {spec}: {type(exc).__name__}: {exc}") from exc
