@@ -313,13 +313,22 @@ class Store:
                ) -> Path:
         """Write `results.csv` (long form), atomically; return its path: the run's `keys` and,
         with `everything`, the store's other current units (`current_keys`), then the rows
-        derived from their records (`benchmark.derived`)."""
+        derived from their records (`benchmark.derived`). Rows that describe a distribution
+        bin by bin (a `bin` condition, no direction: OOD score histograms, reliability bins)
+        go to `artifacts.csv` beside it: figures read them, the metrics never hold them."""
         keys = list(keys)
         keys = self.current_keys(keys) if everything else keys
         frame = self.results_frame(keys, worst_case(self.records(keys)))
-        try:
-            return write_atomic(self.out_dir / "results.csv",
-                                lambda path: frame.to_csv(path, index=False))
-        except OSError as exc:
-            raise StoreError(f"{self.out_dir / 'results.csv'}: cannot write: {exc}; the "
-                             f"results stay in {self.path}") from exc
+        binned = frame["bin"].notna() & frame["higher_is_better"].isna() if "bin" in frame \
+            else pd.Series(False, index=frame.index)
+        columns = list(frame.columns)
+        conditions = columns[columns.index("metric") + 1:columns.index("value")]
+        for name, part in (("artifacts.csv", frame[binned]), ("results.csv", frame[~binned])):
+            part = part.drop(columns=[c for c in conditions if part[c].isna().all()])
+            try:
+                write_atomic(self.out_dir / name,
+                             lambda path, part=part: part.to_csv(path, index=False))
+            except OSError as exc:
+                raise StoreError(f"{self.out_dir / name}: cannot write: {exc}; the results "
+                                 f"stay in {self.path}") from exc
+        return self.out_dir / "results.csv"

@@ -21,7 +21,7 @@ from reports.leaderboard import (
 SWEEPS = ("eps", "severity", "hole_frac", "lam")
 # Rows with no detail table: sanity flags (listed together, see `sanity_flags`) and histogram
 # bins (drawn, see `reports.figures`).
-HIDDEN_PREFIXES = ("flag_", "score_hist")
+HIDDEN_PREFIXES = ("flag_", "score_hist", "reliability_")  # flags; binned rows: figures
 
 
 @dataclass(frozen=True)

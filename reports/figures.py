@@ -156,6 +156,5 @@ def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
 # OOD score histograms have no detail table (see reports.details.HIDDEN_PREFIXES); the report
 # draws them directly.
 SPECIAL = {
-    ("calibration", "reliability_accuracy"): reliability_diagrams,
     ("corruptions", "top1_err"): corruption_categories,
 }

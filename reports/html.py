@@ -19,7 +19,7 @@ from reports.details import (
     to_markdown,
 )
 from reports.errors import ReportError
-from reports.figures import SPECIAL, ood_histograms
+from reports.figures import SPECIAL, ood_histograms, reliability_diagrams
 from reports.files import write_atomic, write_text_atomic
 from reports.leaderboard import leaderboard, notes, provenance, write_leaderboard
 from reports.leaderboard import to_markdown as leaderboard_markdown
@@ -81,6 +81,16 @@ def figure_checkpoints(results: pd.DataFrame, baseline: str | None = None,
     return sorted(ranked[:limit])
 
 
+def _artifacts(out_dir: Path) -> pd.DataFrame:
+    """The binned descriptive rows (score histograms, reliability bins) the figures draw:
+    `artifacts.csv`, or such rows still in an older `results.csv`."""
+    path = Path(out_dir) / "artifacts.csv"
+    if path.is_file():
+        return pd.read_csv(path, low_memory=False)
+    results = pd.read_csv(Path(out_dir) / "results.csv", low_memory=False)
+    return results[results["metric"].str.startswith(("score_hist", "reliability_"))]
+
+
 def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = False
                  ) -> list[Path]:
     """Write leaderboard.md/.csv, report/<task>__<metric>.{md,csv,png}, the sanity-flag table
@@ -132,12 +142,18 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
             written.append(image)
             sections.append(_image(image))
         sections.append(_markdown_table_to_html(markdown.split("\n", 2)[2]))
-    histograms = plotted[plotted["metric"].str.startswith("score_hist")]
-    for task, rows in histograms.groupby("task", sort=False):
-        sections.append(f"<h2>{html.escape(task)} / score histograms</h2>")
-        for image in ood_histograms(rows, folder / _slug(f"{task}__score_hist.png")):
-            written.append(image)
-            sections.append(_image(image))
+    binned = _artifacts(out_dir)
+    binned = binned[binned["checkpoint"].isin(shown)]
+    drawn = (("reliability_", "reliability diagrams", reliability_diagrams),
+             ("score_hist", "score histograms", ood_histograms))
+    for prefix, title, draw in drawn:
+        for task, rows in binned[binned["metric"].str.startswith(prefix)].groupby(
+                "task", sort=False):
+            slug = prefix.rstrip("_")
+            sections.append(f"<h2>{html.escape(task)} / {title}</h2>")
+            for image in draw(rows, folder / _slug(f"{task}__{slug}.png")):
+                written.append(image)
+                sections.append(_image(image))
     index = folder / "index.html"
     write_text_atomic(index, "<!doctype html><html><head><meta charset=utf-8><title>rubench "
                       f"report</title><style>{_STYLE}</style></head><body>\n"

@@ -392,13 +392,15 @@ def test_cli_run_writes_condition_columns_and_feeds_the_leaderboard(tmp_path):
     assert main(["evaluate", str(zoo), "--suite", str(tmp_path / "suite.toml"), "--out",
                  str(out), "--no-progress"]) == 0
     results = pd.read_csv(out / "results.csv")
-    assert {"scorer", "ood_set", "bin", "scaling"} <= set(results.columns)
+    assert {"scorer", "ood_set", "scaling"} <= set(results.columns)
+    assert "bin" not in results and not results.metric.str.startswith("score_hist").any()
     ood = results[results.task == "ood"]
-    detection = ood[~ood.metric.str.startswith("score_hist")]
+    detection = ood
     assert len(detection) == 2 * 2 * 3 * len(METRICS)  # checkpoints x scorers x (2 sets + mean)
     assert set(detection.ood_set) == {"crops", "uniform", "mean"}
     assert detection.ci_low.notna().all() and (detection.ci_low <= detection.ci_high).all()
-    hist = ood[ood.metric == "score_hist"]
+    binned = pd.read_csv(out / "artifacts.csv")  # the figures' rows, beside the metrics
+    hist = binned[(binned.task == "ood") & (binned.metric == "score_hist")]
     assert len(hist) == 2 * 2 * 3 * 30  # checkpoints x scorers x (ID + 2 sets) x bins
     assert set(hist.ood_set) == {"in_distribution", "crops", "uniform"}
     assert hist.groupby(["checkpoint", "scorer", "ood_set"]).value.sum().to_numpy() == \

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from reports.details import details, flat
-from reports.details import to_markdown as detail_markdown
 from reports.errors import ReportError
 from reports.figures import ALL_CORRUPTIONS, category_severity_means
 from reports.html import write_report
@@ -60,14 +59,10 @@ def test_markdown_bolds_best_per_direction_and_writes_deltas(out_dir):
 
 def test_detail_tables_pivot_conditions(out_dir):
     found = {(d.task, d.metric): d for d in details(pd.read_csv(out_dir / "results.csv"))}
-    # flags are listed together, histogram bins only drawn; ece varies nothing (scaling=none)
+    # flags are listed together, binned rows (histograms, reliability) only drawn; ece varies
+    # nothing (scaling=none)
     assert set(found) == {("fgsm", "top1_err"), ("ood", "auroc"), ("occlusion", "top1_err"),
-                          ("calibration", "ece"), ("calibration", "reliability_accuracy"),
-                          ("calibration", "reliability_confidence"),
-                          ("calibration", "reliability_count"), ("corruptions", "top1_err")}
-    assert found[("calibration", "reliability_count")].higher_is_better is None
-    assert "### calibration / reliability_count\n" in detail_markdown(
-        found[("calibration", "reliability_count")])  # no direction, no arrow
+                          ("calibration", "ece"), ("corruptions", "top1_err")}
     fgsm = flat(found[("fgsm", "top1_err")])
     assert list(fgsm.columns) == ["eps=0.1, space=pixel", "eps=0.2, space=pixel"]
     assert fgsm.at["mixup", "eps=0.2, space=pixel"] == 60.0
@@ -83,7 +78,7 @@ def test_report_writes_plots_and_self_contained_html(out_dir):
     written = write_report(out_dir, baseline="erm")
     plots = [p for p in written if p.suffix == ".png"]
     assert {p.name for p in plots} == {"fgsm__top1_err.png", "occlusion__top1_err.png",
-                                       "calibration__reliability_accuracy.png",
+                                       "calibration__reliability.png",
                                        "corruptions__top1_err.png", "ood__score_hist__msp.png"}
     for path in plots:
         pixels = np.asarray(Image.open(path).convert("L"))
