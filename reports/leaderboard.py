@@ -308,7 +308,8 @@ def notes(table: Table, baseline: str | None, show_ci: bool) -> list[str]:
 
 def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool = False
                       ) -> tuple[Path, Path]:
-    """Read `out_dir/results.csv`; write `leaderboard.md` and `leaderboard.csv` beside it."""
+    """Read `out_dir/results.csv`; write `leaderboard.md` and `leaderboard.csv` (values and
+    interval bounds to six significant digits) beside it."""
     out_dir = Path(out_dir)
     source = out_dir / "results.csv"
     if not source.is_file():
@@ -329,5 +330,6 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool 
                    if col == column}
         if flagged:
             combined[f"{column} flags"] = pd.Series(flagged)
-    write_atomic(csv, combined.to_csv)
+    # six significant digits: far below any interval's width (results.csv keeps full precision)
+    write_atomic(csv, lambda path: combined.to_csv(path, float_format="%.6g"))
     return markdown, csv

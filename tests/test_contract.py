@@ -1,8 +1,11 @@
-"""The contract every registered task keeps: its defaults validate, it runs from a suite, and
-the same seed gives the same numbers (another seed changes the random ones)."""
+"""The contract every registered task keeps: its defaults validate, it declares its inputs as
+typed requests, it runs from a suite, its stored per-sample records reduce to its stored
+metrics, and the same seed gives the same numbers (another seed changes the random ones)."""
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +13,10 @@ import pytest
 from test_runner import make_zoo
 
 from benchmark.cli import main
+from benchmark.inputs import InputRequest
 from benchmark.params import validate
-from benchmark.tasks import list_tasks
+from benchmark.store import Store
+from benchmark.tasks import TaskPlaces, get_task, list_tasks, resolve_params
 
 # One table per task type, with settings small enough for a few seconds each.
 FAST = {
@@ -59,7 +64,52 @@ def test_same_seed_same_numbers_for_every_task(tmp_path: Path):
         return pd.read_csv(tmp_path / out / "results.csv")
 
     first, again, other = run("a", 0), run("b", 0), run("c", 1)
-    assert set(first.task) == set(FAST)
+    assert set(first.task) - {"worst_case"} == set(FAST)
     pd.testing.assert_frame_equal(first, again)
     numbers = ["value", "ci_low", "ci_high"]
     assert not first[numbers].equals(other[numbers])
+    reduced = _re_reduced(tmp_path / "a")
+    assert {task for _, task in reduced} == set(FAST)
+    for (checkpoint, task), (stored, again) in reduced.items():
+        assert again == stored, f"{checkpoint} / {task}: its records do not reduce to its rows"
+
+
+def _re_reduced(out: Path) -> dict[tuple[str, str], tuple[list, list]]:
+    """Per unit: (its stored metric rows, the rows its stored records reduce to), as tuples."""
+    store = Store(out)
+    try:
+        units = {}
+        for key, unit, records in store.records(store.current_keys()):
+            assert records.tables, f"{key}: no per-sample records"
+            for table in records:
+                assert table["index"].dtype.kind == "i" and len(table) > 0
+            rows = store.conn.execute(
+                "SELECT metric, conditions, value, n, higher_is_better, ci_low, ci_high "
+                "FROM results WHERE checkpoint_sha256=? AND task=? AND config_hash=? "
+                "ORDER BY rowid", key[1:]).fetchall()
+            metrics = get_task(unit.task_type).reduce(records, unit.params, unit.seed)
+            again = [(m.metric, json.dumps(m.conditions, sort_keys=True), m.value, m.n,
+                      None if m.higher_is_better is None else int(m.higher_is_better),
+                      m.ci_low, m.ci_high) for m in metrics]
+            units[key[0], key[2]] = (rows, again)
+        return units
+    finally:
+        store.close()
+
+
+def test_every_task_declares_typed_inputs(tmp_path: Path):
+    """A task that reads anything besides the evaluated data declares it: a request per input,
+    each naming the files that key its results."""
+    places = TaskPlaces("digits", tmp_path, tmp_path)
+    (tmp_path / "m0.pth").write_bytes(b"")
+    params = {name: tomllib.loads(body) for name, body in FAST.items()}
+    for task in (get_task(name) for name in builtin_tasks()):
+        if task.inputs is None:
+            continue
+        declared = task.inputs(resolve_params(task, params[task.name], "contract"), places)
+        assert isinstance(declared, dict), task.name
+        for request in declared.values():
+            assert isinstance(request, InputRequest)
+            assert all(isinstance(path, Path) for path in request.paths(places))
+    readers = {t.name for t in map(get_task, builtin_tasks()) if t.inputs is not None}
+    assert {"transfer", "ood", "calibration", "corruptions"} <= readers
