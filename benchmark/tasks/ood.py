@@ -55,8 +55,8 @@ Parameters:
 The task measures per-sample records and the rows are their reduction (`reduce_ood`): per
 scorer, a table ``ood_set = "in_distribution"`` with columns ``index`` (position in the
 evaluated data), ``score`` (float64) and the clean pass's ``correct``, ``pred`` and
-``confidence``, and per OOD set a table ``ood_set = <name>`` with ``index`` (position in that set
-as evaluated, i.e. after ``ood_limit``'s subset) and ``score``; with ODIN, facts
+``confidence``, and per OOD set a table ``ood_set = <name>`` with ``index`` (the image's position
+in the source set, before ``ood_limit``'s subset) and ``score``; with ODIN, facts
 ``odin_temperature``, ``odin_eps`` and ``odin_tune_n`` (the tuning images, 0 when fixed).
 """
 
