@@ -189,17 +189,6 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).strip()
 
 
-@dataclass(frozen=True)
-class _Files(InputRequest):  # TRANSITION: a task declaring bare paths
-    files: tuple[Path, ...]
-
-    def paths(self, places: TaskPlaces) -> list[Path]:
-        return list(self.files)
-
-    def load(self, ctx: TaskContext) -> None:
-        return None
-
-
 class _Session:
     """One run's state: the store, the shared data, and what was computed, reused or failed."""
 
@@ -254,8 +243,6 @@ class _Session:
             declared = declare(task.params, places)
         except (TypeError, ValueError, OSError, RubenchError) as exc:
             return f"undeclared: {exc}"
-        if isinstance(declared, list):  # TRANSITION: a bare list of paths
-            return {"files": _Files(tuple(declared))}
         return declared
 
     def inputs(self, task: TaskSpec) -> str | None:

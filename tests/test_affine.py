@@ -10,6 +10,7 @@ from torchvision.transforms import InterpolationMode
 import benchmark.tasks.perturbations  # noqa: F401  (registers the tasks)
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from benchmark.records import Records, concat
 from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 from corruptions.affine import affine, affine_params
@@ -178,3 +179,31 @@ def test_zoom_convention_names_its_rows_and_bad_parameters_fail():
                        ({"shears": [28.6, 28.6]}, "distinct")]:
         with pytest.raises(SuiteError, match=match):
             run(make_ctx(net, data, 20), **bad)
+
+
+def test_records_hold_one_table_per_set_and_re_reduce():
+    n = 35
+    data = EvalData(name="rand", labels=np.arange(n) % 10, num_classes=10, source="rand",
+                    images=torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    task = get_task("affine")
+    for given in ({}, {"scale_convention": "zoom", "shears": []}):
+        params = resolve_params(task, given, "test suite")
+        records, metrics = task.run(make_ctx(net, data, 16, seed=4), params)
+        assert task.reduce(Records.decode(records.encode()), params, 4) == metrics
+        halves = concat(Records([t.take(t["index"] % 2 == parity) for t in records])
+                        for parity in (0, 1))
+        assert task.reduce(halves, params, 4) == metrics
+        assert [t.conditions for t in records] == [m.conditions for m in metrics
+                                                   if m.metric == "top1_err"]
+        for t in records:
+            assert set(t.columns) == {"index", "correct", "correct_top5", "pred", "confidence"}
+            assert np.array_equal(t["index"], np.arange(n))
+        angle, scale, shear = affine_params("rotation", 40.0, np.arange(n), seed=4)
+        deformed = torch.stack([torchvision_affine(data.images[i], angle[i], scale[i], shear[i])
+                                for i in range(n)])
+        with torch.no_grad():
+            expected = net(deformed).argmax(1).numpy()
+        assert np.array_equal(records.one(transform="rotation", magnitude=40.0)["pred"],
+                              expected)

@@ -14,9 +14,12 @@ from sklearn.metrics import accuracy_score
 
 import benchmark.tasks.corruptions  # noqa: F401  (registers the task)
 from benchmark.archs import build_arch
+from benchmark.checkpoints import NormalizedModel
 from benchmark.cli import main
-from benchmark.data import stratified_subset
+from benchmark.data import EvalData, stratified_subset
+from benchmark.records import Records, concat
 from benchmark.stats import wilson_interval
+from benchmark.tasks import get_task, resolve_params
 from benchmark.tasks.corruptions import Cell, summarize
 from benchmark.tasks.registry import TaskContext
 from corruptions.catalog import ALEXNET_ERR, ALL, BENCHMARK, CATEGORIES, CATEGORY_OF
@@ -244,24 +247,14 @@ def test_tiny_imagenet_c_tree_with_frost_defect_and_limit(tmp_path: Path, capsys
     assert f"{broken}: unreadable image" in err and "Traceback" not in err
 
 
-def _summary_context() -> TaskContext:
-    """A context with clean error 10 % (one image of ten wrong), for `summarize`."""
-    logits = torch.eye(10)
-    logits[0] = torch.roll(logits[0], 1)
-    ctx = TaskContext(model=torch.nn.Identity(), data=None, seed=0, device=torch.device("cpu"),
-                      batch_size=10, _clean_logits=logits)
-    ctx.labels = lambda: torch.arange(10)
-    return ctx
-
-
 def test_imagenet_c_summary_reports_alexnet_mce_and_relative_mce() -> None:
     # E(f, c, s) = half of AlexNet's mean error at every severity, to 0.1 % (1000 images):
     # mCE 50 to 0.1 (hand-computed); clean error 10 %.
     n = 1000
     error = {c: round(500 * ALEXNET_ERR[c]) / n for c in ALL}  # a fraction of the n images
     cells = {(c, s): Cell(np.arange(n) < error[c] * n, 0) for c in ALL for s in range(1, 6)}
-    out = {m.metric: m for m in summarize(cells, "released", [1, 2, 3, 4, 5],
-                                          _summary_context(), imagenet_c=True)}
+    out = {m.metric: m for m in summarize(cells, "released", [1, 2, 3, 4, 5], seed=0,
+                                          clean_err=10.0)}
     assert out["mce"].value == pytest.approx(50.0, abs=0.1)
     assert out["mce"].value == pytest.approx(100 * np.mean([error[c] / ALEXNET_ERR[c]
                                                             for c in BENCHMARK]))
@@ -280,7 +273,7 @@ def test_summaries_bootstrap_images_and_drop_the_interval_when_cells_differ() ->
     noise = {c: rng.normal(0, 0.3, n) for c in BENCHMARK}
     cells = {(c, s): Cell(difficulty + noise[c] > 1.2 - 0.2 * s, 0)
              for c in BENCHMARK for s in (1, 2)}
-    out = summarize(cells, "released", [1, 2], _summary_context(), imagenet_c=False)
+    out = summarize(cells, "released", [1, 2], seed=0)
     rows = {(m.metric, m.conditions.get("corruption", m.conditions.get("category"))): m
             for m in out}
     rate = {key: 100 * cell.wrong.mean() for key, cell in cells.items()}
@@ -305,7 +298,7 @@ def test_summaries_bootstrap_images_and_drop_the_interval_when_cells_differ() ->
     # one fog cell measured on other images: no interval for what averages it, rest unchanged
     cells["fog", 2] = Cell(cells["fog", 2].wrong[: n - 1], 1)
     again = {(m.metric, m.conditions.get("corruption", m.conditions.get("category"))): m
-             for m in summarize(cells, "released", [1, 2], _summary_context(), imagenet_c=False)}
+             for m in summarize(cells, "released", [1, 2], seed=0)}
     for key in [("corruption_err", "fog"), ("corruption_err_sum", "fog"),
                 ("category_err", "weather"), ("mean_corruption_err", None)]:
         assert again[key].ci_low is None and again[key].ci_high is None, key
@@ -313,3 +306,102 @@ def test_summaries_bootstrap_images_and_drop_the_interval_when_cells_differ() ->
         (rate["fog", 1] + 100 * cells["fog", 2].wrong.mean()) / 2)
     assert again["corruption_err", "fog"].n == 2 * n - 1
     assert again["category_err", "noise"] == rows["category_err", "noise"]
+
+
+def _halves(records: Records) -> Records:
+    """The records split by index parity into two shards, merged back."""
+    return concat(Records([t.take(t["index"] % 2 == parity) for t in records], dict(records.facts))
+                  for parity in (0, 1))
+
+
+def _measure(data: EvalData, model: torch.nn.Module, data_root: Path, seed: int = 0,
+             **params) -> tuple[Records, list, dict]:
+    """The task run as the runner runs it; checks its records re-reduce to its rows, whole,
+    through encode / decode, and as two merged shards."""
+    task = get_task("corruptions")
+    params = resolve_params(task, params, "test suite")
+    ctx = TaskContext(model=model.eval(), data=data, seed=seed, device=torch.device("cpu"),
+                      batch_size=16, progress=False, data_root=data_root)
+    records, metrics = task.run(ctx, params)
+    assert task.reduce(Records.decode(records.encode()), params, seed) == metrics
+    assert task.reduce(_halves(records), params, seed) == metrics
+    return records, metrics, params
+
+
+def test_records_hold_one_table_per_cell_and_re_reduce(tmp_path: Path, cifar_c) -> None:
+    data_root, states, labels = cifar_c
+    images, _ = cifar_test_images(data_root / "cifar-10-batches-py")
+    keep = stratified_subset(labels, 30, 4)  # a --limit subset: rows follow it in every cell
+    data = EvalData(name="cifar10", labels=labels[keep], num_classes=10, source="fixture",
+                    images=torch.from_numpy(images[keep].transpose(0, 3, 1, 2).copy()))
+    net = build_arch(TINY32, num_classes=10)
+    net.load_state_dict(states["m1"])
+    model = NormalizedModel(net, [MEAN] * 3, [STD] * 3)
+    records, metrics, _ = _measure(data, model, data_root, seed=4, corruptions="benchmark",
+                                   severities=[1, 3])
+    cells = [m for m in metrics if m.metric == "top1_err"]
+    assert [t.conditions for t in records] == [m.conditions for m in cells]  # one per row
+    assert records.facts == {"dataset": "cifar10", "source": "released", "layout": "npy"}
+    fog = records.one(corruption="fog", severity=3, category="weather", source="released")
+    assert set(fog.columns) == {"index", "correct", "correct_top5", "pred", "confidence"}
+    assert np.array_equal(fog["index"], np.arange(30))  # the position in the evaluated data
+    assert fog["correct"].dtype == bool and fog["pred"].dtype == np.int32
+    assert fog["confidence"].dtype == np.float32
+    array = np.load(data_root / "CIFAR-10-C" / "fog.npy")
+    assert np.array_equal(fog["pred"], _predict(states["m1"], TINY32, 10, array[80 + keep]))
+    assert (fog["correct_top5"] >= fog["correct"]).all()
+    assert {"mean_corruption_err", "category_err"} <= {m.metric for m in metrics}
+    assert "mce" not in {m.metric for m in metrics}
+    assert not records.select(corruption="clean")  # no clean table without mCE rows
+
+
+def test_tree_records_tell_cells_on_other_images_apart(tmp_path: Path) -> None:
+    wnids = ["n01443537", "n02123045", "n04067472"]
+    data_root = tmp_path / "data"
+    write_tinyimagenet(data_root, wnids, n_per_class=3)
+    root = write_tree_c(data_root, "Tiny-ImageNet-C", wnids, n_per_class=3, size=64,
+                        corruptions=("frost", "fog"), severities=(1, 3))
+    first = sorted((root / "fog" / "3" / wnids[0]).iterdir())[0]
+    first.rename(first.with_name("renamed.JPEG"))  # fog 3 holds another set of names
+    data = EvalData(name="tinyimagenet", labels=np.repeat(np.arange(3), 2), num_classes=3,
+                    source="fixture", images=torch.rand(6, 3, 64, 64))
+    torch.manual_seed(0)
+    records, metrics, _ = _measure(data, tiny_cnn64(3), data_root, corruptions=["frost", "fog"],
+                                   severities=[1, 3])
+    assert records.facts["layout"] == "tree"
+    frost1 = records.one(corruption="frost", severity=1, category="weather", source="released")
+    fog3 = records.one(corruption="fog", severity=3, category="weather", source="released")
+    assert set(frost1.columns) == {"index", "correct", "pred", "confidence", "image_id"}
+    keep = stratified_subset(np.repeat(np.arange(3), 3), 6, 0)
+    assert np.array_equal(frost1["index"], keep)  # positions in the cell folder's listing
+    assert frost1["image_id"].dtype == np.int64
+    assert not np.array_equal(frost1["image_id"], fog3["image_id"])
+    rows = {(m.metric, m.conditions.get("corruption")): m for m in metrics}
+    assert rows["corruption_err", "fog"].ci_low is None and rows["corruption_err", "fog"].n == 12
+    assert rows["corruption_err", "frost"].ci_low is not None
+
+
+def test_imagenet_c_records_keep_the_clean_table_for_relative_mce(tmp_path: Path) -> None:
+    wnids = ["n01440764", "n01443537"]
+    data_root = tmp_path / "data"
+    write_tree_c(data_root, "ImageNet-C", wnids, n_per_class=2, size=16, corruptions=BENCHMARK)
+    gen = torch.Generator().manual_seed(0)
+    data = EvalData(name="imagenet", labels=np.array([0, 0, 1, 1]), num_classes=2,
+                    source="fixture", images=torch.rand(4, 3, 16, 16, generator=gen))
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
+    records, metrics, _ = _measure(data, net, data_root, corruptions="benchmark")
+    clean = records.one(corruption="clean")
+    with torch.no_grad():
+        predicted = net(data.images).argmax(1).numpy()
+    assert np.array_equal(clean["pred"], predicted)
+    assert np.array_equal(clean["correct"], predicted == data.labels)
+    rows = {m.metric: m for m in metrics}
+    per_corruption = {m.conditions["corruption"]: m.value for m in metrics
+                      if m.metric == "corruption_err"}
+    clean_err = 100 * float(np.mean(predicted != data.labels))
+    expected_rel = 100 * np.mean([(per_corruption[c] - clean_err) / (100 * ALEXNET_ERR[c] - 43.45)
+                                  for c in BENCHMARK])
+    assert rows["relative_mce"].value == pytest.approx(expected_rel)
+    assert rows["mce"].value == pytest.approx(
+        100 * np.mean([per_corruption[c] / (100 * ALEXNET_ERR[c]) for c in BENCHMARK]))

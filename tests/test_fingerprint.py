@@ -6,10 +6,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from test_runner import evaluate, make_zoo
 
 from benchmark.fingerprint import fingerprint
+from benchmark.inputs import InputRequest
+from benchmark.records import Records
 from benchmark.stats import Metric
 from benchmark.tasks import TaskPlaces, get_task, register_task
 
@@ -42,8 +45,23 @@ def test_changes_that_matter_change_the_fingerprint(tmp_path):
 READS: list[str] = []
 
 
+@dataclass(frozen=True)
+class _TextFile(InputRequest):
+    """Test input: a text file under --data-root, read by the harness."""
+
+    file: str
+
+    def paths(self, places):
+        return [places.data_root / self.file]
+
+    def load(self, ctx):
+        text = (ctx.data_root / self.file).read_text()
+        READS.append(text)
+        return text
+
+
 def _declared(params, places):
-    return [places.data_root / params["file"]]
+    return {"table": _TextFile(params["file"])}
 
 
 @dataclass(frozen=True)
@@ -51,12 +69,16 @@ class _ReadsAFileParams:
     file: str = "table.txt"
 
 
-@register_task("reads_a_file", params=_ReadsAFileParams, inputs=_declared)
+def _length(records, params, seed):
+    return [Metric("length", float(records.facts["length"]), int(records.facts["n"]), None)]
+
+
+@register_task("reads_a_file", params=_ReadsAFileParams, inputs=_declared, reduce=_length)
 def _reads_a_file(ctx, params):
     """Test task: reports the length of a file under --data-root."""
-    text = (ctx.data_root / params["file"]).read_text()
-    READS.append(text)
-    return [Metric("length", float(len(text)), len(ctx.data), None)]
+    records = Records(facts={"length": len(ctx.input("table")), "n": len(ctx.data)})
+    records.add(index=np.arange(len(ctx.data)))
+    return records
 
 
 def test_a_task_is_recomputed_when_its_declared_input_changes(tmp_path, capsys):
@@ -89,8 +111,6 @@ def test_tasks_declare_the_files_they_read(tmp_path):
 
         def inputs(self, params, places):
             declared = self.task.inputs(params, places)
-            if isinstance(declared, list):  # TRANSITION: bare paths
-                return declared
             return [path for request in declared.values() for path in request.paths(places)]
 
     ood = Declared(get_task("ood"))

@@ -10,6 +10,7 @@ from scipy import stats
 import benchmark.tasks.perturbations  # noqa: F401  (registers the tasks)
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from benchmark.records import Records, concat
 from benchmark.tasks import TaskContext, get_task, resolve_params
 from corruptions.inbetween import cut_boxes, cutmix, mixup, neither_count, partners
 
@@ -139,3 +140,28 @@ def test_parameters_are_checked():
                        ({"mixes": ["blend"]}, "mixes"), ({"box": "centre"}, "box")]:
         with pytest.raises(SuiteError, match=match):
             run(data, **bad)
+
+
+def test_records_hold_one_table_per_mix_and_re_reduce():
+    # 8x8 images: CutMix lams 0.2 and 0.3 both paste 7 px boxes, one shared pass
+    labels = np.arange(60) % 10
+    data = constant_images(labels)
+    ctx = TaskContext(model=Brightness(), data=data, seed=5, device=torch.device("cpu"),
+                      batch_size=16, progress=False)
+    task = get_task("inbetween")
+    params = resolve_params(task, {"lams": [0.1, 0.2, 0.3, 0.5]}, "test suite")
+    records, metrics = task.run(ctx, params)
+    assert task.reduce(Records.decode(records.encode()), params, 5) == metrics
+    halves = concat(Records([t.take(t["index"] % 2 == parity) for t in records])
+                    for parity in (0, 1))
+    assert task.reduce(halves, params, 5) == metrics
+    assert [t.conditions for t in records] == [m.conditions for m in metrics]
+    mates = partners(labels, seed=5)
+    for t in records:
+        assert set(t.columns) == {"index", "partner", "pred", "confidence", "neither"}
+        assert np.array_equal(t["index"], np.arange(60)) and np.array_equal(t["partner"], mates)
+        assert np.array_equal(t["neither"], (t["pred"] != labels) & (t["pred"] != labels[mates]))
+    mixed = np.clip(np.round(0.2 * labels + 0.8 * labels[mates]), 0, 9)  # never a .5 tie
+    assert np.array_equal(records.one(mix="mixup", lam=0.2)["pred"], mixed)
+    twin = records.one(mix="cutmix", lam=0.3, box="inside")
+    assert np.array_equal(twin["pred"], records.one(mix="cutmix", lam=0.2, box="inside")["pred"])

@@ -9,6 +9,7 @@ import benchmark.tasks.perturbations  # noqa: F401  (registers occlusion, affine
 from benchmark.cli import main
 from benchmark.data import EvalData
 from benchmark.errors import SuiteError
+from benchmark.records import Records, concat
 from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 from corruptions.occlusion import hole_box, hole_side, occlude
@@ -114,6 +115,12 @@ def run(task, ctx, **params):
     """The task as the runner calls it: parameters validated (as at suite load), then run."""
     definition = get_task(task)
     return definition.run(ctx, resolve_params(definition, params, "test suite"))[1]
+
+
+def halves(records):
+    """The records split by index parity into two shards, merged back."""
+    return concat(Records([t.take(t["index"] % 2 == parity) for t in records], dict(records.facts))
+                  for parity in (0, 1))
 
 
 def table(metrics):
@@ -265,3 +272,35 @@ def test_end_to_end_identical_across_checkpoints_and_batch_sizes(tmp_path):
     black = frame[(frame.task == "occlusion_black") & (frame.metric == "top1_err")]
     assert list(black[black.checkpoint == "a"].hole_frac) == [k / 8 for k in range(9)]  # default
     assert (black["fill"] == "black").all() and (black["mode"] == "center").all()
+
+
+@pytest.mark.parametrize("params", [
+    {"hole_fracs": [0.0, 0.25, 0.5, 0.51, 1.0]},
+    {"hole_fracs": [0.0, 0.5, 1.0], "fill": "black", "occ_err_mode": "boundary",
+     "occ_err_frac": 0.5},
+])
+def test_records_hold_one_table_per_cell_and_re_reduce(params):
+    data, model = random_data(n=45, classes=10), linear_model(6)
+    ctx = context(model, data, batch_size=16, seed=2)
+    task = get_task("occlusion")
+    params = resolve_params(task, params, "test suite")
+    records, metrics = task.run(ctx, params)
+    assert task.reduce(Records.decode(records.encode()), params, 2) == metrics
+    assert task.reduce(halves(records), params, 2) == metrics
+    assert [t.conditions for t in records] == [m.conditions for m in metrics
+                                               if m.metric == "top1_err"]
+    fill = params["fill"]
+    for t in records:
+        assert set(t.columns) == {"index", "correct", "correct_top5", "pred", "confidence"}
+        assert np.array_equal(t["index"], np.arange(45))
+        assert t["pred"].dtype == np.int32 and t["confidence"].dtype == np.float32
+    clean = ctx.clean_logits().argmax(1).numpy()
+    unchanged = records.one(mode="center", fill=fill, hole_frac=0.0)  # the clean pass
+    assert np.array_equal(unchanged["pred"], clean)
+    assert np.array_equal(records.one(mode="boundary", fill=fill, hole_frac=1.0)["pred"], clean)
+    blank = records.one(mode="center", fill=fill, hole_frac=1.0)  # one all-fill image
+    assert len(set(blank["pred"])) == 1 and len(set(blank["confidence"])) == 1
+    assert np.array_equal(blank["correct"], blank["pred"] == data.labels)
+    wrong = reference_occlusion_errors(model, data, [0.5], "center",
+                                       0.3 if fill == "mean" else 0.0)[0]
+    assert np.array_equal(~records.one(mode="center", fill=fill, hole_frac=0.5)["correct"], wrong)

@@ -264,12 +264,6 @@ def _space(ctx: TaskContext, task: str, space: str, x: torch.Tensor,
                         meta.get("std"))
 
 
-def _wrong(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-sample: the label is not among the k highest outputs."""
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices != labels[:, None]).all(dim=1)
-
-
 class _Columns:
     """Per-sample columns gathered batch by batch (batches in selection order), per table."""
 
@@ -294,8 +288,9 @@ class _ModelTable:
 
     def __init__(self, selection: _Selection) -> None:
         self.selection = selection
-        self.wrong1 = _wrong(selection.clean_logits, selection.labels, 1)
-        self.wrong5 = _wrong(selection.clean_logits, selection.labels, 5)
+        clean = classification_columns(selection.clean_logits, selection.labels, (5,))
+        self.wrong1 = torch.from_numpy(~clean["correct"])
+        self.wrong5 = torch.from_numpy(~clean.get("correct_top5", np.ones_like(clean["correct"])))
         self.columns = _Columns()
 
     def observe(self, rows: slice, randomized: bool, zero_grad: torch.Tensor | None = None

@@ -22,10 +22,22 @@ over cells that do not is the mean of the cell rates with no interval, its n the
 cells' n. `corruption_err_sum` and `mean_corruption_err_sum` (sums over S severities) are S times
 the means, interval included. `mce` and `relative_mce` carry no interval (n as
 `mean_corruption_err`'s).
+
+Records: one table per (corruption, severity) under its `top1_err` row's conditions
+(corruption, severity, category, source), with `classification_columns` (`correct`,
+`correct_top5` with more than 5 classes, `pred`, `confidence`) and `index`: for the `.npy`
+layout the image's position in the evaluated data (the same test-set rows at every cell), for
+JPEG trees its position in the cell folder's listing, with `image_id` (a 64-bit fingerprint of its
+`<wnid>/<file>` name) telling which cells hold the same images. For the AlexNet-normalized mCE
+rows (released ImageNet-C, all five severities, the 15 benchmark corruptions) a table under
+{"corruption": "clean"} holds the clean data's columns, from the shared clean forward pass.
+Facts: `dataset`, `source` ("released" / "generated") and `layout` ("npy" / "tree").
+`reduce_corruptions` computes every row from these.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,9 +50,17 @@ from tqdm.auto import tqdm
 from benchmark.corrupt import GENERATOR_VERSION, corrupted_name, materialize
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
+from benchmark.inputs import InputRequest
 from benchmark.params import param
+from benchmark.records import Records
 from benchmark.stats import Metric
-from benchmark.tasks.registry import TaskContext, TaskPlaces, predict, register_task
+from benchmark.tasks.registry import (
+    TaskContext,
+    TaskPlaces,
+    classification_columns,
+    predict,
+    register_task,
+)
 from corruptions import metrics
 from corruptions.catalog import BENCHMARK, CATEGORIES, CATEGORY_OF, SEVERITIES, select
 from corruptions.released import (
@@ -64,16 +84,83 @@ def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> 
     return (Path(data_root) if data_root is not None else Path.cwd()) / folder
 
 
-def _inputs(params: dict[str, Any], places: TaskPlaces) -> list[Path]:
-    """The corrupted set's folder and the wnids file: replacing either re-keys the results.
-    A set the task generates itself (`generate`, missing or carrying a manifest) is left out:
-    its content follows from the parameters and seed, already in the key, and fingerprinting it
-    would re-key the results once it exists."""
-    folder = corrupted_folder(places.dataset, params.get("path") or None, places.data_root)
-    generated = params.get("generate") and (not folder.exists()
-                                            or (folder / MANIFEST).is_file())
-    wnids = [_wnids_path(params["wnids"], places.data_root)] if params.get("wnids") else []
-    return [*([] if generated else [folder]), *wnids]
+@dataclass(frozen=True)
+class CorruptedSource:
+    """A resolved corrupted set: its folder, `source` (released / generated) and layout."""
+
+    folder: Path
+    source: str
+    layout: str
+
+
+@dataclass(frozen=True)
+class CorruptedSetInput(InputRequest):
+    """The corrupted copy of the evaluated data set: `path` (absolute, or under --data-root;
+    "" = the data set's default folder), generated with severity `table` when `generate` is
+    set and it is missing or outdated, then checked (a generated set's manifest must name this
+    data set and the current generator)."""
+
+    path: str
+    generate: bool
+    table: str
+
+    def folder(self, dataset: str, data_root: Path | None) -> Path:
+        """Where the set is, or will be written."""
+        return corrupted_folder(dataset, self.path or None, data_root)
+
+    def paths(self, places: TaskPlaces) -> list[Path]:
+        """The folder; a set the task generates itself (missing, or carrying a manifest) is
+        left out: its content follows from the parameters and seed, already in the key, and
+        fingerprinting it would re-key the results once it exists."""
+        folder = self.folder(places.dataset, places.data_root)
+        generated = self.generate and (not folder.exists() or (folder / MANIFEST).is_file())
+        return [] if generated else [folder]
+
+    def load(self, ctx: TaskContext) -> CorruptedSource:
+        folder = self.folder(ctx.data.name, ctx.data_root)
+        if self.generate and (not folder.exists() or _outdated(folder)):
+            materialize(ctx.data.name, folder.parent, data_root=ctx.data_root,
+                        folder=folder.name, table=self.table, progress=ctx.progress)
+        source = "generated" if (folder / MANIFEST).is_file() else "released"
+        if source == "generated":
+            _check_manifest(folder, ctx)
+            if _outdated(folder):
+                raise DataError(f"{folder}: generated by an older rubench (generator version "
+                                f"< {GENERATOR_VERSION}), whose images differ from this "
+                                "version's; set `generate = true` to remake it, or run "
+                                "`rubench corrupt --overwrite`")
+        layout = _checked(lambda: detect_layout(folder),
+                          hint=_missing_hint(ctx.data.name, folder))
+        return CorruptedSource(folder, source, layout)
+
+
+@dataclass(frozen=True)
+class WnidsInput(InputRequest):
+    """A class-list file of a JPEG tree (one wnid a line; sorted, the position is the class)."""
+
+    file: Path
+
+    def paths(self, places: TaskPlaces) -> list[Path]:
+        return [self.file]
+
+    def load(self, ctx: TaskContext) -> list[str]:
+        return _read_wnids(self.file)
+
+
+def _read_wnids(path: Path) -> list[str]:
+    """The sorted wnids of a class-list file."""
+    if not path.is_file():
+        raise DataError(f"{path}: wnids file not found")
+    return sorted(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
+    """The corrupted set and the wnids file: replacing either re-keys the results."""
+    inputs: dict[str, InputRequest] = {
+        "corrupted": CorruptedSetInput(params["path"], params["generate"], params["table"])}
+    if params["wnids"]:
+        inputs["wnids"] = WnidsInput(_wnids_path(params["wnids"], places.data_root))
+    return inputs
 
 
 def _wnids_path(value: str, data_root: Path | None) -> Path:
@@ -118,39 +205,68 @@ class CorruptionsParams:
             raise SuiteError(str(exc)) from None
 
 
-@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs)
-def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def _wants_mce(dataset: str, source: str, severities: list[int]) -> bool:
+    """AlexNet-normalized mCE: the released ImageNet-C at all five severities (it needs the
+    clean error too)."""
+    return dataset == "imagenet" and source == "released" and list(severities) == list(SEVERITIES)
+
+
+def _cell_conditions(corruption: str, severity: int, source: str) -> dict[str, Any]:
+    """The conditions of a (corruption, severity) cell: its `top1_err` row's."""
+    return {"corruption": corruption, "severity": severity, "category": CATEGORY_OF[corruption],
+            "source": source}
+
+
+CLEAN = {"corruption": "clean"}  # the clean-data table's conditions (mCE's clean error)
+
+
+def reduce_corruptions(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """The task's rows from its cell tables: cells whose `image_id` columns (trees) or `index`
+    columns (`.npy`) are equal hold the same images; the clean table gives relative mCE's
+    clean error."""
+    names = select(params["corruptions"], list(params["categories"]))
+    severities = sorted(params["severities"])
+    source = records.facts["source"]
+    cells: dict[tuple[str, int], Cell] = {}
+    image_sets: list[np.ndarray] = []  # the distinct image lists met so far
+    for corruption in names:
+        for severity in severities:
+            table = records.one(**_cell_conditions(corruption, severity, source))
+            images = table["image_id"] if "image_id" in table.columns else table["index"]
+            cells[corruption, severity] = Cell(~table["correct"],
+                                               _image_set(image_sets, images))
+    clean_err = None
+    if _wants_mce(records.facts["dataset"], source, severities) \
+            and all(c in names for c in BENCHMARK):
+        clean_err = 100.0 * float(np.mean(~records.one(**CLEAN)["correct"]))
+    return summarize(cells, source, severities, seed, clean_err)
+
+
+@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs,
+               reduce=reduce_corruptions)
+def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
     names = select(params["corruptions"], list(params["categories"]))
     severities = sorted(params["severities"])
-    folder = corrupted_folder(ctx.data.name, params["path"] or None, ctx.data_root)
-    if params["generate"] and (not folder.exists() or _outdated(folder)):
-
-        materialize(ctx.data.name, folder.parent, data_root=ctx.data_root, folder=folder.name,
-                    table=params["table"], progress=ctx.progress)
-    source = "generated" if (folder / MANIFEST).is_file() else "released"
-    if source == "generated":
-        _check_manifest(folder, ctx)
-        if _outdated(folder):
-            raise DataError(f"{folder}: generated by an older rubench (generator version "
-                            f"< {GENERATOR_VERSION}), whose images differ from this version's; "
-                            "set `generate = true` to remake it, or run `rubench corrupt "
-                            "--overwrite`")
-    layout = _checked(lambda: detect_layout(folder), hint=_missing_hint(ctx.data.name, folder))
+    corrupted = ctx.input("corrupted")
+    folder, source, layout = corrupted.folder, corrupted.source, corrupted.layout
     evaluate = _npy_sets if layout == "npy" else _tree_sets
-    cells: dict[tuple[str, int], Cell] = {}
-    image_sets: list[np.ndarray] = []  # the distinct image lists met so far
+    records = Records(facts={"dataset": ctx.data.name, "source": source, "layout": layout})
     pairs = [(c, s) for c in names for s in severities]
     sets = evaluate(ctx, folder, params)
     for corruption, severity in tqdm(pairs, desc="corruptions", leave=False,
                                      disable=not ctx.progress):
-        data, images = _checked(lambda c=corruption, s=severity: sets(c, s))
+        data, index, images = _checked(lambda c=corruption, s=severity: sets(c, s))
         logits = _checked(lambda d=data: predict(ctx.model, d, ctx.device, ctx.batch_size,
                                                  ctx.num_workers))
-        cells[corruption, severity] = Cell(logits.numpy().argmax(axis=1) != data.labels,
-                                           _image_set(image_sets, images))
-    return summarize(cells, source, severities, ctx, imagenet_c=(
-        ctx.data.name == "imagenet" and source == "released"))
+        records.add(_cell_conditions(corruption, severity, source), index=index,
+                    **classification_columns(logits, torch.as_tensor(data.labels)),
+                    **({} if images is None else {"image_id": images}))
+    if _wants_mce(ctx.data.name, source, severities) and all(c in names for c in BENCHMARK):
+        labels = ctx.labels()
+        records.add(CLEAN, index=np.arange(len(labels), dtype=np.int64),
+                    **classification_columns(ctx.clean_logits(), labels))
+    return records
 
 
 def _image_set(known: list[np.ndarray], images: np.ndarray) -> int:
@@ -163,34 +279,34 @@ def _image_set(known: list[np.ndarray], images: np.ndarray) -> int:
 
 
 def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
-              ctx: TaskContext, imagenet_c: bool) -> list[Metric]:
-    """Records: per (corruption, severity), per corruption, per category, and over the 15."""
-    out = [Metric.rate("top1_err", int(cell.wrong.sum()), len(cell.wrong), conditions={
-        "corruption": c, "severity": s, "category": CATEGORY_OF[c], "source": source})
-        for (c, s), cell in cells.items()]
+              seed: int, clean_err: float | None = None) -> list[Metric]:
+    """Rows: per (corruption, severity), per corruption, per category, and over the 15; with
+    `clean_err` (the clean top-1 error, percent) also AlexNet-normalized `mce` and
+    `relative_mce`."""
+    out = [Metric.rate("top1_err", int(cell.wrong.sum()), len(cell.wrong), conditions=
+                       _cell_conditions(c, s, source))
+           for (c, s), cell in cells.items()]
     per_corruption = metrics.corruption_errors({key: m.value for key, m in
                                                 zip(cells, out, strict=True)})
     of = {c: [cell for (name, _), cell in cells.items() if name == c] for c in per_corruption}
     for c, value in per_corruption.items():
-        mean = _mean_over_cells("corruption_err", of[c], value, ctx.seed,
+        mean = _mean_over_cells("corruption_err", of[c], value, seed,
                                 {"corruption": c, "category": CATEGORY_OF[c], "source": source})
         out += [mean, _times(mean, "corruption_err_sum", len(of[c]))]
     for category, value in metrics.category_errors(per_corruption).items():
         out.append(_mean_over_cells("category_err", [x for c in CATEGORIES[category]
                                                      for x in of[c]],
-                                    value, ctx.seed, {"category": category, "source": source}))
+                                    value, seed, {"category": category, "source": source}))
     if all(c in per_corruption for c in BENCHMARK):
         mean = _mean_over_cells("mean_corruption_err", [x for c in BENCHMARK for x in of[c]],
-                                metrics.mean_corruption_err(per_corruption), ctx.seed,
+                                metrics.mean_corruption_err(per_corruption), seed,
                                 {"source": source})
         out += [mean, _times(mean, "mean_corruption_err_sum", len(severities))]
-        if imagenet_c and list(severities) == list(SEVERITIES):
-            logits, labels = ctx.clean_logits(), ctx.labels()
-            clean = metrics.top1_err(logits.numpy(), labels.numpy())
+        if clean_err is not None:
             out.append(Metric("mce", metrics.alexnet_mce(per_corruption), mean.n, False,
                               {"source": source}))
             out.append(Metric("relative_mce",
-                              metrics.alexnet_relative_mce(per_corruption, clean), mean.n,
+                              metrics.alexnet_relative_mce(per_corruption, clean_err), mean.n,
                               False, {"source": source}))
     return out
 
@@ -217,8 +333,9 @@ def _times(metric: Metric, name: str, factor: int) -> Metric:
 
 
 def _npy_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
-    """A function (corruption, severity) -> (EvalData, test indices) over the `.npy` layout's
-    matching rows."""
+    """A function (corruption, severity) -> (EvalData, `index`, None) over the `.npy` layout's
+    rows matching the evaluated data: the same test-set rows at every cell, so `index` (the
+    position in the evaluated data) identifies the image."""
     store = NpyCorruptions(folder, image_shape=_hwc(ctx.data))
     test_labels = store.test_labels
     if len(ctx.data) > store.n:
@@ -227,24 +344,25 @@ def _npy_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
     indices = None if len(ctx.data) == store.n else \
         stratified_subset(test_labels, len(ctx.data), ctx.seed)
     chosen = test_labels if indices is None else test_labels[indices]
-    rows = np.arange(store.n) if indices is None else indices
+    index = np.arange(len(chosen), dtype=np.int64)
     if not np.array_equal(chosen, ctx.data.labels):
         raise DataError(f"{folder / 'labels.npy'}: labels disagree with the evaluated data set's "
                         f"({int((chosen != ctx.data.labels).sum())} of {len(chosen)} differ); "
                         "is this the corrupted copy of this split, in test-set order?")
 
-    def load(corruption: str, severity: int) -> tuple[EvalData, np.ndarray]:
+    def load(corruption: str, severity: int) -> tuple[EvalData, np.ndarray, None]:
         images = store.images(corruption, severity, indices)
         tensor = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())  # writable, contiguous
         return EvalData(name=f"{ctx.data.name}-C", labels=chosen, num_classes=ctx.data.num_classes,
-                        source=str(folder / f"{corruption}.npy"), images=tensor), rows
+                        source=str(folder / f"{corruption}.npy"), images=tensor), index, None
 
     return load
 
 
 def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
-    """A function (corruption, severity) -> (EvalData, `<wnid>/<file>` names) over one JPEG-tree
-    folder (seeded subset)."""
+    """A function (corruption, severity) -> (EvalData, `index`, `image_id`) over one JPEG-tree
+    folder (seeded subset): `index` is each image's position in the folder's listing (classes
+    in order, files sorted), `image_id` a fingerprint of its `<wnid>/<file>` name."""
     classes = _class_list(ctx, params)
     tree = TreeCorruptions(folder, classes=classes, num_classes=ctx.data.num_classes)
     if classes is not None and len(classes) != ctx.data.num_classes:
@@ -252,33 +370,35 @@ def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
                         f"has {ctx.data.num_classes}")
     shape = ctx.data.image_shape()
 
-    def load(corruption: str, severity: int) -> tuple[EvalData, np.ndarray]:
+    def load(corruption: str, severity: int) -> tuple[EvalData, np.ndarray, np.ndarray]:
         paths, labels = tree.files(corruption, severity)
+        keep = np.arange(len(labels), dtype=np.int64)
         if len(ctx.data) < len(labels):
-            keep = stratified_subset(labels, len(ctx.data), ctx.seed)
+            keep = stratified_subset(labels, len(ctx.data), ctx.seed).astype(np.int64)
             paths, labels = [paths[i] for i in keep], labels[keep]
-        names = np.array(["/".join(Path(p).parts[-2:]) for p in paths])  # <wnid>/<file>
+        names = ["/".join(Path(p).parts[-2:]) for p in paths]  # <wnid>/<file>
         return EvalData(name=f"{ctx.data.name}-C", labels=labels, num_classes=ctx.data.num_classes,
                         source=str(folder / corruption / str(severity)),
-                        dataset=ImageFileDataset(paths, labels, shape)), names
+                        dataset=ImageFileDataset(paths, labels, shape)), keep, name_ids(names)
 
     return load
+
+
+def name_ids(names: list[str]) -> np.ndarray:
+    """Per name, a 64-bit fingerprint (BLAKE2b) as int64: equal names, equal ids; two cells'
+    `image_id` columns are equal when they hold the same files in the same order."""
+    digests = b"".join(hashlib.blake2b(name.encode(), digest_size=8).digest() for name in names)
+    return np.frombuffer(digests, dtype="<i8").astype(np.int64)
 
 
 def _class_list(ctx: TaskContext, params: dict[str, Any]) -> list[str] | None:
     """Sorted wnids from the `wnids` file, Tiny-ImageNet's own wnids.txt, or None (folders)."""
     if params["wnids"]:
-        path = _wnids_path(params["wnids"], ctx.data_root)
-    elif ctx.data.name == "tinyimagenet" and ctx.data_root is not None:
+        return ctx.input("wnids")
+    if ctx.data.name == "tinyimagenet" and ctx.data_root is not None:
         path = ctx.data_root / "tiny-imagenet-200" / "wnids.txt"
-        if not path.is_file():
-            return None
-    else:
-        return None
-    if not path.is_file():
-        raise DataError(f"{path}: wnids file not found")
-    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return sorted(wnids)
+        return _read_wnids(path) if path.is_file() else None
+    return None
 
 
 def _hwc(data: EvalData) -> tuple[int, int, int]:

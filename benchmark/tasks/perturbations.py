@@ -8,11 +8,21 @@ of a run sees identical perturbed images whatever the batch size. No cache of pe
 is kept across checkpoints: building them costs a few percent of the forward passes (see
 bench/bench_perturbations.py), less than a cache would save, and keeps memory flat.
 
+Records: each task measures one sample table per perturbation, under exactly the conditions of
+that perturbation's metric row (occlusion: mode, fill, hole_frac; affine: transform, magnitude;
+inbetween: mix, lam and, for CutMix, box), `index` being the image's position in the evaluated
+data. Occlusion and affine tables hold `classification_columns` (`correct`, `correct_top5` with more
+than 5 classes, `pred`, `confidence`); inbetween tables hold `partner` (the index of the image
+mixed in), `pred`, `confidence` and `neither` (predicted as neither source class). Cells that
+reuse a shared pass (the clean pass, the all-fill image, a CutMix twin) repeat its outcomes.
+The registered reductions compute every metric row from these tables alone.
+
 Intervals (95 %): rates over the images (`top1_err`, `neither_rate`, `occlusion_err` at one hole
 size) carry Wilson intervals; means over several perturbations of the same images (`mean_err`,
 `occlusion_err` as the sweep mean) a bootstrap over images of each image's share of
 misclassified perturbations (`Metric.image_mean`).
 """
+
 
 from __future__ import annotations
 
@@ -26,21 +36,20 @@ from tqdm.auto import tqdm
 
 from benchmark.errors import SuiteError
 from benchmark.params import param
+from benchmark.records import Records, SampleTable
 from benchmark.stats import Metric
-from benchmark.tasks.registry import TaskContext, register_task, require_finite
-from corruptions.affine import affine, affine_params
-from corruptions.inbetween import (
-    MIXES,
-    PLACEMENTS,
-    cut_boxes,
-    cutmix,
-    mixup,
-    neither_count,
-    partners,
+from benchmark.tasks.registry import (
+    TaskContext,
+    classification_columns,
+    register_task,
+    require_finite,
 )
+from corruptions.affine import affine, affine_params
+from corruptions.inbetween import MIXES, PLACEMENTS, cut_boxes, cutmix, mixup, partners
 from corruptions.occlusion import MODES, hole_box, occlude
 
 FILLS = ("black", "mean")
+Columns = dict[str, np.ndarray]
 
 
 def _floats(values: list[float]) -> list[float]:
@@ -53,9 +62,19 @@ def _batches(ctx: TaskContext, desc: str) -> Iterable[tuple[torch.Tensor, torch.
                 total=total, leave=False, disable=not ctx.progress)
 
 
-def _wrong(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Per image: the top-1 prediction is not the label (non-finite logits are refused)."""
-    return (require_finite(logits, "on perturbed images").argmax(dim=1) != labels).cpu().numpy()
+def _outcomes(logits: torch.Tensor, labels: torch.Tensor) -> Columns:
+    """`classification_columns` of a perturbed batch (non-finite logits are refused)."""
+    return classification_columns(require_finite(logits, "on perturbed images"), labels)
+
+
+def _joined(parts: list[Columns]) -> Columns:
+    """Batches' columns joined in data order."""
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _wrong(table: SampleTable) -> np.ndarray:
+    """Per sample of a table: misclassified (top-1)."""
+    return ~table["correct"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +99,33 @@ class OcclusionParams:
                              f"{self.hole_fracs}; got {self.occ_err_frac!r}")
 
 
-@register_task("occlusion", params=OcclusionParams, version=3)
-def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def reduce_occlusion(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """`top1_err` per (mode, fill, hole_frac) table (Wilson), `mean_err` per mode (image
+    bootstrap of each image's share of failed hole sizes), `occlusion_err`."""
+    fracs, modes = _floats(params["hole_fracs"]), list(params["modes"])
+    fill_name, err_mode, err_frac = params["fill"], params["occ_err_mode"], params["occ_err_frac"]
+    cells = {(mode, frac): _wrong(records.one(mode=mode, fill=fill_name, hole_frac=frac))
+             for mode in modes for frac in fracs}
+    metrics = [Metric.rate("top1_err", int(np.count_nonzero(wrong)), len(wrong), conditions={
+        "mode": mode, "fill": fill_name, "hole_frac": frac})
+        for (mode, frac), wrong in cells.items()]
+    means = {mode: Metric.image_mean("mean_err", np.mean([cells[mode, f] for f in fracs], axis=0),
+                                     seed, conditions={"mode": mode, "fill": fill_name})
+             for mode in modes}
+    metrics += means.values()
+    if err_frac == "mean":
+        metrics.append(replace(means[err_mode], metric="occlusion_err",
+                               conditions=dict(means[err_mode].conditions)))
+    else:
+        wrong = cells[err_mode, float(err_frac)]
+        metrics.append(Metric.rate("occlusion_err", int(np.count_nonzero(wrong)), len(wrong),
+                                   conditions={"mode": err_mode, "fill": fill_name,
+                                               "hole_frac": float(err_frac)}))
+    return metrics
+
+
+@register_task("occlusion", params=OcclusionParams, version=3, reduce=reduce_occlusion)
+def occlusion(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error under centred center / boundary occlusion, swept over hole sizes.
 
     `hole_fracs`: hole side as a fraction of the image side (pixels: `corruptions.occlusion`,
@@ -89,6 +133,7 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     fills the hole, `boundary` fills outside it. `fill`: `mean` (default; the checkpoint's
     normalization mean, i.e. 0 after normalization: the papers "fill zeros", and Cutout's
     reference code cuts its holes in normalized tensors) or `black` (0 in pixel space).
+    Records: one table per (mode, fill, hole_frac) of `classification_columns`.
     Metrics (percent): `top1_err` per (mode, fill, hole_frac); `mean_err` per mode = mean over
     the sweep (the normalized area under the error curve on a uniform grid); `occlusion_err`,
     the single "Occ." number of Chun et al. (2019) as rubench defines it: `occ_err_mode`
@@ -96,7 +141,7 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
     renamed, interval included) or one hole_frac (a Wilson rate).
     """
     fracs, modes = _floats(params["hole_fracs"]), list(params["modes"])
-    fill_name, err_mode, err_frac = params["fill"], params["occ_err_mode"], params["occ_err_frac"]
+    fill_name = params["fill"]
     if fill_name == "mean":
         if "mean" not in ctx.meta:
             raise SuiteError("task occlusion: fill = \"mean\" needs the checkpoint's "
@@ -106,7 +151,6 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
         fill = [0.0]
     channels, height, width = ctx.data.image_shape()
     labels = ctx.labels()
-    n = len(labels)
 
     # Which (mode, frac) leave the image unchanged, make it all fill, or need their own pass;
     # fracs that round to the same hole share one pass.
@@ -121,47 +165,33 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
             else:
                 kind[mode, frac] = "pass"
                 passes.setdefault((mode, box), frac)
-    wrong = {key: np.zeros(n, dtype=bool) for key in passes}  # per image, per pass
+    parts: dict[tuple[str, tuple[int, int, int, int]], list[Columns]] = {key: [] for key in passes}
     with torch.inference_mode():
         if "pass" in kind.values():
-            offset = 0
             for images, targets in _batches(ctx, "occlusion"):
-                part = slice(offset, offset + len(targets))
                 for (mode, box), frac in passes.items():
-                    wrong[mode, box][part] = _wrong(ctx.model(occlude(images, frac, mode, fill)),
-                                                    targets)
-                offset += len(targets)
-        clean_wrong = _wrong(ctx.clean_logits(), labels) if "clean" in kind.values() else None
-        constant_wrong = None
+                    parts[mode, box].append(_outcomes(ctx.model(occlude(images, frac, mode, fill)),
+                                                      targets))
+        clean = (classification_columns(ctx.clean_logits(), labels)
+                 if "clean" in kind.values() else None)
+        constant = None
         if "constant" in kind.values():
             blank = occlude(torch.zeros((1, channels, height, width), device=ctx.device), 1.0,
                             "center", fill)
-            blank_logits = require_finite(ctx.model(blank), "on an all-fill image")
-            constant_wrong = (labels != blank_logits.argmax(dim=1).cpu()).numpy()
-
-    metrics, cells = [], {}
+            constant = classification_columns(
+                require_finite(ctx.model(blank), "on an all-fill image"), labels)
+    passed = {key: _joined(columns) for key, columns in parts.items()}
+    records = Records()
+    index = np.arange(len(labels), dtype=np.int64)
     for mode in modes:
         for frac in fracs:
-            if kind[mode, frac] == "clean":
-                cells[mode, frac] = clean_wrong
-            elif kind[mode, frac] == "constant":
-                cells[mode, frac] = constant_wrong
+            if kind[mode, frac] == "pass":
+                columns = passed[mode, hole_box(frac, height, width)]
             else:
-                cells[mode, frac] = wrong[mode, hole_box(frac, height, width)]
-            metrics.append(Metric.rate("top1_err", int(cells[mode, frac].sum()), n, conditions={
-                "mode": mode, "fill": fill_name, "hole_frac": frac}))
-    means = {mode: Metric.image_mean("mean_err", np.mean([cells[mode, f] for f in fracs], axis=0),
-                                     ctx.seed, conditions={"mode": mode, "fill": fill_name})
-             for mode in modes}
-    metrics += means.values()
-    if err_frac == "mean":
-        metrics.append(replace(means[err_mode], metric="occlusion_err",
-                               conditions=dict(means[err_mode].conditions)))
-    else:
-        metrics.append(Metric.rate("occlusion_err", int(cells[err_mode, float(err_frac)].sum()),
-                                   n, conditions={"mode": err_mode, "fill": fill_name,
-                                                  "hole_frac": float(err_frac)}))
-    return metrics
+                columns = clean if kind[mode, frac] == "clean" else constant
+            records.add({"mode": mode, "fill": fill_name, "hole_frac": frac}, index=index,
+                        **columns)
+    return records
 
 
 @dataclass(frozen=True)
@@ -178,42 +208,64 @@ class AffineParams:
             raise SuiteError("no set to evaluate: rotations, shears and scales are all empty")
 
 
-@register_task("affine", params=AffineParams, version=3)
-def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def _affine_sets(params: dict[str, Any]) -> list[tuple[str, float]]:
+    """(transform, magnitude) of every set, in row order."""
+    return [(transform, m) for transform, key in (("rotation", "rotations"),
+                                                  ("shear", "shears"), ("scale", "scales"))
+            for m in _floats(params[key])]
+
+
+def _affine_conditions(transform: str, magnitude: float, convention: str) -> dict[str, Any]:
+    """A set's conditions: scales are named `zoom` under the zoom convention."""
+    name = "zoom" if transform == "scale" and convention == "zoom" else transform
+    return {"transform": name, "magnitude": magnitude}
+
+
+def reduce_affine(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """`top1_err` per (transform, magnitude) table (Wilson); `mean_err` over the sets (image
+    bootstrap of each image's share of sets it is misclassified in)."""
+    conditions = [_affine_conditions(*s, params["scale_convention"])
+                  for s in _affine_sets(params)]
+    wrong = [_wrong(records.one(**where)) for where in conditions]
+    metrics = [Metric.rate("top1_err", int(np.count_nonzero(w)), len(w), conditions=where)
+               for where, w in zip(conditions, wrong, strict=True)]
+    metrics.append(Metric.image_mean("mean_err", np.mean(wrong, axis=0), seed))
+    return metrics
+
+
+@register_task("affine", params=AffineParams, version=3, reduce=reduce_affine)
+def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error under PatchUp's affine sets: random rotation, random x-shear, fixed scale.
 
     `rotations` / `shears`: maximum angles a in degrees, each image drawing U(-a, a) once from
     (seed, image index); `scales`: fixed factors. Nearest interpolation, black fill, torchvision
     semantics (`corruptions.affine`). `scale_convention`: `torchvision` (default; scale 0.6
     shrinks the image, rows say transform = "scale") or `zoom` (Manifold Mixup's Zoom: 0.6
-    magnifies, rows say transform = "zoom"). Metrics (percent): `top1_err` per (transform,
-    magnitude) and `mean_err`, the mean over the sets (interval: a bootstrap over images of
-    each image's share of sets it is misclassified in).
+    magnifies, rows say transform = "zoom"). Records: one table per (transform, magnitude) of
+    `classification_columns`. Metrics (percent): `top1_err` per (transform, magnitude) and
+    `mean_err`, the mean over the sets (interval: a bootstrap over images of each image's share
+    of sets it is misclassified in).
     """
     convention = params["scale_convention"]
-    sets = [(transform, m) for transform, key in (("rotation", "rotations"), ("shear", "shears"),
-                                                  ("scale", "scales"))
-            for m in _floats(params[key])]
+    sets = _affine_sets(params)
     n = len(ctx.data)
     everyone = np.arange(n)
     drawn = {s: affine_params(*s, everyone, ctx.seed, convention) for s in sets}
-    wrong = {s: np.zeros(n, dtype=bool) for s in sets}  # per image, per set
+    parts: dict[tuple[str, float], list[Columns]] = {s: [] for s in sets}
     offset = 0
     with torch.inference_mode():
         for images, targets in _batches(ctx, "affine"):
             part = slice(offset, offset + len(targets))
             for s in sets:
                 angle, scale, shear = (v[part] for v in drawn[s])
-                wrong[s][part] = _wrong(ctx.model(affine(images, angle, scale, shear)), targets)
+                parts[s].append(_outcomes(ctx.model(affine(images, angle, scale, shear)),
+                                          targets))
             offset += len(targets)
-    metrics = []
-    for transform, magnitude in sets:
-        name = "zoom" if transform == "scale" and convention == "zoom" else transform
-        metrics.append(Metric.rate("top1_err", int(wrong[transform, magnitude].sum()), n,
-                                   conditions={"transform": name, "magnitude": magnitude}))
-    metrics.append(Metric.image_mean("mean_err", np.mean(list(wrong.values()), axis=0),
-                                     ctx.seed))
-    return metrics
+    records = Records()
+    for s in sets:
+        records.add(_affine_conditions(*s, convention), index=everyone.astype(np.int64),
+                    **_joined(parts[s]))
+    return records
 
 
 @dataclass(frozen=True)
@@ -226,14 +278,31 @@ class InbetweenParams:
     box: str = param("inside", choices=PLACEMENTS)
 
 
-@register_task("inbetween", params=InbetweenParams, version=2)
-def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
+def _mix_conditions(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each (mix, lam)'s conditions, in row order; CutMix's name its box placement."""
+    return [{"mix": mix, "lam": lam, **({"box": params["box"]} if mix == "cutmix" else {})}
+            for mix in params["mixes"] for lam in _floats(params["lams"])]
+
+
+def reduce_inbetween(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """`neither_rate` per (mix, lam) table (Wilson)."""
+    metrics = []
+    for where in _mix_conditions(params):
+        neither = records.one(**where)["neither"]
+        metrics.append(Metric.rate("neither_rate", int(np.count_nonzero(neither)), len(neither),
+                                   conditions=where))
+    return metrics
+
+
+@register_task("inbetween", params=InbetweenParams, version=2, reduce=reduce_inbetween)
+def inbetween(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Share of in-between-class samples (two classes mixed) predicted as neither class.
 
     Image i is paired with a seeded partner of another class (`corruptions.inbetween`); `mixes`:
     `mixup` (lam * x1 + (1 - lam) * x2) and `cutmix` (a box of area 1 - lam from x2 pasted into
     x1; `box`: `inside` (default, exact area up to pixel rounding) or `clipped` (CutMix's
-    sampler)); `lams` in (0, 0.5]. Metric: `neither_rate` (percent) per (mix, lam).
+    sampler)); `lams` in (0, 0.5]. Records: one table per (mix, lam) with `partner` (x2's
+    index), `pred`, `confidence` and `neither`. Metric: `neither_rate` (percent) per (mix, lam).
     """
     lams, mixes, placement = _floats(params["lams"]), list(params["mixes"]), params["box"]
     _, height, width = ctx.data.image_shape()
@@ -249,17 +318,24 @@ def inbetween(ctx: TaskContext, params: dict[str, Any]) -> list[Metric]:
             twin = next((prev for prev in lams[:i] if mix == "cutmix"
                          and np.array_equal(boxes[prev], boxes[lam])), lam)
             source[mix, lam] = (mix, twin)
-    neither = dict.fromkeys(source.values(), 0)
+    parts: dict[tuple[str, float], list[Columns]] = {key: [] for key in source.values()}
     second = ctx.data.subset(partner).batches(ctx.batch_size, ctx.device, ctx.num_workers)
     offset = 0
     with torch.inference_mode():
         for (x1, y1), (x2, y2) in zip(_batches(ctx, "inbetween"), second, strict=True):
             part = slice(offset, offset + len(y1))
-            for mix, lam in neither:
+            for mix, lam in parts:
                 mixed = mixup(x1, x2, lam) if mix == "mixup" else cutmix(x1, x2, boxes[lam][part])
-                neither[mix, lam] += neither_count(
-                    require_finite(ctx.model(mixed), "on mixed images").argmax(dim=1), y1, y2)
+                logits = require_finite(ctx.model(mixed), "on mixed images").float().cpu()
+                pred, y1_cpu, y2_cpu = logits.argmax(dim=1), y1.cpu(), y2.cpu()
+                parts[mix, lam].append({
+                    "pred": pred.to(torch.int32).numpy(),
+                    "confidence": torch.softmax(logits, dim=1).amax(dim=1).numpy(),
+                    "neither": ((pred != y1_cpu) & (pred != y2_cpu)).numpy()})
             offset += len(y1)
-    return [Metric.rate("neither_rate", neither[source[mix, lam]], n, conditions={
-        "mix": mix, "lam": lam, **({"box": placement} if mix == "cutmix" else {})})
-        for mix, lam in source]
+    passed = {key: _joined(columns) for key, columns in parts.items()}
+    records = Records()
+    for (mix, lam), where in zip(source, _mix_conditions(params), strict=True):
+        records.add(where, index=everyone.astype(np.int64), partner=partner.astype(np.int32),
+                    **passed[source[mix, lam]])
+    return records

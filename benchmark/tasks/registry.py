@@ -91,18 +91,23 @@ def predict(model: torch.nn.Module, data: EvalData, device: torch.device, batch_
 
 def classification_columns(logits: torch.Tensor, labels: torch.Tensor,
                            topk: tuple[int, ...] = (5,)) -> dict[str, np.ndarray]:
-    """Per-sample columns of a classifier's outputs: `correct` (top-1 hit), `correct_top{k}`
-    for each k in `topk` below the number of classes, `pred` and `confidence` (top softmax
-    probability, float32: descriptive, no metric reads it)."""
+    """Per-sample columns of a classifier's outputs, the one convention of every task:
+    `correct` (the first maximal logit is the label: ties go to the lowest class), for each k
+    in `topk` below the number of classes `correct_top{k}` (the label among the k highest, or
+    a top-1 hit), `pred` (int32) and `confidence` (float32 top softmax probability,
+    descriptive). A single row of logits stands for the same image under every label."""
     logits, labels = logits.detach().float().cpu(), labels.cpu()
-    pred = logits.topk(1, dim=1).indices[:, 0]  # as top-k counts it, ties included
-    columns = {"correct": (pred == labels).numpy()}
+    n = len(labels)
+    pred = logits.argmax(dim=1)
+    hit = pred == labels
+    columns = {"correct": hit.numpy()}
     for k in topk:
         if 1 < k < logits.shape[1]:
             top = logits.topk(k, dim=1).indices
-            columns[f"correct_top{k}"] = (top == labels[:, None]).any(dim=1).numpy()
-    columns["pred"] = pred.to(torch.int32).numpy()
-    columns["confidence"] = torch.softmax(logits, dim=1).amax(dim=1).numpy()
+            columns[f"correct_top{k}"] = ((top == labels[:, None]).any(dim=1) | hit).numpy()
+    columns["pred"] = np.ascontiguousarray(pred.to(torch.int32).expand(n).numpy())
+    columns["confidence"] = np.ascontiguousarray(
+        torch.softmax(logits, dim=1).amax(dim=1).expand(n).numpy())
     return columns
 
 
@@ -135,7 +140,7 @@ class TaskDef:
 
     name: str
     fn: TaskFn
-    reduce: ReduceFn | None  # TRANSITION: None while a task still returns metrics itself
+    reduce: ReduceFn
     params: type
     version: int
     description: str
@@ -144,13 +149,8 @@ class TaskDef:
     def run(self, ctx: TaskContext, params: dict[str, Any]) -> tuple[Records, list[Metric]]:
         """Declare the task's inputs to the context, measure, then reduce: the unit's records
         and its metrics."""
-        ctx.requests = {}
-        if self.inputs is not None:
-            declared = self.inputs(params, TaskPlaces(ctx.data.name, ctx.data_root,
-                                                      ctx.ckpt_dir))
-            ctx.requests = declared if isinstance(declared, dict) else {}  # TRANSITION
-        if self.reduce is None:  # TRANSITION
-            return Records(), self.fn(ctx, params)  # type: ignore[return-value]
+        places = TaskPlaces(ctx.data.name, ctx.data_root, ctx.ckpt_dir)
+        ctx.requests = {} if self.inputs is None else self.inputs(params, places)
         records = self.fn(ctx, params)
         return records, self.reduce(records, params, ctx.seed)
 
@@ -163,7 +163,7 @@ class TaskDef:
 TASKS = registry("task")
 
 
-def register_task(name: str, *, reduce: ReduceFn | None = None, params: type = NoParams,
+def register_task(name: str, *, reduce: ReduceFn, params: type = NoParams,
                   version: int = 1, inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
     """Register `fn` as task `name` with its reduction and parameter schema (a frozen
     dataclass, see `benchmark.params`); its docstring's first line is the description."""
