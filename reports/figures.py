@@ -10,7 +10,6 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from corruptions.catalog import BENCHMARK, BENCHMARK_CATEGORIES
 from reports.files import write_atomic
 
 MAX_COLUMNS = 4
@@ -106,42 +105,31 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
     return written
 
 
-ALL_CORRUPTIONS = "the 15 benchmark corruptions"
-
-
-def category_severity_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Top-1 error per (source if several, category, checkpoint, severity): the mean over the
-    category's corruptions, plus ALL_CORRUPTIONS, the mean over the 15 benchmark corruptions
-    (the 4 extra ones never enter a mean, as in `mean_corruption_err`)."""
-    cells = _metric(rows, "top1_err").dropna(subset=["category", "severity"])
-    by = ["source"] if "source" in cells and cells["source"].nunique() > 1 else []
-    benchmark = cells[cells["corruption"].isin(BENCHMARK)]
-    combined = pd.concat([cells, benchmark.assign(category=ALL_CORRUPTIONS)])
-    means = combined.groupby([*by, "category", "checkpoint", "severity"])["value"].mean()
-    return means.rename("value").reset_index()
+BENCHMARK_GROUP = "benchmark"  # the corruptions task's category of the mean over the 15
+GROUP_TITLES = {BENCHMARK_GROUP: "the 15 benchmark corruptions"}
 
 
 def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
-    """Top-1 error vs severity, one panel per corruption category (the mean over its
-    corruptions at each severity) plus one over the 15 benchmark corruptions; one line per
-    checkpoint."""
-    means = category_severity_means(rows)
+    """Top-1 error vs severity, one panel per corruption category (the task's `severity_err`
+    rows: the mean over its corruptions at each severity) and one over the 15 benchmark
+    corruptions; one line per checkpoint, its 95 % interval shaded."""
+    means = _metric(rows, "severity_err").dropna(subset=["category", "severity"])
     if means.empty:
         return []
-    found = set(means["category"]) - {ALL_CORRUPTIONS}
-    order = [*(c for c in BENCHMARK_CATEGORIES if c in found),
-             *sorted(found - set(BENCHMARK_CATEGORIES)),
-             ALL_CORRUPTIONS]
-    by = [c for c in ("source",) if c in means]
+    by = ["source"] if "source" in means and means["source"].nunique() > 1 else []
+    order = list(dict.fromkeys(means["category"]))  # the task's order: categories, then all
     panels = sorted(means.groupby([*by, "category"]),
                     key=lambda item: (item[0][:-1], order.index(item[0][-1])))
     figure, axes = panel_grid(len(panels))
     for axis, (key, panel) in zip(axes, panels, strict=True):
         for checkpoint, line in panel.groupby("checkpoint", sort=True):
             line = line.sort_values("severity")
-            axis.plot(line["severity"], line["value"], marker="o", markersize=3,
-                      label=checkpoint)
-        axis.set_title(", ".join(str(k) for k in key), fontsize=9)
+            drawn = axis.plot(line["severity"], line["value"], marker="o", markersize=3,
+                              label=checkpoint)
+            if {"ci_low", "ci_high"} <= set(line) and line["ci_low"].notna().all():
+                axis.fill_between(line["severity"], line["ci_low"], line["ci_high"],
+                                  color=drawn[0].get_color(), alpha=0.15, linewidth=0)
+        axis.set_title(", ".join(GROUP_TITLES.get(str(k), str(k)) for k in key), fontsize=9)
         axis.set(xlabel="severity", ylabel="top-1 error (%)")
         axis.set_xticks(sorted(panel["severity"].unique()))
         axis.grid(alpha=0.3)
@@ -156,5 +144,5 @@ def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
 # OOD score histograms have no detail table (see reports.details.HIDDEN_PREFIXES); the report
 # draws them directly.
 SPECIAL = {
-    ("corruptions", "top1_err"): corruption_categories,
+    ("corruptions", "severity_err"): corruption_categories,
 }

@@ -405,3 +405,26 @@ def test_imagenet_c_records_keep_the_clean_table_for_relative_mce(tmp_path: Path
     assert rows["relative_mce"].value == pytest.approx(expected_rel)
     assert rows["mce"].value == pytest.approx(
         100 * np.mean([per_corruption[c] / (100 * ALEXNET_ERR[c]) for c in BENCHMARK]))
+
+
+def test_severity_rows_average_each_category_and_the_15_at_each_severity() -> None:
+    n, rng = 400, np.random.default_rng(3)
+    names = [*BENCHMARK, "speckle_noise"]
+    cells = {(c, s): Cell(rng.random(n) < 0.1 * s + 0.01 * i, 0)
+             for i, c in enumerate(names) for s in (1, 3)}
+    rows = {(m.conditions["category"], m.conditions["severity"]): m
+            for m in summarize(cells, "released", [1, 3], seed=0) if m.metric == "severity_err"}
+    rate = {key: 100 * cell.wrong.mean() for key, cell in cells.items()}
+    for s in (1, 3):
+        for category, members in CATEGORIES.items():
+            assert rows[category, s].value == pytest.approx(
+                np.mean([rate[c, s] for c in members if c in names]))
+        # the extra corruption has its own row, never the mean over the 15
+        assert rows["benchmark", s].value == pytest.approx(np.mean([rate[c, s]
+                                                                    for c in BENCHMARK]))
+        row = rows["benchmark", s]
+        assert row.n == n and row.ci_low < row.value < row.ci_high  # a bootstrap over images
+    partial = {key: cell for key, cell in cells.items() if key[0] != "fog"}
+    again = [m for m in summarize(partial, "released", [1, 3], seed=0)
+             if m.metric == "severity_err"]
+    assert all(m.conditions["category"] != "benchmark" for m in again)  # not all 15: no mean

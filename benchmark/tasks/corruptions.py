@@ -21,7 +21,10 @@ files, or the same `<wnid>/<file>` names in a JPEG tree (true of the released se
 over cells that do not is the mean of the cell rates with no interval, its n the sum of the
 cells' n. `corruption_err_sum` and `mean_corruption_err_sum` (sums over S severities) are S times
 the means, interval included. `mce` and `relative_mce` carry no interval (n as
-`mean_corruption_err`'s).
+`mean_corruption_err`'s). `severity_err` (conditions `category`, `severity`) is the mean over a
+category's corruptions at one severity, and with `category = "benchmark"` over the 15 benchmark
+corruptions (only when all are evaluated), with the same kind of interval: the report's
+error-vs-severity figure draws these rows.
 
 Records: one table per (corruption, severity) under its `top1_err` row's conditions
 (corruption, severity, category, source), with `classification_columns` (`correct`,
@@ -297,6 +300,7 @@ def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[
         out.append(_mean_over_cells("category_err", [x for c in CATEGORIES[category]
                                                      for x in of[c]],
                                     value, seed, {"category": category, "source": source}))
+    out += _severity_rows(cells, source, severities, seed)
     if all(c in per_corruption for c in BENCHMARK):
         mean = _mean_over_cells("mean_corruption_err", [x for c in BENCHMARK for x in of[c]],
                                 metrics.mean_corruption_err(per_corruption), seed,
@@ -309,6 +313,28 @@ def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[
                               metrics.alexnet_relative_mce(per_corruption, clean_err), mean.n,
                               False, {"source": source}))
     return out
+
+
+BENCHMARK_GROUP = "benchmark"  # the `category` of the mean over the 15 benchmark corruptions
+
+
+def _severity_rows(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
+                   seed: int) -> list[Metric]:
+    """`severity_err` per (category, severity): the mean over the category's corruptions at that
+    severity, and (category "benchmark") over the 15 benchmark corruptions when all are there —
+    what the error-vs-severity figure draws."""
+    rows = []
+    groups = [*((category, names) for category, names in CATEGORIES.items()),
+              (BENCHMARK_GROUP, BENCHMARK)]
+    for category, names in groups:
+        for severity in severities:
+            chosen = [cells[c, severity] for c in names if (c, severity) in cells]
+            if not chosen or (category == BENCHMARK_GROUP and len(chosen) < len(BENCHMARK)):
+                continue
+            value = float(np.mean([100.0 * cell.wrong.mean() for cell in chosen]))
+            rows.append(_mean_over_cells("severity_err", chosen, value, seed, {
+                "category": category, "severity": severity, "source": source}))
+    return rows
 
 
 def _mean_over_cells(metric: str, cells: list[Cell], value: float, seed: int,

@@ -65,6 +65,11 @@ def rows() -> list[dict]:
             for severity in (1, 3, 5):
                 add(name, "corruptions", "top1_err", clean + 5 * severity, category=category,
                     corruption=corruption, severity=severity, source="generated")
+        for category in ("noise", "weather", "benchmark"):  # the task's means per severity
+            for severity in (1, 3, 5):
+                value = clean + 5 * severity
+                add(name, "corruptions", "severity_err", value, ci=(value - 1, value + 1),
+                    category=category, severity=severity, source="generated")
         add(name, "ood", "auroc", auroc, higher=True, ood_set="mean", scorer="msp")
         add(name, "ood", "auroc", auroc - 5, higher=True, ood_set="mean", scorer="energy")
         for frac, err in ((0.0, clean), (0.5, 3 * clean + 10), (1.0, 90.0)):
