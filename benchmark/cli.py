@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     baseline = sub.add_parser("baseline", help="store DIR/results.csv as a JSON baseline")
     baseline.add_argument("out_dir", type=Path)
     baseline.add_argument("-o", "--output", type=Path, required=True, help="baseline JSON file")
+    baseline.add_argument("--no-samples", action="store_true",
+                          help="store no per-sample records beside it (then `check` can only "
+                               "use the unpaired rule)")
 
     check = sub.add_parser("check", help="exit 1 if DIR/results.csv regressed against a baseline")
     check.add_argument("out_dir", type=Path)
@@ -316,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = write_baseline(args.out_dir, args.output)
             units = store_units(args.out_dir)
             print(f"wrote {count} metrics to {args.output}")
-            if units:  # the per-sample records that let `rubench check` pair its tests
+            if units and not args.no_samples:  # they let `rubench check` pair its tests
                 write_samples(units, samples_path(args.output))
                 print(f"wrote the per-sample records of {len(units)} units to "
                       f"{samples_path(args.output)}")
