@@ -308,7 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"recomputed {done} unit(s) from their records"
                       + (f"; {missing} without records kept as stored" if missing else ""))
 
-            written = write_report(args.out_dir, baseline=args.baseline, show_ci=args.ci)
+            significance = None
+            if args.baseline is not None:  # paired tests against it, where records allow
+                from benchmark.paired import between_checkpoints
+
+                significance = between_checkpoints(args.out_dir)
+            written = write_report(args.out_dir, baseline=args.baseline, show_ci=args.ci,
+                                   significance=significance)
             print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} files in "
                   f"{args.out_dir / 'report'} (open report/index.html)")
             return 0

@@ -206,3 +206,27 @@ def pairing_for(out_dir: Path, baseline: Path) -> tuple[Pairing | None, str]:
         return None, f"unpaired rule: {out_dir} holds no per-sample records"
     return Pairing(read_samples(archive), now), (
         f"paired tests on the same images (records: {archive})")
+
+
+def between_checkpoints(out_dir: Path) -> Callable[[tuple, tuple], bool | None] | None:
+    """For `rubench report --baseline`: whether a checkpoint's row differs from the baseline
+    checkpoint's same row beyond noise, by a paired test on the images both were evaluated on
+    (None where no paired test applies); None when the store holds no records."""
+    units = store_units(out_dir)
+    if not units:
+        return None
+    pairings: dict[tuple[str, str, str], Pairing] = {}
+
+    def significant(row: tuple, baseline: tuple) -> bool | None:
+        checkpoint, task, _, conditions = row
+        if baseline[1:2] + baseline[3:] != (task, conditions) or (checkpoint, task) not in units \
+                or (baseline[0], task) not in units:
+            return None
+        key = (checkpoint, baseline[0], task)
+        if key not in pairings:
+            pairings[key] = Pairing({(checkpoint, task): units[baseline[0], task]},
+                                    {(checkpoint, task): units[checkpoint, task]})
+        test = pairings[key].test(row)
+        return None if test is None else test.significant
+
+    return significant

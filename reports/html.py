@@ -21,7 +21,13 @@ from reports.details import (
 from reports.errors import ReportError
 from reports.figures import SPECIAL, ood_histograms, reliability_diagrams
 from reports.files import write_atomic, write_text_atomic
-from reports.leaderboard import leaderboard, notes, provenance, write_leaderboard
+from reports.leaderboard import (
+    Significance,
+    leaderboard,
+    notes,
+    provenance,
+    write_leaderboard,
+)
 from reports.leaderboard import to_markdown as leaderboard_markdown
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
@@ -91,12 +97,12 @@ def _artifacts(out_dir: Path) -> pd.DataFrame:
     return results[results["metric"].str.startswith(("score_hist", "reliability_"))]
 
 
-def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = False
-                 ) -> list[Path]:
+def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = False,
+                 significance: Significance | None = None) -> list[Path]:
     """Write leaderboard.md/.csv, report/<task>__<metric>.{md,csv,png}, the sanity-flag table
     and report/index.html (every table and figure, images inlined)."""
     out_dir = Path(out_dir)
-    written = list(write_leaderboard(out_dir, baseline, show_ci))
+    written = list(write_leaderboard(out_dir, baseline, show_ci, significance))
     results = pd.read_csv(out_dir / "results.csv", low_memory=False)
     if results.empty:
         raise ReportError(f"{out_dir / 'results.csv'}: holds no results")
@@ -105,9 +111,10 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
     source = provenance(results)
     table = leaderboard(results)
     sections = ["<h1>rubench report</h1>", "<h2>Leaderboard</h2>",
-                _markdown_table_to_html(leaderboard_markdown(table, baseline, show_ci=show_ci)),
-                *(f"<p class=note>{html.escape(note)}</p>" for note in notes(table, baseline,
-                                                                             show_ci)),
+                _markdown_table_to_html(leaderboard_markdown(table, baseline, show_ci=show_ci,
+                                                             significance=significance)),
+                *(f"<p class=note>{html.escape(note)}</p>"
+                  for note in notes(table, baseline, show_ci, significance is not None)),
                 f"<p class=note>{html.escape(source)}</p>"]
     flags = sanity_flags(results)
     if not flags.empty:

@@ -7,12 +7,14 @@ average over sets with the MSP scorer); a condition that still varies within the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchmark.records import condition_key
 from reports.errors import ReportError
 from reports.files import write_atomic, write_text_atomic
 
@@ -122,6 +124,14 @@ class Table:
     higher_is_better: dict[str, bool | None]
     in_average: list[str]
     flags: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (ckpt, column)
+    # (ckpt, column) -> the row it shows: (checkpoint, task, metric, condition key)
+    sources: dict[tuple[str, str], tuple[str, str, str, str]] = field(default_factory=dict)
+
+
+RowKey = tuple[str, str, str, str]
+# (row of a checkpoint, the same column's row of the baseline) -> is the difference beyond
+# noise under a paired test on the same images? None where no paired test applies.
+Significance = Callable[[RowKey, RowKey], bool | None]
 
 
 def _raised_flags(flags: pd.DataFrame, row: pd.Series, conditions: list[str]) -> list[str]:
@@ -169,7 +179,7 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
     task_type = _task_type(results)
     checkpoints = sorted(results["checkpoint"].unique())
     flags = results[results["metric"].str.startswith("flag_") & (results["value"] > 0)]
-    values, lows, highs, directions, averaged, raised = {}, {}, {}, {}, [], {}
+    values, lows, highs, directions, averaged, raised, sources = {}, {}, {}, {}, [], {}, {}
     for column in columns:
         rows = results[(task_type == column.task) & (results["metric"] == column.metric)]
         for key, wanted in column.where.items():
@@ -201,13 +211,16 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
                 names = _raised_flags(flags, row, conditions)
                 if names:
                     raised[(row["checkpoint"], header)] = names
+                sources[(row["checkpoint"], header)] = (
+                    row["checkpoint"], row["task"], row["metric"],
+                    condition_key({c: row[c] for c in conditions}))
     frame = pd.DataFrame(values, index=checkpoints)
     if len(averaged) > 1:
         frame["Average"] = frame[averaged].mean(axis=1)
         directions["Average"] = False
     frame.index.name = "checkpoint"
     return Table(frame, pd.DataFrame(lows, index=checkpoints),
-                 pd.DataFrame(highs, index=checkpoints), directions, averaged, raised)
+                 pd.DataFrame(highs, index=checkpoints), directions, averaged, raised, sources)
 
 
 SUMMARY_PREFIXES = ("Clean err", "Corruption err", "OOD AUROC", "ECE", "Average")
@@ -223,9 +236,13 @@ def summary(table: Table) -> str:
     return frame.to_string(float_format=lambda v: f"{v:.2f}")
 
 
+SIGNIFICANT = "*"
+
+
 def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
-                show_ci: bool = False) -> str:
-    """Markdown: arrow per column, best value per column in bold, deltas vs `baseline` row."""
+                show_ci: bool = False, significance: Significance | None = None) -> str:
+    """Markdown: arrow per column, best value per column in bold, deltas vs `baseline` row,
+    marked SIGNIFICANT where a paired test on the same images puts them beyond noise."""
     frame = table.values
     if baseline is not None and baseline not in frame.index:
         raise ReportError(f"--baseline {baseline!r} is not a checkpoint of these results "
@@ -248,7 +265,11 @@ def to_markdown(table: Table, baseline: str | None = None, digits: int = 2,
                 text += f" ± {(high - low) / 2:.{digits}f}"
             if baseline is not None and name != baseline and not pd.isna(frame.at[baseline,
                                                                                    column]):
-                text += f" ({value - frame.at[baseline, column]:+.{digits}f})"
+                mark = ""
+                pair = (table.sources.get((name, column)), table.sources.get((baseline, column)))
+                if significance is not None and None not in pair and significance(*pair):
+                    mark = SIGNIFICANT
+                text += f" ({value - frame.at[baseline, column]:+.{digits}f}{mark})"
             if value == best.get(column) and frame[column].notna().sum() > 1:
                 text = f"**{text}**"
             if (name, column) in table.flags:
@@ -288,7 +309,8 @@ def provenance(results: pd.DataFrame) -> str:
     return line
 
 
-def notes(table: Table, baseline: str | None, show_ci: bool) -> list[str]:
+def notes(table: Table, baseline: str | None, show_ci: bool, paired: bool = False
+          ) -> list[str]:
     """The paragraphs under the leaderboard: how to read it, then any raised sanity flags."""
     legend = ["Rates in percent; ↓ lower is better, ↑ higher is better; best per column in "
               "bold."]
@@ -296,7 +318,12 @@ def notes(table: Table, baseline: str | None, show_ci: bool) -> list[str]:
         legend.append("± half the width of the 95 % interval (Wilson for rates, bootstrap for "
                       "means over images and OOD metrics).")
     if baseline:
-        legend.append(f"In parentheses: difference to `{baseline}`.")
+        legend.append(f"In parentheses: difference to `{baseline}`"
+                      + (f"; {SIGNIFICANT}: beyond noise under a paired test on the same images "
+                         "(exact McNemar for error rates, paired bootstrap for NLL and per-set "
+                         "OOD metrics, 5 % level); unmarked: within noise, or no paired test "
+                         "applies (worst cases, means over cells, calibration errors, the mean "
+                         "over OOD sets)." if paired else "."))
     if "Average" in table.values:
         legend.append(AVERAGE_NOTE)
     flagged = flag_notes(table)
@@ -306,8 +333,8 @@ def notes(table: Table, baseline: str | None, show_ci: bool) -> list[str]:
     return [" ".join(legend), *flagged]
 
 
-def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool = False
-                      ) -> tuple[Path, Path]:
+def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool = False,
+                      significance: Significance | None = None) -> tuple[Path, Path]:
     """Read `out_dir/results.csv`; write `leaderboard.md` and `leaderboard.csv` (values and
     interval bounds to six significant digits) beside it."""
     out_dir = Path(out_dir)
@@ -317,9 +344,10 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool 
     results = pd.read_csv(source)
     table = leaderboard(results)
     markdown = out_dir / "leaderboard.md"
-    write_text_atomic(markdown, "# Leaderboard\n\n" + to_markdown(table, baseline,
-                                                                   show_ci=show_ci)
-                      + "\n" + "\n\n".join(notes(table, baseline, show_ci)) + "\n\n"
+    write_text_atomic(markdown, "# Leaderboard\n\n"
+                      + to_markdown(table, baseline, show_ci=show_ci, significance=significance)
+                      + "\n" + "\n\n".join(notes(table, baseline, show_ci,
+                                                   significance is not None)) + "\n\n"
                       + provenance(results) + "\n")
     csv = out_dir / "leaderboard.csv"
     combined = table.values.copy()

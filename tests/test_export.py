@@ -76,3 +76,25 @@ def test_report_recompute_restores_metrics_from_records(evaluated: Path, tmp_pat
     after = pd.read_csv(out / "results.csv")
     pd.testing.assert_frame_equal(before.drop(columns="git_hash"),
                                   after.drop(columns="git_hash"))
+
+
+def test_report_baseline_runs_paired_tests_between_checkpoints(evaluated: Path, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(evaluated, out)
+    assert main(["report", str(out), "--baseline", "m0"]) == 0
+    text = (out / "leaderboard.md").read_text()
+    assert "beyond noise under a paired test on the same images" in text
+    # the clean-error cell of m1 is marked exactly when scipy's exact test says so
+    from scipy.stats import binomtest
+
+    assert main(["export", str(out), "--samples", "-o", str(tmp_path / "s.csv")]) == 0
+    samples = pd.read_csv(tmp_path / "s.csv").pivot(index="index", columns="checkpoint",
+                                                    values="correct")
+    worse = int(((samples.m0 == 1) & (samples.m1 == 0)).sum())
+    better = int(((samples.m0 == 0) & (samples.m1 == 1)).sum())
+    significant = worse + better > 0 and binomtest(worse, worse + better, 0.5).pvalue < 0.05
+    row = next(line for line in text.splitlines() if line.startswith("| m1 |"))
+    clean_cell = row.split(" | ")[1]
+    assert clean_cell.endswith("*)") == significant, (clean_cell, worse, better)

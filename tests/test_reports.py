@@ -217,3 +217,18 @@ def test_reports_import_no_measurement_package():
               "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_baseline_deltas_marked_where_the_paired_test_says_so(out_dir):
+    table = leaderboard(pd.read_csv(out_dir / "results.csv"))
+    asked = []
+
+    def significance(row, baseline):
+        asked.append((row, baseline))
+        return row[0] == "mixup" and row[1] == "clean"
+
+    markdown = to_markdown(table, baseline="erm", significance=significance)
+    lines = {line.split(" | ")[0].strip("| "): line for line in markdown.splitlines()}
+    assert "(+0.50*)" in lines["mixup"] and "*)" not in lines["cutout"]
+    assert all(baseline[0] == "erm" and row[1:] == baseline[1:] for row, baseline in asked)
+    assert "*)" not in to_markdown(table, baseline="erm")
