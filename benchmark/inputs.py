@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from benchmark.data import EvalData
@@ -48,16 +49,21 @@ class InputRequest(ABC):
         """Read, generate or compute the input (safely: checkpoints only as the run allows)."""
 
 
-def nbytes(value: Any) -> int:
-    """Memory held by the tensors of a loaded input (its attributes, one level deep)."""
+def nbytes(value: Any, depth: int = 4) -> int:
+    """Memory held by the tensors and arrays of a loaded input (searched `depth` levels deep
+    through containers and object attributes; a lazy data set counts as nothing)."""
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if depth == 0:
+        return 0
     if isinstance(value, dict):
-        return sum(nbytes(v) for v in value.values())
+        return sum(nbytes(v, depth - 1) for v in value.values())
     if isinstance(value, list | tuple):
-        return sum(nbytes(v) for v in value)
-    if hasattr(value, "__dict__"):
-        return sum(nbytes(v) for v in vars(value).values() if isinstance(v, torch.Tensor | dict))
+        return sum(nbytes(v, depth - 1) for v in value)
+    if hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module | type):
+        return sum(nbytes(v, depth - 1) for v in vars(value).values())
     return 0
 
 

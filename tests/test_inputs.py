@@ -27,3 +27,24 @@ def test_cache_loads_once_and_drops_the_least_recently_used():
     tiny = InputCache(max_bytes=0)
     tiny.get("d", lambda: load("d"))
     assert len(tiny) == 1  # the newest is always kept
+
+
+def test_nbytes_finds_tensors_inside_loaded_objects():
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from benchmark.inputs import nbytes
+
+    @dataclass(frozen=True)
+    class Inner:
+        images: torch.Tensor
+
+    @dataclass(frozen=True)
+    class Loaded:
+        made: Inner
+        positions: np.ndarray
+
+    loaded = Loaded(Inner(torch.zeros(10, 3, dtype=torch.uint8)), np.arange(5, dtype=np.int64))
+    assert nbytes(loaded) == 30 + 40
+    assert nbytes({"a": [loaded, torch.zeros(2)]}) == 70 + 8
