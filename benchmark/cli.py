@@ -322,13 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from benchmark.paired import samples_path, store_units, write_samples
             from reports.check import write_baseline
 
-            count = write_baseline(args.out_dir, args.output)
-            units = store_units(args.out_dir)
+            units = {} if args.no_samples else store_units(args.out_dir)
+            archive = samples_path(args.output)
+            digest = None
+            if units:  # they let `rubench check` pair its tests
+                digest = write_samples(units, archive)
+            else:
+                archive.unlink(missing_ok=True)  # an older archive never outlives its baseline
+            count = write_baseline(args.out_dir, args.output, digest)
             print(f"wrote {count} metrics to {args.output}")
-            if units and not args.no_samples:  # they let `rubench check` pair its tests
-                write_samples(units, samples_path(args.output))
-                print(f"wrote the per-sample records of {len(units)} units to "
-                      f"{samples_path(args.output)}")
+            if units:
+                print(f"wrote the per-sample records of {len(units)} units to {archive}")
             return 0
         if args.command == "check":
             return _check(args)

@@ -4,9 +4,9 @@
 attack of the suite misclassified within that budget (clean mistakes included), as AutoAttack
 reports robust error. Each fixed-budget task (fgsm, ifgsm, pgd, transfer) contributes its own
 attack's table at that eps; each minimal-perturbation task (deepfool, cw, ddn) of the same space
-and norm contributes `norm <= eps`. The worst case is taken over the tasks that attacked the same
-images as most of them (a task run on another subset, e.g. CW with `limit`, is left out); the
-condition `attacks` names the tasks it covers. Wilson interval.
+and norm contributes `perturbation_norm <= eps`. The worst case is taken over the tasks that
+attacked the same images as most of them (a task run on another subset, e.g. CW with `limit`, is
+left out); the condition `attacks` names the tasks it covers. Wilson interval.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _checkpoint_rows(name: str, sha256: str, attacked: list) -> list[DerivedRow]
                 (key[2], key[3], table["index"], ~table["correct"].astype(bool)))
     rows = []
     for (space, norm, eps), covering in sorted(budgets.items()):
-        covering = covering + [(key[2], key[3], table["index"], table["norm"] <= eps)
+        covering = covering + [(key[2], key[3], table["index"], table["perturbation_norm"] <= eps)
                                for key, table in minimal
                                if (table.conditions["space"], table.conditions["norm"])
                                == (space, norm)]

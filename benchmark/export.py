@@ -52,8 +52,8 @@ def export(out_dir: Path, target: Path, samples: bool) -> int:
         raise RubenchError(f"{out_dir}: no results.sqlite; run `rubench evaluate` first")
     store = Store(out_dir)
     try:
-        keys = store.current_keys()
-        frame = samples_frame(store, keys) if samples else store.results_frame(keys)
+        keys = store.shown_keys()
+        frame = samples_frame(store, keys) if samples else store.metric_frames(keys)[0]
     finally:
         store.close()
     if samples and frame.empty and keys:

@@ -5,8 +5,8 @@ paired test sees that, where comparing two intervals cannot. Which per-sample qu
 metric row reduces, by the column conventions of `benchmark.records`:
 
 - `top1_err` / `top5_err`: the 0/1 errors (`correct` / `correct_top5`) of the table measured
-  under the row's conditions; minimal-perturbation tasks: `norm <= eps` for each `eps` of the
-  unit's parameters. Exact McNemar test on the discordant images.
+  under the row's conditions; minimal-perturbation tasks: `perturbation_norm <= eps` for each
+  `eps` of the unit's parameters. Exact McNemar test on the discordant images.
 - `nll` (a mean over images): paired bootstrap of the difference of means.
 - OOD rows (`auroc`, `aupr_in`, `aupr_out`, `tnr_at_tpr95`, `detection_acc`,
   `fpr_at_tpr95_ood_positive`, per scorer and OOD set): paired stratified bootstrap — the same
@@ -18,6 +18,7 @@ paired test (`Pairing.test` returns None) and the caller keeps its unpaired rule
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Callable
@@ -60,7 +61,7 @@ def store_units(out_dir: Path) -> Units:
     store = Store(out_dir)
     try:
         return {(key[0], key[2]): (unit, records)
-                for key, unit, records in store.records(store.current_keys())}
+                for key, unit, records in store.records(store.shown_keys())}
     finally:
         store.close()
 
@@ -70,19 +71,21 @@ def samples_path(baseline: Path) -> Path:
     return Path(baseline).with_suffix(".samples.zip")
 
 
-def write_samples(units: Units, target: Path) -> None:
-    """Store `units` in one zip archive: a manifest and one encoded record set per unit."""
+def write_samples(units: Units, target: Path) -> str:
+    """Store `units` in one zip archive: a manifest and one encoded record set per unit;
+    returns the archive's sha256."""
     def write(path: Path) -> None:
         manifest = []
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:  # npz is compressed
             for i, ((checkpoint, task), (unit, records)) in enumerate(sorted(units.items())):
                 manifest.append({"checkpoint": checkpoint, "task": task, "file": f"{i}.npz",
                                  "task_type": unit.task_type, "params": unit.params,
-                                 "seed": unit.seed})
+                                 "seed": unit.seed, "identity": unit.identity})
                 archive.writestr(f"{i}.npz", records.encode())
             archive.writestr("manifest.json", json.dumps(manifest, sort_keys=True))
 
     write_atomic(target, write)
+    return hashlib.sha256(Path(target).read_bytes()).hexdigest()
 
 
 def read_samples(path: Path) -> Units:
@@ -91,10 +94,12 @@ def read_samples(path: Path) -> Units:
         with zipfile.ZipFile(path) as archive:
             manifest = json.loads(archive.read("manifest.json"))
             return {(entry["checkpoint"], entry["task"]): (
-                StoredUnit(entry["task_type"], entry["params"], entry["seed"]),
+                StoredUnit(entry["task_type"], entry["params"], entry["seed"],
+                           entry["identity"]),
                 Records.decode(archive.read(entry["file"]))) for entry in manifest}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise RubenchError(f"{path}: unreadable per-sample records: {exc}") from exc
+    except Exception as exc:  # damaged in any way: name the file, never a traceback
+        raise RubenchError(f"{path}: unreadable per-sample records ({type(exc).__name__}: "
+                           f"{exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,8 @@ class Pairing:
         self.seed = seed
         self.tables: dict[tuple[str, str, str], _Pair] = {}
         for name, (unit, records) in now.items():
-            if name not in base:
-                continue
+            if name not in base or not unit.identity or base[name][0].identity != unit.identity:
+                continue  # not the same samples (another subset, seed, data or input files)
             before = {_row_key(unit, t): t for t in base[name][1]}
             for table in records:
                 key = _row_key(unit, table)
@@ -139,28 +144,32 @@ class Pairing:
         if metric in RATE_COLUMNS:
             return self._rate(checkpoint, task, RATE_COLUMNS[metric], wanted)
         pair = self.tables.get((checkpoint, task, conditions))
-        if metric == "nll" and pair is not None and "nll" in pair.now.columns:
+        if metric == "nll" and pair is not None and "nll" in pair.now.columns \
+                and "nll" in pair.base.columns:
             return self._mean(pair, "nll", conditions)
         if metric in OOD_METRICS and wanted.get("ood_set") not in (None, "mean", ID_SET):
             reference = self.tables.get((checkpoint, task, condition_key(
                 {**wanted, "ood_set": ID_SET})))
-            if pair is not None and reference is not None and "score" in pair.now.columns:
+            if pair is not None and reference is not None \
+                    and all("score" in t.columns for t in (pair.now, pair.base, reference.now,
+                                                            reference.base)):
                 return self._ood(metric, reference, pair, conditions)
         return None
 
     def _rate(self, checkpoint: str, task: str, column: str, wanted: dict[str, Any]
               ) -> Paired | None:
         pair = self.tables.get((checkpoint, task, condition_key(wanted)))
-        if pair is not None and column in pair.now.columns:
+        if pair is not None and column in pair.now.columns and column in pair.base.columns:
             base_wrong, now_wrong = ~pair.base[column].astype(bool), ~pair.now[column].astype(bool)
         else:  # minimal-perturbation tasks: broken within eps
             pair = self.tables.get((checkpoint, task, condition_key(
                 {k: v for k, v in wanted.items() if k != "eps"})))
             eps = wanted.get("eps")
             if pair is None or eps is None or column != "correct" \
-                    or "norm" not in pair.now.columns:
+                    or not {"perturbation_norm"} <= set(pair.now.columns) & set(pair.base.columns):
                 return None
-            base_wrong, now_wrong = pair.base["norm"] <= eps, pair.now["norm"] <= eps
+            base_wrong = pair.base["perturbation_norm"] <= eps
+            now_wrong = pair.now["perturbation_norm"] <= eps
         n = len(now_wrong)
         worse, better = int((now_wrong & ~base_wrong).sum()), int((base_wrong & ~now_wrong).sum())
         found = detectable_difference(worse + better, ALPHA)
@@ -198,9 +207,15 @@ def pairing_for(out_dir: Path, baseline: Path) -> tuple[Pairing | None, str]:
     """The pairing of `out_dir`'s records with the baseline's (`samples_path`), and a line
     saying which rule the check applies."""
     archive = samples_path(baseline)
-    if not archive.is_file():
-        return None, (f"unpaired rule: {archive} holds no per-sample records for this "
-                      "baseline (written by an older rubench?)")
+    try:
+        expected = json.loads(Path(baseline).read_text()).get("samples_sha256")
+    except (OSError, ValueError, AttributeError):
+        expected = None
+    if expected is None or not archive.is_file():
+        return None, (f"unpaired rule: the baseline keeps no per-sample records ({archive}; "
+                      "written with --no-samples, or by an older rubench)")
+    if hashlib.sha256(archive.read_bytes()).hexdigest() != expected:
+        return None, f"unpaired rule: {archive} is not the archive written with this baseline"
     now = store_units(out_dir)
     if not now:
         return None, f"unpaired rule: {out_dir} holds no per-sample records"

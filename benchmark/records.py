@@ -7,7 +7,7 @@ records, and two checkpoints evaluated on the same images can be compared image 
 A `SampleTable` holds one condition's samples (e.g. eps=0.03, norm=linf) as equal-length columns;
 `index` is each sample's position in the set it comes from (the evaluated data, or an OOD set).
 Column names every task uses the same way: `correct` (top-1 hit), `correct_top{k}`, `pred`
-(predicted class), `confidence` (top softmax probability), `norm` (minimal perturbation norm:
+(predicted class), `confidence` (top softmax probability), `perturbation_norm` (minimal norm:
 0 for a clean mistake, +inf when the attack failed), `score` (an OOD score). `facts` hold what a
 unit measured that belongs to no sample (a fitted temperature, ODIN's tuned settings).
 
@@ -48,10 +48,6 @@ class SampleTable:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
 
-    def matches(self, conditions: dict[str, Condition]) -> bool:
-        """Whether this table was measured under (at least) these conditions."""
-        return all(self.conditions.get(k) == v for k, v in conditions.items())
-
     def take(self, rows: np.ndarray) -> SampleTable:
         """The same table restricted to `rows` (positions, or a boolean mask)."""
         return SampleTable(dict(self.conditions), {k: v[rows] for k, v in self.columns.items()})
@@ -65,18 +61,23 @@ class Records:
     facts: dict[str, Any] = field(default_factory=dict)
 
     def add(self, conditions: dict[str, Condition] | None = None, **columns: Any) -> SampleTable:
-        """Append a table of `columns` (array-likes, or tensors already on the CPU) measured
-        under `conditions`; returns it."""
-        table = SampleTable(dict(conditions or {}),
-                            {name: np.asarray(values) for name, values in columns.items()})
+        """Append a table of `columns` (numeric or boolean array-likes, or tensors already on
+        the CPU) measured under `conditions` (JSON scalars); returns it."""
+        conditions = {name: _scalar(value, f"condition {name!r}")
+                      for name, value in (conditions or {}).items()}
+        arrays = {name: np.asarray(values) for name, values in columns.items()}
+        for name, values in arrays.items():
+            if values.dtype.kind not in "biuf":
+                raise ValueError(f"sample column {name!r} holds {values.dtype} values; columns "
+                                 "are numbers or booleans")
+        clash = sorted(set(conditions) & set(arrays))
+        if clash:
+            raise ValueError(f"{', '.join(clash)}: both a condition and a column")
+        table = SampleTable(conditions, arrays)
         if any(t.conditions == table.conditions for t in self.tables):
             raise ValueError(f"records already hold a table for {table.conditions}")
         self.tables.append(table)
         return table
-
-    def select(self, **conditions: Condition) -> list[SampleTable]:
-        """Tables measured under these conditions (among others), in the order they were added."""
-        return [t for t in self.tables if t.matches(conditions)]
 
     def one(self, **conditions: Condition) -> SampleTable:
         """The one table measured under exactly these conditions."""
@@ -90,7 +91,8 @@ class Records:
 
     def encode(self) -> bytes:
         """Compact, pickle-free bytes: a compressed .npz with a JSON header."""
-        header = {"format": FORMAT, "facts": self.facts,
+        facts = {name: _fact(value, name) for name, value in self.facts.items()}
+        header = {"format": FORMAT, "facts": facts,
                   "tables": [{"conditions": t.conditions, "columns": list(t.columns)}
                              for t in self.tables]}
         arrays = {f"t{i}/{name}": values for i, t in enumerate(self.tables)
@@ -129,10 +131,32 @@ def concat(parts: Iterable[Records]) -> Records:
     tables = []
     for pieces in merged.values():
         columns = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0].columns}
+        if len(np.unique(columns["index"])) < len(columns["index"]):
+            raise ValueError(f"shards overlap: samples of {pieces[0].conditions} measured twice")
         order = np.argsort(columns["index"], kind="stable")
         tables.append(SampleTable(dict(pieces[0].conditions),
                                   {name: values[order] for name, values in columns.items()}))
     return Records(tables, facts)
+
+
+def _scalar(value: Any, what: str) -> Condition:
+    """A condition value as a plain JSON scalar (numpy scalars converted)."""
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"{what}: {value!r} is not a string or a number")
+    return value
+
+
+def _fact(value: Any, name: str) -> Any:
+    """A fact as JSON (numpy scalars and arrays converted); anything else is refused."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    try:
+        json.dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"fact {name!r}: {exc}") from None
+    return value
 
 
 def condition_key(conditions: dict[str, Any]) -> str:

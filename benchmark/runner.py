@@ -20,7 +20,7 @@ from benchmark.archs import list_archs
 from benchmark.checkpoints import CheckpointRef, discover, load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import load_dataset
-from benchmark.errors import CheckpointError, RubenchError
+from benchmark.errors import CheckpointError, RubenchError, StoreError
 from benchmark.fingerprint import fingerprint
 from benchmark.inputs import InputCache, InputRequest
 from benchmark.store import Store, StoredUnit
@@ -311,19 +311,22 @@ class _Session:
             start = time.perf_counter()
             if self.bar is not None:
                 self.bar.set_postfix_str(f"{ref.name} / {task.name}")
+            provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
+                          "normalization": normalization}
+            identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]
             try:
                 torch.manual_seed(opts.seed)
                 records, metrics = get_task(task.task).run(ctx, task.params)
+                self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
+                                config_hash=digest, metrics=metrics, provenance=provenance,
+                                elapsed_s=time.perf_counter() - start, records=records,
+                                unit=StoredUnit(task.task, task.params, opts.seed, identity))
+            except StoreError:  # the store itself failed: nothing more can be kept
+                raise
             except Exception as exc:  # one task's failure must not stop the others
                 self.fail(ref.name, path, ref.sha256, task.name, exc)
                 self.advance(1)
                 continue
-            provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
-                          "normalization": normalization}
-            self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
-                            config_hash=digest, metrics=metrics, provenance=provenance,
-                            elapsed_s=time.perf_counter() - start, records=records,
-                            unit=StoredUnit(task.task, task.params, opts.seed))
             self.computed += 1
             self.advance(1, f"{ref.name} / {task.name}", time.perf_counter() - start)
 

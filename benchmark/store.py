@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS samples (
     task_type TEXT NOT NULL,
     params TEXT NOT NULL,
     seed INTEGER NOT NULL,
+    identity TEXT NOT NULL,
     records BLOB NOT NULL,
     PRIMARY KEY (checkpoint_sha256, task, config_hash)
 );
@@ -89,11 +90,14 @@ _BACK = ["value", "ci_low", "ci_high", "n", "higher_is_better", "checkpoint_sha2
 
 @dataclass(frozen=True)
 class StoredUnit:
-    """What re-reduces a unit's stored records: its task type, parameters and seed."""
+    """What re-reduces a unit's stored records (its task type, parameters and seed), and the
+    identity of the samples they describe (a digest of the evaluated data, the task's input
+    files and the seed): records pair image by image only between equal identities."""
 
     task_type: str
     params: dict[str, Any]
     seed: int
+    identity: str = ""
 
 
 class Store:
@@ -167,14 +171,15 @@ class Store:
         `records` (with the task type, parameters and seed in `unit`, which re-reduce them)
         and its completion mark."""
         key = (sha256, task, config_hash)
+        blob = records.encode() if records is not None and unit is not None else None
         with self._transaction():
             self._write_metrics(key, metrics)
             self.conn.execute("DELETE FROM samples WHERE checkpoint_sha256=? AND task=? AND "
                               "config_hash=?", key)
-            if records is not None and unit is not None:
-                self.conn.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)",
+            if blob is not None:
+                self.conn.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                   (*key, unit.task_type, json.dumps(unit.params, sort_keys=True),
-                                   unit.seed, records.encode()))
+                                   unit.seed, unit.identity, blob))
             self.conn.execute(
                 "INSERT OR REPLACE INTO completed VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*key, checkpoint, json.dumps(provenance, sort_keys=True), time.time(),
@@ -279,11 +284,36 @@ class Store:
         task, config hash) that have them, in the order of `keys`."""
         for key in keys:
             row = self.conn.execute(
-                "SELECT task_type, params, seed, records FROM samples WHERE "
+                "SELECT task_type, params, seed, identity, records FROM samples WHERE "
                 "checkpoint_sha256=? AND task=? AND config_hash=?", key[1:]).fetchone()
-            if row is not None:
-                task_type, params, seed, blob = row
-                yield key, StoredUnit(task_type, json.loads(params), seed), Records.decode(blob)
+            if row is None:
+                continue
+            task_type, params, seed, identity, blob = row
+            try:
+                records = Records.decode(blob)
+            except Exception as exc:  # a damaged blob: name the store and the unit
+                raise StoreError(f"{self.path}: the per-sample records of {key[0]} / {key[2]} "
+                                 f"are unreadable ({type(exc).__name__}: {exc}); delete the "
+                                 "store or evaluate into a new --out") from exc
+            yield key, StoredUnit(task_type, json.loads(params), seed, identity), records
+
+    def shown_keys(self) -> list[tuple[str, str, str, str]]:
+        """The units `results.csv` shows (what `export`, `check` and `report --recompute` act
+        on), in its order; without a results.csv, every checkpoint's latest units."""
+        path = self.out_dir / "results.csv"
+        if not path.is_file():
+            return self.current_keys()
+        try:
+            shown = pd.read_csv(path, usecols=["checkpoint", "checkpoint_sha256", "task",
+                                               "config_hash"], dtype=str)
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise StoreError(f"{path}: unreadable results ({exc}); `rubench evaluate` "
+                             "rewrites it") from exc
+        completed = set(self.conn.execute(
+            "SELECT checkpoint_sha256, task, config_hash FROM completed").fetchall())
+        order = ["checkpoint", "checkpoint_sha256", "task", "config_hash"]
+        keys = shown[order].drop_duplicates().itertuples(index=False, name=None)
+        return [key for key in keys if tuple(key[1:]) in completed]  # derived rows are not units
 
     def current_keys(self, run_keys: list[tuple[str, str, str, str]] | None = None
                      ) -> list[tuple[str, str, str, str]]:
@@ -309,22 +339,30 @@ class Store:
                 extra[name, task] = (name, sha, task, config)  # the latest wins
         return [*run_keys, *(extra[key] for key in sorted(extra))]
 
-    def export(self, keys: Iterable[tuple[str, str, str, str]], everything: bool = True
-               ) -> Path:
-        """Write `results.csv` (long form), atomically; return its path: the run's `keys` and,
-        with `everything`, the store's other current units (`current_keys`), then the rows
-        derived from their records (`benchmark.derived`). Rows that describe a distribution
+    def metric_frames(self, keys: list[tuple[str, str, str, str]]
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(results, artifacts) of the units among `keys`: their metric rows with the rows
+        derived from their records (`benchmark.derived`); rows that describe a distribution
         bin by bin (a `bin` condition, no direction: OOD score histograms, reliability bins)
-        go to `artifacts.csv` beside it: figures read them, the metrics never hold them."""
-        keys = list(keys)
-        keys = self.current_keys(keys) if everything else keys
+        are artifacts, which figures read and the metrics never hold. Condition columns empty
+        in a frame are left out of it."""
         frame = self.results_frame(keys, worst_case(self.records(keys)))
         binned = frame["bin"].notna() & frame["higher_is_better"].isna() if "bin" in frame \
             else pd.Series(False, index=frame.index)
         columns = list(frame.columns)
         conditions = columns[columns.index("metric") + 1:columns.index("value")]
-        for name, part in (("artifacts.csv", frame[binned]), ("results.csv", frame[~binned])):
-            part = part.drop(columns=[c for c in conditions if part[c].isna().all()])
+        return tuple(part.drop(columns=[c for c in conditions if part[c].isna().all()])
+                     for part in (frame[~binned], frame[binned]))
+
+    def export(self, keys: Iterable[tuple[str, str, str, str]], everything: bool = True
+               ) -> Path:
+        """Write `results.csv` and `artifacts.csv` (`metric_frames`) atomically; return the
+        first's path: the run's `keys` and, with `everything`, the store's other current units
+        (`current_keys`)."""
+        keys = list(keys)
+        keys = self.current_keys(keys) if everything else keys
+        results, artifacts = self.metric_frames(keys)
+        for name, part in (("artifacts.csv", artifacts), ("results.csv", results)):
             try:
                 write_atomic(self.out_dir / name,
                              lambda path, part=part: part.to_csv(path, index=False))

@@ -80,8 +80,10 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     return _records(results)
 
 
-def write_baseline(out_dir: Path, target: Path) -> int:
+def write_baseline(out_dir: Path, target: Path, samples_sha256: str | None = None) -> int:
     """Store the current gated numbers of `out_dir` as a JSON baseline; returns their count.
+    `samples_sha256` names the per-sample records archive written beside it (if any), so a
+    stale archive is never paired with this baseline.
 
     A NaN is refused: a baseline must hold numbers a later run can be compared with. An
     infinite value (a median perturbation norm when most attacks fail) is kept as `Infinity`.
@@ -97,7 +99,7 @@ def write_baseline(out_dir: Path, target: Path) -> int:
         metric["value"] = float(value)
         metric["conditions"] = json.loads(metric["conditions"])
     payload = {"format": BASELINE_FORMAT, "source": str(Path(out_dir) / "results.csv"),
-               "metrics": metrics}
+               "metrics": metrics, "samples_sha256": samples_sha256}
     try:
         write_text_atomic(target, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     except OSError as exc:

@@ -321,9 +321,9 @@ def notes(table: Table, baseline: str | None, show_ci: bool, paired: bool = Fals
         legend.append(f"In parentheses: difference to `{baseline}`"
                       + (f"; {SIGNIFICANT}: beyond noise under a paired test on the same images "
                          "(exact McNemar for error rates, paired bootstrap for NLL and per-set "
-                         "OOD metrics, 5 % level); unmarked: within noise, or no paired test "
-                         "applies (worst cases, means over cells, calibration errors, the mean "
-                         "over OOD sets)." if paired else "."))
+                         "OOD metrics; two-sided, 5 % level); unmarked: within noise, or no "
+                         "paired test applies (worst cases, means over cells, calibration "
+                         "errors, the mean over OOD sets)." if paired else "."))
     if "Average" in table.values:
         legend.append(AVERAGE_NOTE)
     flagged = flag_notes(table)

@@ -355,7 +355,7 @@ def test_records_hold_what_the_metrics_count_per_sample(nets, digits, tmp_path, 
     n = len(index)
     for eps in params["eps"]:
         if name in ("deepfool", "cw", "ddn"):
-            norm = model_table["norm"]
+            norm = model_table["perturbation_norm"]
             assert norm.dtype == np.float64
             assert (norm[~model_table["correct"]] == 0).all()
             broken = int((norm <= eps).sum())

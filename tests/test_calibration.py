@@ -416,10 +416,11 @@ def test_per_sample_nll_and_brier_average_to_the_metrics() -> None:
 
 
 def _calibration_rows(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
-    from benchmark.tasks.calibration import calibration_metrics
+    from benchmark.records import SampleTable
+    from benchmark.tasks.calibration import calibration_columns, calibration_rows
 
-    return {m.metric: m for m in calibration_metrics(logits, labels, 15, False,
-                                                     {"scaling": "none"}, seed, with_nll=True)}
+    table = SampleTable({}, calibration_columns(logits, labels, with_nll=True))
+    return {m.metric: m for m in calibration_rows(table, 15, False, {"scaling": "none"}, seed)}
 
 
 def _sampled_model(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

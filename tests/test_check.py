@@ -40,7 +40,7 @@ def test_identical_results_pass(tmp_path, capsys):
     assert gate(tmp_path, rows, rows) == 0
     first, rule = capsys.readouterr().out.splitlines()
     assert first == "rubench check passed: 2 metrics (2 ok)"
-    assert rule.startswith("rule: unpaired rule: ") and "holds no per-sample records" in rule
+    assert rule.startswith("rule: unpaired rule: ") and "keeps no per-sample records" in rule
 
 
 def test_large_regression_fails_and_is_listed(tmp_path, capsys):

@@ -31,8 +31,9 @@ def test_worst_case_is_the_union_of_each_tasks_own_breaks():
     pgd.add({"eps": 0.1, **BASE, "attack": "pgd"}, index=index, correct=index != 1)  # breaks 1
     norms = np.full(n, np.inf)
     norms[[4, 5]] = [0.05, 0.2]  # broken within 0.1: image 4 only
-    deepfool.add(BASE, index=index, norm=norms, correct=np.ones(n, bool))
-    cw.add(BASE, index=index[:5], norm=np.zeros(5), correct=np.ones(5, bool))  # another subset
+    deepfool.add(BASE, index=index, perturbation_norm=norms, correct=np.ones(n, bool))
+    cw.add(BASE, index=index[:5], perturbation_norm=np.zeros(5),  # another subset
+           correct=np.ones(5, bool))
     rows = worst_case([_unit("fgsm", "fgsm", fgsm), _unit("pgd", "pgd", pgd),
                        _unit("deepfool_linf", "deepfool", deepfool, eps=[0.1, 0.3]),
                        _unit("cw", "cw", cw, eps=[0.1])])

@@ -58,7 +58,12 @@ def test_baseline_keeps_records_and_check_pairs(evaluated: Path, tmp_path: Path,
     assert samples_path(baseline).is_file()
     assert main(["check", str(evaluated), "--baseline", str(baseline)]) == 0
     assert "rule: paired tests on the same images" in capsys.readouterr().out
-    samples_path(baseline).unlink()
+    archive = samples_path(baseline)
+    archive.write_bytes(archive.read_bytes() + b"x")  # not the archive this baseline names
+    assert main(["check", str(evaluated), "--baseline", str(baseline)]) == 0
+    assert "is not the archive written with this baseline" in capsys.readouterr().out
+    assert main(["baseline", str(evaluated), "-o", str(baseline), "--no-samples"]) == 0
+    assert not archive.exists()  # an older archive never outlives its baseline
     assert main(["check", str(evaluated), "--baseline", str(baseline)]) == 0
     assert "rule: unpaired rule" in capsys.readouterr().out
 
@@ -98,3 +103,9 @@ def test_report_baseline_runs_paired_tests_between_checkpoints(evaluated: Path, 
     row = next(line for line in text.splitlines() if line.startswith("| m1 |"))
     clean_cell = row.split(" | ")[1]
     assert clean_cell.endswith("*)") == significant, (clean_cell, worse, better)
+
+
+def test_metric_export_is_results_csv(evaluated: Path, tmp_path: Path):
+    assert main(["export", str(evaluated), "-o", str(tmp_path / "m.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m.csv"),
+                                  pd.read_csv(evaluated / "results.csv"))

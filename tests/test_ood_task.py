@@ -152,19 +152,19 @@ def test_bootstrap_intervals_per_set_and_for_the_mean_over_sets():
 
 
 def test_ood_shares_at_0_and_100_percent_keep_a_wilson_interval():
-    """Perfect separation: every bootstrap replicate gives TNR 100 / FPR 0, but 100 OOD samples
-    cannot pin a share down to a point; Wilson's bound for 0 of 100 is z^2 / (n + z^2)."""
+    """Perfect separation: every bootstrap replicate gives TNR 100 / FPR 0, but a finite sample
+    cannot pin a share down to a point; Wilson's bound for 0 of n is z^2 / (n + z^2), n the
+    images the share counts: the 100 OOD images for TNR, the 200 ID images for OpenOOD's FPR
+    (OOD positive: the share of ID images flagged)."""
     id_scores = np.linspace(1.0, 2.0, 200)
     rows = {(m.metric, m.conditions["ood_set"]): m for m in _detection_rows(
         "msp", id_scores, {"far": np.full(100, -5.0), "farther": np.full(100, -9.0)}, 200, 0)}
-    bound = 100 * 1.959963984540054**2 / (100 + 1.959963984540054**2)  # 3.6995 %
-    for ood_set, n in (("far", 100), ("mean", 100)):  # "mean": the mean of the sets' bounds
-        wilson = 100 * 1.959963984540054**2 / (n + 1.959963984540054**2)
+    z2 = 1.959963984540054**2
+    for ood_set in ("far", "mean"):  # "mean": the mean of the sets' bounds
         tnr, fpr = rows["tnr_at_tpr95", ood_set], rows["fpr_at_tpr95_ood_positive", ood_set]
         assert (tnr.value, fpr.value) == (100.0, 0.0)
-        assert (tnr.ci_low, tnr.ci_high) == pytest.approx((100 - wilson, 100.0))
-        assert (fpr.ci_low, fpr.ci_high) == pytest.approx((0.0, wilson))
-    assert rows["fpr_at_tpr95_ood_positive", "far"].ci_high == pytest.approx(bound)
+        assert (tnr.ci_low, tnr.ci_high) == pytest.approx((100 - 100 * z2 / (100 + z2), 100.0))
+        assert (fpr.ci_low, fpr.ci_high) == pytest.approx((0.0, 100 * z2 / (200 + z2)))
 
 
 def test_score_histograms_share_edges_and_match_numpy():
@@ -413,15 +413,17 @@ def test_cli_run_writes_condition_columns_and_feeds_the_leaderboard(tmp_path):
 
 
 def test_mean_row_wilson_bound_follows_the_unweighted_mean_of_sets():
-    """Sets of 10,000 and 50 images, both perfectly separated: the mean's interval is the mean
-    of their Wilson bounds (about 3.6 %), not the pooled 10,050 images' (0.04 %)."""
+    """Sets of 10,000 and 50 images, both perfectly separated: the TNR mean's interval is the
+    mean of their Wilson bounds (about 3.6 %), not the pooled 10,050 images' (0.04 %). OpenOOD's
+    FPR counts the 200 ID images for every set."""
     z2 = 1.959963984540054**2
     rows = {(m.metric, m.conditions["ood_set"]): m for m in _detection_rows(
         "msp", np.linspace(1.0, 2.0, 200), {"big": np.full(10000, -5.0),
                                             "small": np.full(50, -5.0)}, 100, 0)}
     expected = 100 * (z2 / (10000 + z2) + z2 / (50 + z2)) / 2
-    assert rows["fpr_at_tpr95_ood_positive", "mean"].ci_high == pytest.approx(expected)
     assert rows["tnr_at_tpr95", "mean"].ci_low == pytest.approx(100 - expected)
+    assert rows["fpr_at_tpr95_ood_positive", "mean"].ci_high == pytest.approx(
+        100 * z2 / (200 + z2))
 
 
 def halves_by_parity(records: Records) -> Records:

@@ -50,16 +50,16 @@ def test_paired_bootstrap_equals_a_naive_loop():
     assert got == pytest.approx(percentile_interval(naive), abs=1e-12)
 
 
-def _units(correct: np.ndarray, nll: np.ndarray, scores: tuple[np.ndarray, np.ndarray]
-           ) -> dict:
+def _units(correct: np.ndarray, nll: np.ndarray, scores: tuple[np.ndarray, np.ndarray],
+           identity: str = "the same images") -> dict:
     clean, ood = Records(), Records()
     clean.add(index=np.arange(len(correct)), correct=correct, nll=nll)
     ood.add({"scorer": "msp", "ood_set": "in_distribution"}, index=np.arange(len(scores[0])),
             score=scores[0])
     ood.add({"scorer": "msp", "ood_set": "noise"}, index=np.arange(len(scores[1])),
             score=scores[1])
-    return {("m", "clean"): (StoredUnit("clean", {}, 0), clean),
-            ("m", "ood"): (StoredUnit("ood", {}, 0), ood)}
+    return {("m", "clean"): (StoredUnit("clean", {}, 0, identity), clean),
+            ("m", "ood"): (StoredUnit("ood", {}, 0, identity), ood)}
 
 
 def _key(task: str, metric: str, **conditions) -> tuple[str, str, str, str]:
@@ -96,9 +96,15 @@ def test_no_pair_without_the_same_images():
     scores = (rng.normal(size=10), rng.normal(size=10))
     base = _units(np.ones(50, bool), np.zeros(50), scores)
     now = _units(np.ones(50, bool), np.zeros(50), scores)
+    assert Pairing(base, now).test(_key("clean", "top1_err")) is not None
     table = now[("m", "clean")][1].tables[0]
     table.columns["index"][:] = np.arange(50) + 1  # another subset of the data
     assert Pairing(base, now).test(_key("clean", "top1_err")) is None
+    # the same positions of other images (another seed's subset, another data file)
+    other = _units(np.ones(50, bool), np.zeros(50), scores, identity="another seed")
+    assert Pairing(base, other).test(_key("clean", "top1_err")) is None
+    assert Pairing(base, other).test(_key("ood", "auroc", scorer="msp", ood_set="noise")) \
+        is None
 
 
 def _frame(value: float, low: float, high: float) -> pd.DataFrame:

@@ -46,9 +46,9 @@ seeded stratified subset). Base conditions are the task's metric conditions with
   random outputs; transfer checks its first batch only), `zero_grad` (white-box tasks: the input
   gradient of the loss is exactly zero; `zero_grad_rate` counts it on clean hits),
   `softmax_output` (the clean outputs are a probability vector; the flag needs all of them).
-  Minimal tasks (deepfool, cw, ddn) add `norm` (float64 minimal perturbation norm: 0 for a clean
-  mistake, +inf where the attack failed), their only per-sample result: `top1_err` at eps is the
-  share of `norm <= eps`.
+  Minimal tasks (deepfool, cw, ddn) add `perturbation_norm` (float64: 0 for a clean mistake, +inf
+  where the attack failed), their only per-sample result: `top1_err` at eps is the share of
+  `perturbation_norm <= eps`.
 - Fixed-budget tasks add one table per (attack run, eps), conditions {`eps`, base}; ifgsm and
   pgd, which also run FGSM for `flag_below_fgsm`, tag theirs with `attack` (the task's own
   attack, or `fgsm` for the comparison). Columns: `index`, `correct` (top-1 hit under that
@@ -527,7 +527,7 @@ def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str
         norms.append(torch.where(seen.wrong1[rows], 0.0, result.norms.cpu()))
     records = Records()
     seen.add_table(records, {"space": space, "norm": norm},
-                   norm=torch.cat(norms).double().numpy())
+                   perturbation_norm=torch.cat(norms).double().numpy())
     return records
 
 
@@ -535,7 +535,7 @@ def reduce_minimal(records: Records, params: dict[str, Any], seed: int) -> list[
     """A minimal attack's metrics from its table: `median_norm`, `fail_rate` (norm +inf),
     `top1_err` at each eps (norm <= eps), then the model flags."""
     table = _model_table(records)
-    distances, n, base = table["norm"], len(table), table.conditions
+    distances, n, base = table["perturbation_norm"], len(table), table.conditions
     metrics = [_median_norm(distances, base),
                Metric.rate("fail_rate", int(np.count_nonzero(np.isinf(distances))), n,
                            conditions=base)]

@@ -121,14 +121,6 @@ def calibration_rows(table: SampleTable, bins: int, reliability: bool,
     return metrics
 
 
-def calibration_metrics(logits: np.ndarray, labels: np.ndarray, bins: int, reliability: bool,
-                        conditions: dict[str, Any], seed: int, with_nll: bool = False
-                        ) -> list[Metric]:
-    """`calibration_rows` of `calibration_columns(logits, labels, with_nll)`."""
-    table = SampleTable(dict(conditions), calibration_columns(logits, labels, with_nll))
-    return calibration_rows(table, bins, reliability, conditions, seed)
-
-
 @dataclass(frozen=True)
 class CalibrationParams:
     """See the module docstring."""

@@ -23,8 +23,8 @@ cells' n. `corruption_err_sum` and `mean_corruption_err_sum` (sums over S severi
 the means, interval included. `mce` and `relative_mce` carry no interval (n as
 `mean_corruption_err`'s). `severity_err` (conditions `category`, `severity`) is the mean over a
 category's corruptions at one severity, and with `category = "benchmark"` over the 15 benchmark
-corruptions (only when all are evaluated), with the same kind of interval: the report's
-error-vs-severity figure draws these rows.
+corruptions (each only when all its corruptions are evaluated), with the same kind of
+interval: the report's error-vs-severity figure draws these rows.
 
 Records: one table per (corruption, severity) under its `top1_err` row's conditions
 (corruption, severity, category, source), with `classification_columns` (`correct`,
@@ -321,15 +321,15 @@ BENCHMARK_GROUP = "benchmark"  # the `category` of the mean over the 15 benchmar
 def _severity_rows(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
                    seed: int) -> list[Metric]:
     """`severity_err` per (category, severity): the mean over the category's corruptions at that
-    severity, and (category "benchmark") over the 15 benchmark corruptions when all are there —
-    what the error-vs-severity figure draws."""
+    severity, and (category "benchmark") over the 15 benchmark corruptions — each only when all
+    its corruptions are evaluated; what the error-vs-severity figure draws."""
     rows = []
     groups = [*((category, names) for category, names in CATEGORIES.items()),
               (BENCHMARK_GROUP, BENCHMARK)]
     for category, names in groups:
         for severity in severities:
             chosen = [cells[c, severity] for c in names if (c, severity) in cells]
-            if not chosen or (category == BENCHMARK_GROUP and len(chosen) < len(BENCHMARK)):
+            if len(chosen) < len(names):  # as `category_err`: only over a whole category
                 continue
             value = float(np.mean([100.0 * cell.wrong.mean() for cell in chosen]))
             rows.append(_mean_over_cells("severity_err", chosen, value, seed, {

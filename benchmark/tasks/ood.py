@@ -10,8 +10,9 @@ samples. Every one of these rows carries a 95 % stratified percentile-bootstrap 
 scores and each OOD set are resampled separately with replacement, and a replicate uses one ID
 resample for every set, so the "mean" row's interval comes from the replicates' means over sets
 (the sets share the ID data, so they are not independent). Resamples are seeded by the run's
-seed, the same for every scorer. The two shares of OOD samples (TNR, FPR at TPR 95 %) take the
-hull of that interval and the Wilson interval of the share (for "mean", the mean of the
+seed, the same for every scorer. The two shares (TNR at TPR 95 %: of the set's OOD images;
+OpenOOD's FPR at TPR 95 %: of the ID images) take the hull of that interval and the Wilson
+interval of the share (for "mean", the mean of the
 sets' Wilson bounds, as the value is their unweighted mean): the percentile interval collapses
 to a point at 0 % and 100 %. ID scores come from the shared
 clean forward pass; ODIN needs its own forward and backward passes over the ID data.
@@ -392,8 +393,11 @@ def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.nda
     replicates = (bootstrap_ood_metrics(id_scores, list(by_set.values()), resamples, seed)
                   if resamples else None)
     n_id = len(id_scores)
-    wilson = {(name, metric): wilson_interval(round(values[name][metric] * len(scores)),
-                                              len(scores))
+    # TNR is a share of the set's OOD images; OpenOOD's FPR (OOD positive) one of the ID images
+    counted = {"tnr_at_tpr95": lambda scores: len(scores),
+               "fpr_at_tpr95_ood_positive": lambda scores: n_id}
+    wilson = {(name, metric): wilson_interval(round(values[name][metric] * counted[metric](scores)),
+                                              counted[metric](scores))
               for name, scores in by_set.items() for metric in OOD_SHARES}
     rows = []
     for j, (name, scores) in enumerate(by_set.items()):
