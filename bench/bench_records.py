@@ -29,13 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from benchmark.archs import build_arch
 from benchmark.checkpoints import NormalizedModel
 from benchmark.data import EvalData
+from benchmark.readers import read_cifar10
 from benchmark.suites import load_suite
 from benchmark.tasks import TaskContext, get_task
 
@@ -45,10 +45,14 @@ FEW_STEPS = {"pgd": {"steps": 2}, "deepfool": {"steps": 3},
 FULL_N = 10_000
 
 
-def _cifar_like(n: int, seed: int) -> EvalData:
-    rng = np.random.default_rng(seed)
-    images = torch.from_numpy(rng.random((n, 3, 32, 32), dtype=np.float32))
-    return EvalData("cifar10", rng.integers(0, 10, n), 10, "random", images=images)
+def _cifar_like(n: int, seed: int, root: Path) -> EvalData:
+    """n random 32x32 images written as a CIFAR-10 test batch under `root` (the corruptions
+    task generates CIFAR-10-C from the files) and read back."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fixtures import write_cifar10
+
+    write_cifar10(root, n_train_per_batch=1, n_test=n, seed=seed)
+    return read_cifar10(root / "cifar-10-batches-py")
 
 
 def _suite_tasks(n: int) -> list[tuple[str, str, dict]]:
@@ -76,29 +80,38 @@ def measure_size(sizes: tuple[int, int], data_root: Path) -> None:
     model = NormalizedModel(build_arch("cifar_resnet18", num_classes=10), meta["mean"],
                             meta["std"]).eval()
     per_task: dict[str, list[int]] = {}
+    raw: dict[str, list[int]] = {}  # uncompressed: an upper bound whatever the model's outputs
     for n in sizes:
-        data = _cifar_like(n, seed=n)
+        root = data_root / f"n{n}"
+        data = _cifar_like(n, seed=n, root=root)
         ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
                           batch_size=256, progress=False, meta=dict(meta),
-                          data_root=data_root, data_id=f"bench-{n}")
+                          data_root=root, data_id=f"bench-{n}")
         for name, task, params in _suite_tasks(n):
             start = time.perf_counter()
             records, _ = get_task(task).run(ctx, params)
             size = len(records.encode())
             per_task.setdefault(name, []).append(size)
-            print(f"  n={n:<5} {name:<12} {size / 2**10:9.1f} KiB  "
-                  f"({time.perf_counter() - start:.1f} s)", flush=True)
-    total = 0.0
-    print(f"extrapolated to {FULL_N} images (per checkpoint):")
-    for name, (small, large) in per_task.items():
-        limit = dict((s.name, s.params) for s in suite.tasks)[name].get("limit", 0) or FULL_N
-        target = min(limit, FULL_N)
-        slope = (large - small) / (sizes[1] - sizes[0])
-        estimate = large + slope * (target - sizes[1])
-        total += estimate
-        print(f"  {name:<12} {estimate / 2**20:8.2f} MiB  (at {target} images)")
+            raw.setdefault(name, []).append(sum(v.nbytes for t in records
+                                                for v in t.columns.values()))
+            print(f"  n={n:<5} {name:<12} {size / 2**10:9.1f} KiB  (uncompressed "
+                  f"{raw[name][-1] / 2**10:.1f} KiB; {time.perf_counter() - start:.1f} s)",
+                  flush=True)
+    totals = [0.0, 0.0]
+    print(f"extrapolated to {FULL_N} images (per checkpoint; OOD sets of as many images):")
+    limits = {spec.name: spec.params.get("limit", 0) or FULL_N for spec in suite.tasks}
+    for name in per_task:
+        target = min(limits[name], FULL_N)
+        estimates = []
+        for i, (small, large) in enumerate((per_task[name], raw[name])):
+            slope = (large - small) / (sizes[1] - sizes[0])
+            estimates.append(large + slope * (target - sizes[1]))
+            totals[i] += estimates[-1]
+        print(f"  {name:<12} {estimates[0] / 2**20:8.2f} MiB  (uncompressed "
+              f"{estimates[1] / 2**20:.2f} MiB; at {target} images)")
     print(f"store size of the cifar10 suite's records at {FULL_N} images: "
-          f"{total / 2**20:.1f} MiB per checkpoint (target <= 50 MB)")
+          f"{totals[0] / 2**20:.1f} MiB per checkpoint stored, at most {totals[1] / 2**20:.1f} "
+          "MiB uncompressed whatever the model (target <= 50 MB)")
 
 
 def _evaluate(python_path: Path, out: Path) -> float:
