@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 FIXED_BUDGET = ("fgsm", "ifgsm", "pgd", "transfer")
 MINIMAL = ("deepfool", "cw", "ddn")
+ATTACK_TASKS = FIXED_BUDGET + MINIMAL
 TASK = "worst_case"
 
 
@@ -56,7 +57,7 @@ def worst_case(units: Iterable[tuple[tuple[str, str, str, str], StoredUnit, Reco
     """The worst-case rows of every checkpoint among `units` (key, unit, records)."""
     by_checkpoint: dict[tuple[str, str], list] = {}
     for key, unit, records in units:
-        if unit.task_type in FIXED_BUDGET + MINIMAL:
+        if unit.task_type in ATTACK_TASKS:
             by_checkpoint.setdefault((key[0], key[1]), []).append((key, unit, records))
     rows = []
     for (name, sha256), attacked in by_checkpoint.items():

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.derived import DerivedRow, worst_case
+from benchmark.derived import ATTACK_TASKS, DerivedRow, worst_case
 from benchmark.errors import StoreError
 from benchmark.records import Records
 from benchmark.stats import Metric
@@ -278,15 +278,17 @@ class Store:
         extra["higher_is_better"] = extra["higher_is_better"].map({True: 1, False: 0})
         return pd.concat([frame, extra], ignore_index=True)
 
-    def records(self, keys: Iterable[tuple[str, str, str, str]]
+    def records(self, keys: Iterable[tuple[str, str, str, str]],
+                task_types: tuple[str, ...] | None = None
                 ) -> Iterator[tuple[tuple[str, str, str, str], StoredUnit, Records]]:
         """The stored per-sample records of the units among `keys` (checkpoint name, sha256,
-        task, config hash) that have them, in the order of `keys`."""
+        task, config hash) that have them (and are of one of `task_types`, if given), in the
+        order of `keys`."""
         for key in keys:
             row = self.conn.execute(
                 "SELECT task_type, params, seed, identity, records FROM samples WHERE "
                 "checkpoint_sha256=? AND task=? AND config_hash=?", key[1:]).fetchone()
-            if row is None:
+            if row is None or (task_types is not None and row[0] not in task_types):
                 continue
             task_type, params, seed, identity, blob = row
             try:
@@ -346,7 +348,7 @@ class Store:
         bin by bin (a `bin` condition, no direction: OOD score histograms, reliability bins)
         are artifacts, which figures read and the metrics never hold. Condition columns empty
         in a frame are left out of it."""
-        frame = self.results_frame(keys, worst_case(self.records(keys)))
+        frame = self.results_frame(keys, worst_case(self.records(keys, ATTACK_TASKS)))
         binned = frame["bin"].notna() & frame["higher_is_better"].isna() if "bin" in frame \
             else pd.Series(False, index=frame.index)
         columns = list(frame.columns)
