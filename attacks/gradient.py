@@ -19,7 +19,6 @@ from attacks.common import (
     input_gradient,
     unit_noise,
 )
-from benchmark.registry import registry
 
 
 def _normalized(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -43,7 +42,6 @@ def _project(x_adv: torch.Tensor, x0: torch.Tensor, eps: float, norm: str, bound
     return (x0 + delta).clamp_(*bounds)
 
 
-@registry("attack").register("fgm", threat="white-box, fixed budget")
 def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
         loss: str = "ce", bounds: Bounds = (0.0, 1.0), grad: torch.Tensor | None = None
         ) -> torch.Tensor:
@@ -61,14 +59,12 @@ def fgm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
         return _project(x0 + eps * _normalized(grad, norm), x0, eps, norm, bounds)
 
 
-@registry("attack").register("fgsm", threat="white-box, fixed budget")
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss: str = "ce",
          bounds: Bounds = (0.0, 1.0), grad: torch.Tensor | None = None) -> torch.Tensor:
     """FGSM (Goodfellow et al.): clip(x + eps * sign(grad_x loss(f(x), y)), bounds)."""
     return fgm(model, x, y, eps, norm="linf", loss=loss, bounds=bounds, grad=grad)
 
 
-@registry("attack").register("pgd", threat="white-box, fixed budget")
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, random_start: bool = True,
         restarts: int = 1, seed: int = 0, index: torch.Tensor | None = None, loss: str = "ce",
@@ -119,7 +115,6 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
     return best
 
 
-@registry("attack").register("ifgsm", threat="white-box, fixed budget")
 def ifgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
           step_size: float | None = None, loss: str = "ce", bounds: Bounds = (0.0, 1.0)
           ) -> torch.Tensor:

@@ -56,7 +56,7 @@ def _finish(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Ten
     return MinimalResult(x_adv, clean_wrong | adv_wrong, norms)
 
 
-@registry("attack").register("deepfool", threat="white-box, minimal norm")
+@registry("attack").register("deepfool", budget="minimal", threat="white-box")
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
              steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
              bounds: Bounds = (0.0, 1.0)) -> MinimalResult:
@@ -113,7 +113,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
     return _finish(model, x0, y, x_adv, norm)
 
 
-@registry("attack").register("cw", threat="white-box, minimal norm")
+@registry("attack").register("cw", budget="minimal", threat="white-box")
 def carlini_wagner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                    binary_search_steps: int = 9, steps: int = 10000, stepsize: float = 0.01,
                    confidence: float = 0.0, initial_const: float = 1e-3,
@@ -134,7 +134,7 @@ def carlini_wagner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return _finish(model, x, y, x_adv, "l2")
 
 
-@registry("attack").register("ddn", threat="white-box, minimal norm")
+@registry("attack").register("ddn", budget="minimal", threat="white-box")
 def ddn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 100,
         init_epsilon: float = 1.0, gamma: float = 0.05, seed: int = 0,
         bounds: Bounds = (0.0, 1.0)) -> MinimalResult:

@@ -2,11 +2,11 @@
 
 `worst_case` / `top1_err` at a budget (space, norm, eps): the share of images that at least one
 attack of the suite misclassified within that budget (clean mistakes included), as AutoAttack
-reports robust error. Each fixed-budget task (fgsm, ifgsm, pgd, transfer) contributes its own
-attack's table at that eps; each minimal-perturbation task (deepfool, cw, ddn) of the same space
-and norm contributes `perturbation_norm <= eps`. The worst case is taken over the tasks that
-attacked the same images as most of them (a task run on another subset, e.g. CW with `limit`, is
-left out); the condition `attacks` names the tasks it covers. Wilson interval.
+reports robust error. Each fixed-budget task (fgsm, ifgsm, pgd, transfer, the generic `attack`)
+contributes its own attack's table at that eps; each minimal-perturbation task (deepfool, cw, ddn)
+of the same space and norm contributes `perturbation_norm <= eps`. The worst case is taken over the
+tasks that attacked the same images as most of them (a task run on another subset, e.g. CW with
+`limit`, is left out); the condition `attacks` names the tasks it covers. Wilson interval.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from benchmark.stats import Metric
 if TYPE_CHECKING:
     from benchmark.store import StoredUnit
 
-FIXED_BUDGET = ("fgsm", "ifgsm", "pgd", "transfer")
+FIXED_BUDGET = ("fgsm", "ifgsm", "pgd", "transfer", "attack")
 MINIMAL = ("deepfool", "cw", "ddn")
 ATTACK_TASKS = FIXED_BUDGET + MINIMAL
 TASK = "worst_case"
@@ -48,7 +48,8 @@ def _own_tables(unit: StoredUnit, records: Records) -> Iterable[SampleTable]:
         if "eps" not in table.conditions:
             continue
         attack = table.conditions.get("attack")
-        if unit.task_type == "transfer" or attack is None or attack == unit.task_type:
+        if unit.task_type in ("transfer", "attack") or attack is None \
+                or attack == unit.task_type:
             yield table
 
 

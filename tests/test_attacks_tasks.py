@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tinynets import tiny_cnn
 
+import attacks.fixed
 import benchmark.tasks.attacks as attack_tasks
 from attacks.common import BudgetError
 from attacks.gradient import fgsm
@@ -268,10 +269,10 @@ def test_a_budget_violation_fails_the_task(nets, digits, monkeypatch):
     def overshooting(model, x, y, eps, **kwargs):
         return (x + 1.5 * eps).clamp(0, 1)
 
-    monkeypatch.setattr(attack_tasks, "pgd", overshooting)
+    monkeypatch.setattr(attacks.fixed, "pgd", overshooting)  # what the registered pgd calls
     with pytest.raises(BudgetError, match=r"task pgd, pgd at eps=0\.1: .* exceed the budget"):
         run(context(model, digits), "pgd", eps=[0.1])
-    monkeypatch.setattr(attack_tasks, "pgd", lambda model, x, y, eps, **kw: x + eps)
+    monkeypatch.setattr(attacks.fixed, "pgd", lambda model, x, y, eps, **kw: x + eps)
     with pytest.raises(BudgetError, match="leave the input bounds"):
         run(context(model, digits), "pgd", eps=[0.1])
 

@@ -35,6 +35,7 @@ FAST = {
     "cw": "eps = [0.5]\nbinary_search_steps = 2\nsteps = 20\nlimit = 20",
     "ddn": "eps = [0.5]\nsteps = 20\nlimit = 20",
     "transfer": 'surrogate = "m0.pth"\neps = [0.1]',
+    "attack": 'attack = "pgd"\neps = [0.1]\noptions = {steps = 3}',
 }
 
 

@@ -62,10 +62,11 @@ minimal attack where `norm > eps`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ import torch.nn as nn
 from scipy import stats
 from tqdm.auto import tqdm
 
+import attacks.fixed  # noqa: F401  (registers the fixed-budget attacks)
 from attacks import sanity
 from attacks.common import (
     LOSSES,
@@ -86,7 +88,6 @@ from attacks.common import (
     input_gradient,
     loss_gradient,
 )
-from attacks.gradient import fgm, ifgsm, pgd
 from attacks.minimal import MinimalResult, carlini_wagner, ddn, deepfool
 from benchmark.checkpoints import load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
@@ -94,6 +95,7 @@ from benchmark.errors import SuiteError
 from benchmark.inputs import InputRequest
 from benchmark.params import defaults, param, validate
 from benchmark.records import Records, SampleTable
+from benchmark.registry import registry
 from benchmark.stats import Metric
 from benchmark.tasks.registry import (
     TaskContext,
@@ -375,50 +377,48 @@ def _model_flags(table: SampleTable) -> list[Metric]:
 
 @dataclass(frozen=True)
 class _GradientSpec:
-    """A validated fixed-budget attack configuration (fgsm, ifgsm or pgd)."""
+    """A validated fixed-budget attack configuration: a registered attack (`attacks.fixed`),
+    its budgets, space, loss, norm and own `options` (steps, step_factor, ...)."""
 
     attack: str
     eps: list[float]
     space: str
     loss: str
     norm: str = "linf"
-    steps: int = 1
-    step_factor: float = 1.0
-    restarts: int = 1
-    random_start: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
     def run(self, adv_space: AttackSpace, y: torch.Tensor, eps: float, index: torch.Tensor,
             seed: int, grad: torch.Tensor | None = None) -> torch.Tensor:
         """The adversarial batch (in the attack space) at one eps."""
-        model, x, bounds = adv_space.model, adv_space.x, adv_space.bounds
-        if self.attack == "fgsm":
-            return fgm(model, x, y, eps, norm=self.norm, loss=self.loss, bounds=bounds,
-                       grad=grad)
-        if self.attack == "ifgsm":
-            return ifgsm(model, x, y, eps, steps=self.steps,
-                         step_size=self.step_factor * eps / self.steps, loss=self.loss,
-                         bounds=bounds)
-        return pgd(model, x, y, eps, norm=self.norm, steps=self.steps,
-                   step_size=self.step_factor * eps / self.steps,
-                   random_start=self.random_start, restarts=self.restarts, seed=seed,
-                   index=index, loss=self.loss, bounds=bounds)
+        attack = registry("attack").get(self.attack)
+        return attack(adv_space.model, adv_space.x, y, eps, norm=self.norm,
+                      bounds=adv_space.bounds, loss=self.loss, seed=seed, index=index,
+                      grad=grad, **self.options)
 
 
 def _gradient_spec(attack: str, params: dict[str, Any]) -> _GradientSpec:
-    """The configuration of a fixed-budget attack from its (validated) parameters."""
+    """The configuration of a built-in fixed-budget attack from its (validated) parameters."""
+    own = {k: params[k] for k in _own_params(GRADIENT_ATTACKS[attack])}
+    norm = own.pop("norm", "linf")
     return _GradientSpec(attack=attack, eps=[float(v) for v in params["eps"]],
-                         space=params["space"], loss=params["loss"],
-                         **{k: params[k] for k in _own_params(GRADIENT_ATTACKS[attack])})
+                         space=params["space"], loss=params["loss"], norm=norm, options=own)
 
 
 def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, Any]) -> Records:
-    """Run a fixed-budget attack (and, for ifgsm / pgd, FGSM beside it) batch by batch."""
-    spec = _gradient_spec(attack, params)
-    selection = _select(ctx, task, params["limit"])
+    """Run a built-in fixed-budget attack (and, for ifgsm / pgd, FGSM beside it)."""
+    return _fixed_budget(ctx, task, _gradient_spec(attack, params), params["limit"],
+                         compare_fgsm=attack != "fgsm")
+
+
+def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
+                  compare_fgsm: bool, extra: dict[str, Any] | None = None) -> Records:
+    """Run the fixed-budget attack `spec` (with FGSM beside it when `compare_fgsm`) batch by
+    batch; `extra` conditions (the generic task's `attack`) join every table's."""
+    selection = _select(ctx, task, limit)
     seen, adversarial = _ModelTable(selection), _Columns()
-    runs = [("fgsm", _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm))]
-    if attack != "fgsm":
-        runs.append((attack, spec))
+    runs = [("fgsm", _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm))] \
+        if compare_fgsm else []
+    runs.append((spec.attack, spec))
     for x, y, index, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, spec.space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y, spec.loss)
@@ -431,7 +431,7 @@ def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, A
                                   eps=eps, what=f"task {task}, {name} at eps={eps:g}")
                 adversarial.add((name, eps), **seen.attacked(
                     _evaluate(adv_space.model, x_adv), y, rows))
-    base = {"space": spec.space, "norm": spec.norm}
+    base = {"space": spec.space, "norm": spec.norm, **(extra or {})}
     records = Records()
     seen.add_table(records, base)
     for eps in spec.eps:
@@ -504,6 +504,57 @@ def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
+
+
+# ---------------------------------------------------------------- any registered attack
+
+CONVENTION = {"model", "x", "y", "eps", "norm", "bounds", "loss", "seed", "index", "grad"}
+
+
+@dataclass(frozen=True)
+class AttackTaskParams(AttackParams):
+    """The generic task: any fixed-budget attack registered in `registry("attack")` (see
+    `attacks.fixed`): its name, the budgets `eps`, its `norm`, the `loss` and its own
+    `options` (keyword arguments beyond the calling convention)."""
+
+    attack: str = param("pgd")
+    eps: list[float] = param(LINF_EPS, ge=0, nonempty=True, distinct=True)
+    norm: str = param("linf", choices=NORMS)
+    loss: str = param("ce", choices=LOSSES)
+    options: dict[str, Any] = param({})
+
+    def __post_init__(self) -> None:
+        attacks = registry("attack")
+        fixed = [e.name for e in attacks.entries() if e.info.get("budget") == "fixed"]
+        if self.attack not in fixed:
+            known = "a minimal-perturbation attack (use its own task)" \
+                if self.attack in attacks else f"unknown{attacks.hint(self.attack)}"
+            raise SuiteError(f"attack {self.attack!r}: {known}; fixed-budget attacks: "
+                             f"{', '.join(fixed)}")
+        entry = attacks.entry(self.attack)
+        norms = [n.strip() for n in str(entry.info.get("norms", "linf")).split(",")]
+        if self.norm not in norms:
+            raise SuiteError(f"attack {self.attack!r} supports norm {' or '.join(norms)}, "
+                             f"not {self.norm!r}")
+        own = set(inspect.signature(entry.value).parameters) - CONVENTION
+        unknown = sorted(set(self.options) - own)
+        if unknown:
+            raise SuiteError(f"options: {self.attack} has no option(s) {', '.join(unknown)} "
+                             f"(it has: {', '.join(sorted(own)) or 'none'})")
+
+
+def reduce_attack(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+    """The generic task's metrics from its records (see `_reduce_fixed`)."""
+    return _reduce_fixed(records, params, params["attack"], compared=False)
+
+
+@register_task("attack", params=AttackTaskParams, version=1, reduce=reduce_attack)
+def attack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
+    """Any registered fixed-budget attack: top-1/top-5 error per eps, white-box, true labels."""
+    spec = _GradientSpec(params["attack"], [float(v) for v in params["eps"]], params["space"],
+                         params["loss"], params["norm"], dict(params["options"]))
+    return _fixed_budget(ctx, "attack", spec, params["limit"], compare_fgsm=False,
+                         extra={"attack": params["attack"]})
 
 
 # ---------------------------------------------------------------- minimal-perturbation attacks
