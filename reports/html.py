@@ -136,8 +136,10 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
         sections.append(f"<p class=note>Figures show {len(shown)} of "
                         f"{results['checkpoint'].nunique()} checkpoints ("
                         + html.escape(", ".join(shown)) + "); the tables list every one.</p>")
-    for_figures = {(d.task, d.metric): d for d in details(plotted)}
-    for detail in details(results):
+    tables = details(results)
+    figured = tables if len(plotted) == len(results) else details(plotted)  # all shown: reuse
+    for_figures = {(d.task, d.metric): d for d in figured}
+    for detail in tables:
         stem = folder / _slug(f"{detail.task}__{detail.metric}")
         markdown = to_markdown(detail)
         write_text_atomic(stem.with_suffix(".md"), markdown + "\n" + source + "\n")
