@@ -108,7 +108,6 @@ class _Pair:
 
     base: SampleTable
     now: SampleTable
-    params: dict[str, Any]
 
 
 def _row_key(unit: StoredUnit, table: SampleTable) -> str:
@@ -134,7 +133,7 @@ class Pairing:
             for table in records:
                 key = _row_key(unit, table)
                 if key in before and np.array_equal(before[key]["index"], table["index"]):
-                    self.tables[(*name, key)] = _Pair(before[key], table, unit.params)
+                    self.tables[(*name, key)] = _Pair(before[key], table)
 
     def test(self, key: tuple[str, str, str, str]) -> Paired | None:
         """The paired test of one metric row (checkpoint, task, metric, condition key), or
