@@ -5,9 +5,6 @@ Each returns plain booleans / masks; the harness turns them into recorded 0/1 fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import pairwise
-
 import torch
 import torch.nn as nn
 
@@ -43,7 +40,3 @@ def zero_gradients(grad: torch.Tensor) -> torch.Tensor:
     return (grad.flatten(1) == 0).all(dim=1)
 
 
-def not_monotone(eps: Sequence[float], errors: Sequence[float]) -> bool:
-    """True when the error at some eps is below the error at a smaller eps."""
-    ordered = [err for _, err in sorted(zip(eps, errors, strict=True))]
-    return any(later < earlier for earlier, later in pairwise(ordered))

@@ -28,7 +28,6 @@ from benchmark.errors import SuiteError
 if TYPE_CHECKING:
     from benchmark.tasks.registry import TaskContext, TaskPlaces
 
-NO_SPLIT = "none"  # the value of a held-out-split parameter that asks for none
 CACHE_BYTES = 2 << 30  # least recently used inputs are dropped beyond this (newest always kept)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmark.errors import RubenchError
 from benchmark.records import Records, SampleTable, condition_key
+from benchmark.reductions.ood import ID_SET, MEAN_SET
 from benchmark.stats import (
     detectable_difference,
     mcnemar_exact,
@@ -42,7 +43,6 @@ from reports.check import Paired
 from reports.files import write_atomic
 
 ALPHA = 0.05
-ID_SET = "in_distribution"
 OOD_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "auroc": ood.auroc, "aupr_in": ood.aupr_in, "aupr_out": ood.aupr_out,
     "tnr_at_tpr95": ood.tnr_at_tpr95, "detection_acc": ood.detection_acc,
@@ -146,7 +146,7 @@ class Pairing:
         if metric == "nll" and pair is not None and "nll" in pair.now.columns \
                 and "nll" in pair.base.columns:
             return self._mean(pair, "nll", conditions)
-        if metric in OOD_METRICS and wanted.get("ood_set") not in (None, "mean", ID_SET):
+        if metric in OOD_METRICS and wanted.get("ood_set") not in (None, MEAN_SET, ID_SET):
             reference = self.tables.get((checkpoint, task, condition_key(
                 {**wanted, "ood_set": ID_SET})))
             if pair is not None and reference is not None \

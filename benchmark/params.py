@@ -17,6 +17,8 @@ from typing import Any
 
 from benchmark.errors import SuiteError
 
+NO_SPLIT = "none"  # the value of a held-out-split parameter that asks for none
+
 
 @dataclass(frozen=True)
 class Rule:

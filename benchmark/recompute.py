@@ -4,34 +4,48 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from benchmark.errors import RubenchError
+from benchmark.records import Records
+from benchmark.reductions import reduce_records
+from benchmark.stats import Metric
 from benchmark.store import Store
-from benchmark.tasks import get_task
+from reports.pool import run_jobs
+
+
+def _reduce(task_type: str, blob: bytes, params: dict[str, Any], seed: int
+            ) -> list[Metric] | str:
+    """One unit's metric rows from its encoded records, or what went wrong (reported with the
+    unit's name)."""
+    try:
+        return reduce_records(task_type, Records.decode(blob), params, seed)
+    except Exception as exc:  # a unit that does not reduce is reported, nothing replaced
+        return f"{type(exc).__name__}: {exc}"
 
 
 def recompute(out_dir: Path, progress: bool = True) -> tuple[int, int]:
-    """Replace the metrics of every unit results.csv shows by the reduction of its records,
-    then rewrite results.csv; returns (units recomputed, units without records)."""
+    """Replace the metrics of every unit results.csv shows by the reduction of its records
+    (units spread over the cores), then rewrite results.csv; returns (units recomputed,
+    units without records)."""
     if not (Path(out_dir) / "results.sqlite").is_file():
         raise RubenchError(f"{out_dir}: no results.sqlite; run `rubench evaluate` first")
     store = Store(out_dir)
     try:
         keys = store.shown_keys()
-        reduced = []
-        for (name, sha256, task, config), unit, records in tqdm(
-                store.records(keys), total=len(keys), desc="recompute", unit="unit",
-                disable=not progress):
-            try:
-                metrics = get_task(unit.task_type).reduce(records, unit.params, unit.seed)
-            except Exception as exc:  # nothing is replaced unless every unit reduces
+        units = list(store.record_blobs(keys))
+        with tqdm(total=len(units), desc="recompute", unit="unit",
+                  disable=not progress) as bar:
+            reduced = run_jobs([(_reduce, (unit.task_type, blob, unit.params, unit.seed))
+                                for _, unit, blob in units], done=bar.update)
+        for ((name, _, task, _), _, _), metrics in zip(units, reduced, strict=True):
+            if isinstance(metrics, str):  # nothing is replaced unless every unit reduces
                 raise RubenchError(f"{store.path}: {name} / {task}: its records do not reduce "
-                                   f"({type(exc).__name__}: {exc}); nothing was changed") from exc
-            reduced.append(((sha256, task, config), metrics))
-        for key, metrics in reduced:
-            store.replace_metrics(key, metrics)
+                                   f"({metrics}); nothing was changed")
+        for ((_, sha256, task, config), _, _), metrics in zip(units, reduced, strict=True):
+            store.replace_metrics((sha256, task, config), metrics)
         store.export(keys, everything=False)
     finally:
         store.close()

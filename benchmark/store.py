@@ -278,12 +278,12 @@ class Store:
         extra["higher_is_better"] = extra["higher_is_better"].map({True: 1, False: 0})
         return pd.concat([frame, extra], ignore_index=True)
 
-    def records(self, keys: Iterable[tuple[str, str, str, str]],
-                task_types: tuple[str, ...] | None = None
-                ) -> Iterator[tuple[tuple[str, str, str, str], StoredUnit, Records]]:
-        """The stored per-sample records of the units among `keys` (checkpoint name, sha256,
-        task, config hash) that have them (and are of one of `task_types`, if given), in the
-        order of `keys`."""
+    def record_blobs(self, keys: Iterable[tuple[str, str, str, str]],
+                     task_types: tuple[str, ...] | None = None
+                     ) -> Iterator[tuple[tuple[str, str, str, str], StoredUnit, bytes]]:
+        """The encoded per-sample records (`Records.decode` reads them) of the units among
+        `keys` (checkpoint name, sha256, task, config hash) that have them (and are of one of
+        `task_types`, if given), in the order of `keys`."""
         for key in keys:
             row = self.conn.execute(
                 "SELECT task_type, params, seed, identity, records FROM samples WHERE "
@@ -291,13 +291,20 @@ class Store:
             if row is None or (task_types is not None and row[0] not in task_types):
                 continue
             task_type, params, seed, identity, blob = row
+            yield key, StoredUnit(task_type, json.loads(params), seed, identity), blob
+
+    def records(self, keys: Iterable[tuple[str, str, str, str]],
+                task_types: tuple[str, ...] | None = None
+                ) -> Iterator[tuple[tuple[str, str, str, str], StoredUnit, Records]]:
+        """`record_blobs`, decoded; a damaged blob is a StoreError naming the unit."""
+        for key, unit, blob in self.record_blobs(keys, task_types):
             try:
                 records = Records.decode(blob)
             except Exception as exc:  # a damaged blob: name the store and the unit
                 raise StoreError(f"{self.path}: the per-sample records of {key[0]} / {key[2]} "
                                  f"are unreadable ({type(exc).__name__}: {exc}); delete the "
                                  "store or evaluate into a new --out") from exc
-            yield key, StoredUnit(task_type, json.loads(params), seed, identity), records
+            yield key, unit, records
 
     def shown_keys(self) -> list[tuple[str, str, str, str]]:
         """The units `results.csv` shows (what `export`, `check` and `report --recompute` act

@@ -1,10 +1,15 @@
 """The 19 corruptions of Hendrycks & Dietterich (2019), their categories and AlexNet's errors.
 
+Generators added later (`corruptions.generate.register_corruption`) are selected by name only:
+the groups stay what the released -C sets hold, and no summary averages them in.
+
 The 15 benchmark corruptions (4 categories) enter mean corruption error and mCE; the 4 extra
 ("validation") corruptions are reported but never averaged into them.
 """
 
 from __future__ import annotations
+
+from benchmark.registry import registry
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
@@ -35,24 +40,37 @@ ALEXNET_ERR: dict[str, float] = {
 ALEXNET_CLEAN_ERR = 0.4345
 
 
+def category_of(name: str) -> str:
+    """A corruption's category: the catalog's, else its registration's (a plugin's)."""
+    if name in CATEGORY_OF:
+        return CATEGORY_OF[name]
+    return str(registry("corruption").entry(name).info.get("category", "other"))
+
+
 def select(corruptions: str | list[str] = "all", categories: list[str] | None = None
            ) -> list[str]:
-    """Corruption names in catalog order: `"all"` (19), `"benchmark"` (15), `"extra"` (4) or a
-    list of names, further restricted to `categories` when given. Unknown names raise ValueError."""
+    """Corruption names: `"all"` (19), `"benchmark"` (15), `"extra"` (4) in catalog order, or a
+    list of names (the catalog's in its order, then registered ones as listed), restricted to
+    `categories` when given. The groups are what the released sets hold, whatever else is
+    registered. Unknown names raise ValueError."""
     if isinstance(corruptions, str):
         groups = {"all": ALL, "benchmark": BENCHMARK, "extra": EXTRA}
         if corruptions not in groups:
             raise ValueError(f"corruptions: unknown group {corruptions!r}; use 'all', "
                              "'benchmark', 'extra' or a list of corruption names")
-        wanted = set(groups[corruptions])
+        wanted = list(groups[corruptions])
     else:
-        unknown = sorted(set(corruptions) - set(ALL))
+        known = registry("corruption")
+        unknown = sorted(set(corruptions) - set(ALL) - set(known.names()))
         if unknown:
-            raise ValueError(f"corruptions: unknown name(s) {unknown}; known: {', '.join(ALL)}")
-        wanted = set(corruptions)
+            hints = "".join(known.hint(name, list(ALL)) for name in unknown)
+            raise ValueError(f"corruptions: unknown name(s) {unknown}{hints}; known: "
+                             f"{', '.join(dict.fromkeys([*ALL, *known.names()]))}")
+        wanted = [c for c in ALL if c in corruptions] + \
+            [c for c in dict.fromkeys(corruptions) if c not in ALL]
     if categories:
         unknown = sorted(set(categories) - set(CATEGORIES))
         if unknown:
             raise ValueError(f"categories: unknown {unknown}; known: {', '.join(CATEGORIES)}")
-        wanted &= {c for cat in categories for c in CATEGORIES[cat]}
-    return [c for c in ALL if c in wanted]
+        wanted = [c for c in wanted if category_of(c) in categories]
+    return wanted

@@ -20,7 +20,9 @@ water spatter (OpenCV's Canny) and frost agree in distribution.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from corruptions.tables import SeverityTable, get_table
 from corruptions.weather import FrostTextures
 
 CORRUPTIONS = registry("corruption")
+Generator = Callable[..., np.ndarray]  # (images, constant, rngs, **options) -> images
 for _name, _function in {
     "gaussian_noise": noise.gaussian_noise, "shot_noise": noise.shot_noise,
     "impulse_noise": noise.impulse_noise, "defocus_blur": blur.defocus_blur,
@@ -49,10 +52,31 @@ for _name, _function in {
                     released=True)
 
 
+def register_corruption(name: str, severities: Sequence[Any], category: str = "other",
+                        description: str = "") -> Callable[[Generator], Generator]:
+    """Register a corruption generator `fn(images, constant, rngs) -> images` (uint8
+    (N, H, W, C) in, values clipped and truncated to uint8 after; `rngs` one generator per
+    image) with its five severity constants (used as given, for every image size). It is
+    never in a released set (`released=False`): suites select it by name, on generated sets."""
+    if len(severities) != len(SEVERITIES):
+        raise ValueError(f"corruption {name!r}: {len(SEVERITIES)} severity constants needed, "
+                         f"got {len(severities)}")
+    return CORRUPTIONS.register(name, description, category=category, released=False,
+                                severities=tuple(severities))
+
+
+def _code(corruption: str) -> int:
+    """The corruption's number in the per-image seeds: its catalog index, else (a plugin) a
+    stable number from its name beyond the catalog's."""
+    if corruption in ALL:
+        return ALL.index(corruption)
+    return len(ALL) + zlib.crc32(corruption.encode())
+
+
 def image_rngs(seed: int, corruption: str, severity: int, indices: Sequence[int]
                ) -> list[np.random.Generator]:
-    """One generator per image, from (seed, corruption index in the catalog, severity, index)."""
-    code = ALL.index(corruption)
+    """One generator per image, from (seed, the corruption's number, severity, index)."""
+    code = _code(corruption)
     return [np.random.default_rng([seed, code, severity, int(i)]) for i in indices]
 
 
@@ -69,7 +93,8 @@ def corrupt(images: np.ndarray, corruption: str, severity: int,
     the synthetic ones; `pixelate_upsample` is `box` (Hendrycks) or `nearest`.
     """
     if corruption not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r}; known: {', '.join(ALL)}")
+        raise ValueError(f"unknown corruption {corruption!r}{CORRUPTIONS.hint(corruption)}; "
+                         f"known: {', '.join(CORRUPTIONS.names())}")
     array = np.asarray(images)
     if array.dtype != np.uint8:
         raise ValueError(f"images must be uint8 in [0, 255], got {array.dtype}")
@@ -79,7 +104,10 @@ def corrupt(images: np.ndarray, corruption: str, severity: int,
     if array.ndim != 4 or array.shape[-1] not in (1, 3):
         raise ValueError(f"images must be (N, H, W) or (N, H, W, 1 or 3), got {array.shape}")
     n, h, w, _ = array.shape
-    params = get_table(table).params(corruption, severity, h, w)
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be 1..5, got {severity!r}")
+    params = get_table(table).params(corruption, severity, h, w) if corruption in ALL else \
+        CORRUPTIONS.entry(corruption).info["severities"][severity - 1]
     if rngs is None:
         rngs = image_rngs(seed, corruption, severity, range(n) if indices is None else indices)
     if len(rngs) != n:

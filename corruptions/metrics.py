@@ -18,7 +18,6 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from benchmark.registry import registry
 from corruptions.catalog import ALEXNET_CLEAN_ERR, ALEXNET_ERR, BENCHMARK, CATEGORIES
 
 Errors = Mapping[tuple[str, int], float]  # (corruption, severity) -> top-1 error, percent
@@ -47,7 +46,6 @@ def category_errors(corruption_err: Mapping[str, float]) -> dict[str, float]:
             for cat, names in CATEGORIES.items() if all(c in corruption_err for c in names)}
 
 
-@registry("metric").register("corruptions/mean_corruption_err", inputs="errors per corruption")
 def mean_corruption_err(corruption_err: Mapping[str, float]) -> float:
     """Unnormalized mean of CE_u over the 15 benchmark corruptions (all must be present)."""
     return float(np.mean([corruption_err[c] for c in _benchmark(corruption_err)]))
@@ -60,7 +58,6 @@ def _benchmark(values: Mapping[str, float], what: str = "errors") -> tuple[str, 
     return BENCHMARK
 
 
-@registry("metric").register("corruptions/mce", inputs="errors per corruption")
 def mce(corruption_err: Mapping[str, float], baseline_err: Mapping[str, float]) -> float:
     """mCE (x100): mean over the 15 of CE(f, c) = sum_s E(f,c,s) / sum_s E(base,c,s).
 
@@ -72,7 +69,6 @@ def mce(corruption_err: Mapping[str, float], baseline_err: Mapping[str, float]) 
                                   for c in _benchmark(corruption_err)]))
 
 
-@registry("metric").register("corruptions/relative_mce", inputs="errors per corruption")
 def relative_mce(corruption_err: Mapping[str, float], clean_err: float,
                  baseline_err: Mapping[str, float], baseline_clean_err: float) -> float:
     """Relative mCE (x100): mean over the 15 of (CE_u(f,c) - clean(f)) / (CE_u(b,c) - clean(b)).

@@ -15,8 +15,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 
-from benchmark.registry import registry
-
 __all__ = [
     "ReliabilityBins",
     "adaptive_ece",
@@ -143,13 +141,11 @@ def _weighted_gap(bins: ReliabilityBins) -> float:
     return float(np.sum(weights * np.abs(bins.accuracy[full] - bins.confidence[full])))
 
 
-@registry("metric").register("calibration/ece", inputs="confidences, correct")
 def ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
     """Expected calibration error (top-label, L1, equal-width bins, weighted by bin size)."""
     return _weighted_gap(reliability_bins(confidences, correct, n_bins))
 
 
-@registry("metric").register("calibration/mce", inputs="confidences, correct")
 def mce(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
     """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
     bins = reliability_bins(confidences, correct, n_bins)
@@ -157,7 +153,6 @@ def mce(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
     return float(np.max(np.abs(bins.accuracy[full] - bins.confidence[full])))
 
 
-@registry("metric").register("calibration/adaptive_ece", inputs="confidences, correct")
 def adaptive_ece(confidences: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
     """ECE over equal-mass bins: n_bins groups of sorted confidences, sizes differing by <= 1.
 
@@ -183,7 +178,6 @@ def nll_per_sample(logits: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
     return -log_probs[np.arange(lab.size), lab]
 
 
-@registry("metric").register("calibration/nll", inputs="logits, labels")
 def nll(logits: ArrayLike, labels: ArrayLike) -> float:
     """Mean cross-entropy of (N, K) logits against integer labels, in nats (float64, stable)."""
     return float(np.mean(nll_per_sample(logits, labels)))
@@ -202,7 +196,6 @@ def brier_per_sample(probs: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]
     return np.sum(diff * diff, axis=1)
 
 
-@registry("metric").register("calibration/brier", inputs="probabilities, labels")
 def brier(probs: ArrayLike, labels: ArrayLike) -> float:
     """Multi-class Brier score: mean over samples of sum_k (p_k - onehot_k)^2, in [0, 2].
 

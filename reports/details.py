@@ -38,26 +38,31 @@ class Detail:
     high: pd.DataFrame | None = None
 
 
-def _wide(rows: pd.DataFrame, conditions: list[str], column: str) -> pd.DataFrame:
-    """`column` of `rows` pivoted: checkpoints x the values of `conditions`."""
-    return rows.pivot_table(index="checkpoint", columns=conditions, values=column,
-                            aggfunc="first", dropna=False)
+def _wide(rows: pd.DataFrame, conditions: list[str], columns: list[str]) -> pd.DataFrame:
+    """`columns` of `rows` pivoted: checkpoints x (column, the values of `conditions`), both
+    sorted (the first row of a repeated key wins)."""
+    keyed = rows[["checkpoint", *conditions, *columns]].set_index(["checkpoint", *conditions])
+    keyed = keyed[~keyed.index.duplicated()]
+    return keyed.unstack(conditions).sort_index(axis=0).sort_index(axis=1)
 
 
 def details(results: pd.DataFrame) -> list[Detail]:
     """Every (task, metric) that has conditions varying, pivoted: rows checkpoints, columns the
     condition values (a MultiIndex when several conditions vary)."""
     conditions = condition_columns(results)
+    has_bounds = "ci_low" in results
     out = []
     for (task, metric), rows in results.groupby(["task", "metric"], sort=False):
-        varying = [c for c in conditions if rows[c].notna().any()]
-        if not varying or metric.startswith(HIDDEN_PREFIXES):
+        if metric.startswith(HIDDEN_PREFIXES):
             continue
-        table = _wide(rows, varying, "value").dropna(axis=1, how="all")
-        bounds = [None, None]
-        if "ci_low" in rows and rows["ci_low"].notna().any():
-            bounds = [_wide(rows, varying, c).reindex(index=table.index, columns=table.columns)
-                      for c in ("ci_low", "ci_high")]
+        varying = [c for c in conditions if rows[c].notna().any()]
+        if not varying:
+            continue
+        bounded = has_bounds and rows["ci_low"].notna().any()
+        wide = _wide(rows, varying, ["value", "ci_low", "ci_high"] if bounded else ["value"])
+        table = wide["value"].dropna(axis=1, how="all")
+        bounds = [wide[c].reindex(columns=table.columns) for c in ("ci_low", "ci_high")] \
+            if bounded else [None, None]
         task_type = rows["task_type"].iloc[0] if "task_type" in rows else task
         out.append(Detail(task, metric, table, direction(rows["higher_is_better"].iloc[0]),
                           task_type, *bounds))

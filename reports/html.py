@@ -26,9 +26,10 @@ from reports.leaderboard import (
     leaderboard,
     notes,
     provenance,
-    write_leaderboard,
+    write_leaderboard_files,
 )
 from reports.leaderboard import to_markdown as leaderboard_markdown
+from reports.pool import Job, run_jobs
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
@@ -69,6 +70,11 @@ def _figures(detail: Detail, results: pd.DataFrame, stem: Path) -> list[Path]:
     return plot(detail, stem.with_suffix(".png"))
 
 
+def _cost(job: Job) -> int:
+    """A figure job's size for scheduling: the rows it draws."""
+    return sum(len(arg) for arg in job[1] if isinstance(arg, pd.DataFrame))
+
+
 MAX_FIGURE_CHECKPOINTS = 12  # more lines or panels than this make figures nobody can read
 
 
@@ -102,14 +108,18 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
     """Write leaderboard.md/.csv, report/<task>__<metric>.{md,csv,png}, the sanity-flag table
     and report/index.html (every table and figure, images inlined)."""
     out_dir = Path(out_dir)
-    written = list(write_leaderboard(out_dir, baseline, show_ci, significance))
-    results = pd.read_csv(out_dir / "results.csv", low_memory=False)
+    path = out_dir / "results.csv"
+    if not path.is_file():
+        raise ReportError(f"{path}: no results.csv; run `rubench evaluate` first")
+    results = pd.read_csv(path, low_memory=False)
     if results.empty:
-        raise ReportError(f"{out_dir / 'results.csv'}: holds no results")
+        raise ReportError(f"{path}: holds no results")
+    table = leaderboard(results)
+    written = list(write_leaderboard_files(out_dir, results, table, baseline, show_ci,
+                                           significance))
     folder = out_dir / "report"
     folder.mkdir(exist_ok=True)
     source = provenance(results)
-    table = leaderboard(results)
     sections = ["<h1>rubench report</h1>", "<h2>Leaderboard</h2>",
                 _markdown_table_to_html(leaderboard_markdown(table, baseline, show_ci=show_ci,
                                                              significance=significance)),
@@ -139,6 +149,14 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
     tables = details(results)
     figured = tables if len(plotted) == len(results) else details(plotted)  # all shown: reuse
     for_figures = {(d.task, d.metric): d for d in figured}
+    figures: list[Job] = []  # drawn together at the end, on every core
+    slots: list[int] = []  # where each job's images go in `sections`
+
+    def figure(job: Job) -> None:
+        figures.append(job)
+        slots.append(len(sections))
+        sections.append("")
+
     for detail in tables:
         stem = folder / _slug(f"{detail.task}__{detail.metric}")
         markdown = to_markdown(detail)
@@ -147,9 +165,8 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
         written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
         sections.append(f"<h2>{html.escape(detail.task)} / {html.escape(detail.metric)}</h2>")
         subset = for_figures.get((detail.task, detail.metric))
-        for image in _figures(subset, plotted, stem) if subset is not None else []:
-            written.append(image)
-            sections.append(_image(image))
+        if subset is not None:
+            figure((_figures, (subset, plotted[plotted["task"] == detail.task], stem)))
         sections.append(_markdown_table_to_html(markdown.split("\n", 2)[2]))
     binned = _artifacts(out_dir)
     binned = binned[binned["checkpoint"].isin(shown)]
@@ -160,9 +177,17 @@ def write_report(out_dir: Path, baseline: str | None = None, show_ci: bool = Fal
                 "task", sort=False):
             slug = prefix.rstrip("_")
             sections.append(f"<h2>{html.escape(task)} / {title}</h2>")
-            for image in draw(rows, folder / _slug(f"{task}__{slug}.png")):
-                written.append(image)
-                sections.append(_image(image))
+            # one job per scorer: a figure each, drawn side by side
+            parts = rows.groupby("scorer", sort=True) if prefix == "score_hist" \
+                else [(None, rows)]
+            for _, part in parts:
+                figure((draw, (part, folder / _slug(f"{task}__{slug}.png"))))
+    order = sorted(range(len(figures)), key=lambda i: -_cost(figures[i]))  # longest first
+    drawn_images = dict(zip(order, run_jobs([figures[i] for i in order]), strict=True))
+    for slot, images in zip(slots, (drawn_images[i] for i in range(len(figures))),
+                            strict=True):
+        written += images
+        sections[slot] = "\n".join(_image(image) for image in images)
     index = folder / "index.html"
     write_text_atomic(index, "<!doctype html><html><head><meta charset=utf-8><title>rubench "
                       f"report</title><style>{_STYLE}</style></head><body>\n"

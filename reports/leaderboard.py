@@ -134,11 +134,13 @@ RowKey = tuple[str, str, str, str]
 Significance = Callable[[RowKey, RowKey], bool | None]
 
 
-def _raised_flags(flags: pd.DataFrame, row: pd.Series, conditions: list[str]) -> list[str]:
-    """Names of the sanity flags raised for the task and checkpoint of `row` that concern its
-    conditions: a flag without eps concerns every eps, one with eps only that eps."""
-    mine = flags[(flags["checkpoint"] == row["checkpoint"]) & (flags["task"] == row["task"])]
-    if mine.empty:
+def _raised_flags(flags: dict[tuple[str, str], pd.DataFrame], row: pd.Series,
+                  conditions: list[str]) -> list[str]:
+    """Names of the sanity flags raised (`flags` by checkpoint and task) for the task and
+    checkpoint of `row` that concern its conditions: a flag without eps concerns every eps,
+    one with eps only that eps."""
+    mine = flags.get((row["checkpoint"], row["task"]))
+    if mine is None:
         return []
     for column in conditions:
         if pd.isna(row[column]):
@@ -178,7 +180,8 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
     conditions = condition_columns(results)
     task_type = _task_type(results)
     checkpoints = sorted(results["checkpoint"].unique())
-    flags = results[results["metric"].str.startswith("flag_") & (results["value"] > 0)]
+    raised_rows = results[results["metric"].str.startswith("flag_") & (results["value"] > 0)]
+    flags = {key: group for key, group in raised_rows.groupby(["checkpoint", "task"])}
     values, lows, highs, directions, averaged, raised, sources = {}, {}, {}, {}, [], {}, {}
     for column in columns:
         rows = results[(task_type == column.task) & (results["metric"] == column.metric)]
@@ -341,8 +344,15 @@ def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool 
     source = out_dir / "results.csv"
     if not source.is_file():
         raise ReportError(f"{source}: no results.csv; run `rubench evaluate` first")
-    results = pd.read_csv(source)
-    table = leaderboard(results)
+    results = pd.read_csv(source, low_memory=False)
+    return write_leaderboard_files(out_dir, results, leaderboard(results), baseline, show_ci,
+                                   significance)
+
+
+def write_leaderboard_files(out_dir: Path, results: pd.DataFrame, table: Table,
+                            baseline: str | None = None, show_ci: bool = False,
+                            significance: Significance | None = None) -> tuple[Path, Path]:
+    """Write `leaderboard.md` and `leaderboard.csv` of `table` (`leaderboard(results)`)."""
     markdown = out_dir / "leaderboard.md"
     write_text_atomic(markdown, "# Leaderboard\n\n"
                       + to_markdown(table, baseline, show_ci=show_ci, significance=significance)

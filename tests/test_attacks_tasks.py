@@ -22,6 +22,7 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import read_digits
 from benchmark.errors import SuiteError
 from benchmark.records import Records, concat
+from benchmark.reductions.attacks import _median_norm
 from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 
@@ -185,13 +186,13 @@ def test_median_interval_covers_and_is_left_out_when_unbounded():
     covered = 0
     for _ in range(400):  # 10 % exact zeros, else Exp(1): median ln(9/5) (0.1 + 0.9 (1 - 5/9))
         sample = np.where(rng.uniform(size=50) < 0.1, 0.0, rng.exponential(size=50))
-        m = attack_tasks._median_norm(sample, {})
+        m = _median_norm(sample, {})
         covered += m.ci_low <= math.log(9 / 5) <= m.ci_high
     assert covered / 400 >= 0.93  # >= 95 % by construction, up to Monte Carlo noise
-    assert attack_tasks._median_norm(np.ones(5), {}).ci_low is None  # n < 6: no k >= 1
-    assert attack_tasks._median_norm(np.ones(6), {}).ci_low == 1.0
+    assert _median_norm(np.ones(5), {}).ci_low is None  # n < 6: no k >= 1
+    assert _median_norm(np.ones(6), {}).ci_low == 1.0
     broken = np.r_[np.ones(10), np.full(10, np.inf)]  # the upper bound would be +inf
-    m = attack_tasks._median_norm(broken, {})
+    m = _median_norm(broken, {})
     assert m.value == 1.0 and m.ci_low is None and m.ci_high is None
 
 

@@ -417,10 +417,11 @@ def test_per_sample_nll_and_brier_average_to_the_metrics() -> None:
 
 def _calibration_rows(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
     from benchmark.records import SampleTable
-    from benchmark.tasks.calibration import calibration_columns, calibration_rows
+    from benchmark.reductions.calibration import calibration_errors
+    from benchmark.tasks.calibration import calibration_columns
 
     table = SampleTable({}, calibration_columns(logits, labels, with_nll=True))
-    return {m.metric: m for m in calibration_rows(table, 15, False, {"scaling": "none"}, seed)}
+    return {m.metric: m for m in calibration_errors(table, 15, {"scaling": "none"}, seed)}
 
 
 def _sampled_model(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

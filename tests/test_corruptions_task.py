@@ -18,9 +18,9 @@ from benchmark.checkpoints import NormalizedModel
 from benchmark.cli import main
 from benchmark.data import EvalData, stratified_subset
 from benchmark.records import Records, concat
+from benchmark.reductions.corruptions import Cell, summarize
 from benchmark.stats import wilson_interval
 from benchmark.tasks import get_task, resolve_params
-from benchmark.tasks.corruptions import Cell, summarize
 from benchmark.tasks.registry import TaskContext
 from corruptions.catalog import ALEXNET_ERR, ALL, BENCHMARK, CATEGORIES, CATEGORY_OF
 
@@ -57,14 +57,19 @@ def _predict(state: dict, arch: str, num_classes: int, images_nhwc: np.ndarray) 
         return net.eval()((x - MEAN) / STD).argmax(1).numpy()
 
 
-@pytest.fixture
-def cifar_c(tmp_path: Path):
+def make_cifar_c(tmp_path: Path) -> tuple[Path, dict[str, dict], np.ndarray]:
+    """A CIFAR-10 fixture with a released-layout CIFAR-10-C and two tiny models."""
     data_root = tmp_path / "data"
     cifar = write_cifar10(data_root, n_train_per_batch=2, n_test=40, seed=3)
     images, labels = cifar_test_images(cifar)
     write_npy_c(data_root, "CIFAR-10-C", images, labels)
     states = _zoo(tmp_path / "zoo", TINY32, 10, seeds=(0, 1))
     return data_root, states, labels
+
+
+@pytest.fixture
+def cifar_c(tmp_path: Path):
+    return make_cifar_c(tmp_path)
 
 
 def _normal_interval(shares: np.ndarray) -> tuple[float, float]:

@@ -3,6 +3,8 @@ baseline keeps its records so `rubench check` can pair its tests."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -109,3 +111,78 @@ def test_metric_export_is_results_csv(evaluated: Path, tmp_path: Path):
     assert main(["export", str(evaluated), "-o", str(tmp_path / "m.csv")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m.csv"),
                                   pd.read_csv(evaluated / "results.csv"))
+
+
+METRIC_PLUGIN = '''
+import numpy as np
+
+from benchmark.reductions import register_metric
+from benchmark.stats import Metric
+
+
+@register_metric("clean", "mean_confidence")
+def mean_confidence(records, params, seed):
+    """Mean top-1 softmax probability (percent), no interval."""
+    table = records.one()
+    return [Metric("mean_confidence", 100.0 * float(np.mean(table["confidence"])), len(table),
+                   None)]
+'''
+
+
+def test_a_metric_plugin_reaches_stored_units_by_recompute(evaluated: Path, tmp_path: Path):
+    """One file and its registration: `report --recompute --plugin` adds the metric to every
+    stored unit of its task type, computed from the records (checked against the export)."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(evaluated, out)
+    plugin = tmp_path / "mean_confidence.py"
+    plugin.write_text(METRIC_PLUGIN)
+    done = subprocess.run([sys.executable, "-m", "benchmark.cli", "report", str(out),
+                           "--recompute", "--no-progress", "--plugin", str(plugin)],
+                          capture_output=True, text=True)  # its own process: the registry
+    assert done.returncode == 0, done.stderr  # of this one stays as it was
+    results = pd.read_csv(out / "results.csv")
+    added = results[results.metric == "mean_confidence"].set_index("checkpoint")["value"]
+    assert main(["export", str(out), "--samples", "-o", str(tmp_path / "s.csv")]) == 0
+    samples = pd.read_csv(tmp_path / "s.csv")
+    expected = 100 * samples.groupby("checkpoint")["confidence"].mean()
+    assert sorted(added.index) == sorted(expected.index) and len(added) == 2
+    for name, value in expected.items():
+        assert added[name] == pytest.approx(value, rel=1e-6)
+    before = pd.read_csv(evaluated / "results.csv")  # the built-in rows are untouched
+    kept = results[results.metric != "mean_confidence"]
+    pd.testing.assert_frame_equal(before.drop(columns="git_hash").reset_index(drop=True),
+                                  kept.drop(columns="git_hash").reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_recompute_refuses_units_no_metric_function_reduces(evaluated: Path, tmp_path: Path,
+                                                             capsys):
+    import shutil
+    import sqlite3
+
+    out = tmp_path / "out"
+    shutil.copytree(evaluated, out)
+    with sqlite3.connect(out / "results.sqlite") as conn:  # a task from a plugin not loaded
+        conn.execute("UPDATE samples SET task_type = 'from_a_plugin'")
+    before = (out / "results.csv").read_bytes()
+    assert main(["report", str(out), "--recompute", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no metric function is registered for task type 'from_a_plugin'" in err
+    assert "--plugin" in err and "nothing was changed" in err
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_two_metric_functions_may_not_emit_the_same_row():
+    from benchmark.records import Records
+    from benchmark.reductions import reduce_records, register_metric
+    from benchmark.stats import Metric
+
+    def one(records, params, seed):
+        return [Metric("twice", 1.0, 1, None)]
+
+    register_metric("test_twice", "first")(one)
+    register_metric("test_twice", "second")(one)
+    with pytest.raises(ValueError, match=r"'twice' under \{\} is emitted by both"):
+        reduce_records("test_twice", Records(), {}, 0)

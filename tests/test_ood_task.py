@@ -24,10 +24,10 @@ from benchmark.datasets import load_dataset, read_digits
 from benchmark.errors import DataError, SuiteError
 from benchmark.readers import read_cifar100
 from benchmark.records import Records, concat
+from benchmark.reductions.ood import _detection_rows
 from benchmark.stats import wilson_interval
 from benchmark.tasks import TaskContext, get_task, resolve_params
 from benchmark.tasks import ood as ood_task
-from benchmark.tasks.ood import _detection_rows
 from ood.calibration import fit_temperature
 from ood.datasets import natural_crops
 from ood.metrics import METRICS, ood_metrics

@@ -18,6 +18,7 @@ from benchmark.archs import build_arch
 from benchmark.cli import main
 from benchmark.datasets import read_digits
 from benchmark.records import Records
+from benchmark.reductions import register_metric
 from benchmark.stats import Metric
 from benchmark.tasks import register_task
 
@@ -144,11 +145,12 @@ def test_bad_checkpoint_does_not_stop_the_others(tmp_path, capsys):
     assert sorted(results.checkpoint.unique()) == ["m0", "m1", "m2"]
 
 
+@register_metric("explode_on_m1", "share_of_zeros")
 def _zeros(records, params, seed):
     return [Metric("share_of_zeros", 0.0, len(records.one()), False)]
 
 
-@register_task("explode_on_m1", reduce=_zeros)
+@register_task("explode_on_m1")
 def _explode_on_m1(ctx, params):
     """Test task: fails for one model (recognised by its first weight), succeeds otherwise."""
     first = next(ctx.model.parameters()).flatten()[0].item()

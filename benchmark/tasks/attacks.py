@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +72,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from scipy import stats
 from tqdm.auto import tqdm
 
 import attacks.fixed  # noqa: F401  (registers the fixed-budget attacks)
@@ -94,9 +92,8 @@ from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import SuiteError
 from benchmark.inputs import InputRequest
 from benchmark.params import defaults, param, validate
-from benchmark.records import Records, SampleTable
+from benchmark.records import Records
 from benchmark.registry import registry
-from benchmark.stats import Metric
 from benchmark.tasks.registry import (
     TaskContext,
     TaskPlaces,
@@ -342,36 +339,6 @@ def _randomized(adv_space: AttackSpace, clean_logits: torch.Tensor, logits: torc
     return rows.start == 0 and sanity.outputs_randomized(adv_space.model, adv_space.x)
 
 
-def _model_table(records: Records) -> SampleTable:
-    """The one table measured under no eps: the model's per-sample observations."""
-    found = [t for t in records if "eps" not in t.conditions]
-    if len(found) != 1:
-        raise ValueError(f"attack records hold {len(found)} tables without an eps, not one")
-    return found[0]
-
-
-def _errors(table: SampleTable, column: str = "correct") -> int:
-    """How many samples of `table` are not hit in `column`."""
-    return len(table) - int(np.count_nonzero(table[column]))
-
-
-def _model_flags(table: SampleTable) -> list[Metric]:
-    """flag_randomized, flag_softmax_output and (white-box) zero_grad_rate, flag_zero_grad from
-    the model table, under its conditions. A zero gradient counts on clean hits only."""
-    n, conditions = len(table), table.conditions
-    metrics = [
-        Metric("flag_randomized", float(bool(table["randomized"].any())), n, False,
-               dict(conditions)),
-        Metric("flag_softmax_output", float(bool(table["softmax_output"].all())), n, False,
-               dict(conditions)),
-    ]
-    if "zero_grad" in table.columns:
-        zero_grad = int(np.count_nonzero(table["zero_grad"] & table["correct"]))
-        metrics += [Metric.rate("zero_grad_rate", zero_grad, n, conditions=conditions),
-                    Metric("flag_zero_grad", float(zero_grad > 0), n, False, dict(conditions))]
-    return metrics
-
-
 # ---------------------------------------------------------------- fixed-budget attacks
 
 
@@ -442,65 +409,19 @@ def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
     return records
 
 
-def _reduce_fixed(records: Records, params: dict[str, Any], attack: str, compared: bool
-                  ) -> list[Metric]:
-    """A fixed-budget task's metrics: per eps `top1_err`, `top5_err` (with that column),
-    `flag_below_clean` and, where FGSM ran beside the task's `attack` (`compared`, the tables
-    then tagged with `attack`), `fgsm_top1_err` and `flag_below_fgsm`; then
-    `flag_not_monotone` and the model flags, under the model table's conditions."""
-    model = _model_table(records)
-    base, n = model.conditions, len(model)
-    clean_errors = _errors(model)
-    budgets, metrics, errors = [float(v) for v in params["eps"]], [], []
-    for eps in budgets:
-        at = {"eps": eps, **base}
-        own = records.one(**at, **({"attack": attack} if compared else {}))
-        top1 = _errors(own)
-        errors.append(top1)  # counts over the same points: ordered as the rates are
-        metrics.append(Metric.rate("top1_err", top1, n, conditions=at))
-        if "correct_top5" in own.columns:
-            metrics.append(Metric.rate("top5_err", _errors(own, "correct_top5"), n,
-                                       conditions=at))
-        metrics.append(Metric("flag_below_clean",
-                              float(_errors(own, "adv_correct") < clean_errors), n, False,
-                              dict(at)))
-        if compared:
-            fgsm_top1 = _errors(records.one(**at, attack="fgsm"))
-            metrics += [Metric.rate("fgsm_top1_err", fgsm_top1, n, conditions=at),
-                        Metric("flag_below_fgsm", float(top1 < fgsm_top1), n, False, dict(at))]
-    metrics.append(Metric("flag_not_monotone", float(sanity.not_monotone(budgets, errors)), n,
-                          False, dict(base)))
-    return metrics + _model_flags(model)
-
-
-def reduce_fgsm(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """fgsm's metrics from its records (see `_reduce_fixed`)."""
-    return _reduce_fixed(records, params, "fgsm", compared=False)
-
-
-def reduce_ifgsm(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """ifgsm's metrics from its records, FGSM compared (see `_reduce_fixed`)."""
-    return _reduce_fixed(records, params, "ifgsm", compared=True)
-
-
-def reduce_pgd(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """pgd's metrics from its records, FGSM compared (see `_reduce_fixed`)."""
-    return _reduce_fixed(records, params, "pgd", compared=True)
-
-
-@register_task("fgsm", params=FgsmParams, version=3, reduce=reduce_fgsm)
+@register_task("fgsm", params=FgsmParams, version=3)
 def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
-@register_task("ifgsm", params=IfgsmParams, version=3, reduce=reduce_ifgsm)
+@register_task("ifgsm", params=IfgsmParams, version=3)
 def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
-@register_task("pgd", params=PgdParams, version=3, reduce=reduce_pgd)
+@register_task("pgd", params=PgdParams, version=3)
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
@@ -543,12 +464,7 @@ class AttackTaskParams(AttackParams):
                              f"(it has: {', '.join(sorted(own)) or 'none'})")
 
 
-def reduce_attack(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """The generic task's metrics from its records (see `_reduce_fixed`)."""
-    return _reduce_fixed(records, params, params["attack"], compared=False)
-
-
-@register_task("attack", params=AttackTaskParams, version=1, reduce=reduce_attack)
+@register_task("attack", params=AttackTaskParams, version=1)
 def attack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Any registered fixed-budget attack: top-1/top-5 error per eps, white-box, true labels."""
     spec = _GradientSpec(params["attack"], [float(v) for v in params["eps"]], params["space"],
@@ -582,37 +498,7 @@ def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str
     return records
 
 
-def reduce_minimal(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """A minimal attack's metrics from its table: `median_norm`, `fail_rate` (norm +inf),
-    `top1_err` at each eps (norm <= eps), then the model flags."""
-    table = _model_table(records)
-    distances, n, base = table["perturbation_norm"], len(table), table.conditions
-    metrics = [_median_norm(distances, base),
-               Metric.rate("fail_rate", int(np.count_nonzero(np.isinf(distances))), n,
-                           conditions=base)]
-    metrics += [Metric.rate("top1_err", int(np.count_nonzero(distances <= e)), n,
-                            conditions={"eps": e, **base}) for e in map(float, params["eps"])]
-    return metrics + _model_flags(table)
-
-
-def _median_norm(distances: np.ndarray, conditions: dict[str, Any]) -> Metric:
-    """`median_norm`: the lower median (as `torch.median`) with its order-statistic interval.
-
-    [x_(k), x_(n+1-k)] (1-based order statistics), k the largest with
-    P(Binomial(n, 1/2) < k) < 2.5 %, covers the median with probability >= 95 % whatever the
-    distribution, ties included. Left out where k < 1 (n < 6) or the upper bound is +inf.
-    """
-    ordered = np.sort(distances)
-    n = len(ordered)
-    median = float(ordered[(n - 1) // 2])
-    k = int(stats.binom.ppf(0.025, n, 0.5))  # smallest k with P(B <= k) >= 2.5 %
-    if k < 1 or not math.isfinite(ordered[n - k]):
-        return Metric("median_norm", median, n, True, dict(conditions))
-    return Metric("median_norm", median, n, True, dict(conditions), float(ordered[k - 1]),
-                  float(ordered[n - k]))
-
-
-@register_task("deepfool", params=DeepFoolParams, version=3, reduce=reduce_minimal)
+@register_task("deepfool", params=DeepFoolParams, version=3)
 def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """DeepFool (L2 or Linf): median perturbation norm, fail rate, top-1 error at eps."""
     norm = params["norm"]
@@ -621,7 +507,7 @@ def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         overshoot=float(params["overshoot"]), bounds=s.bounds))
 
 
-@register_task("cw", params=CwParams, version=3, reduce=reduce_minimal)
+@register_task("cw", params=CwParams, version=3)
 def cw_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Carlini-Wagner L2 (foolbox): median perturbation norm, fail rate, top-1 error at eps."""
     options = {"binary_search_steps": params["binary_search_steps"], "steps": params["steps"],
@@ -632,7 +518,7 @@ def cw_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         s.model, s.x, y, bounds=s.bounds, **options))
 
 
-@register_task("ddn", params=DdnParams, version=3, reduce=reduce_minimal)
+@register_task("ddn", params=DdnParams, version=3)
 def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """DDN (foolbox, L2): median perturbation norm, fail rate, top-1 error at eps."""
     steps = params["steps"]
@@ -763,13 +649,7 @@ def _transfer_inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, In
                                     params["limit"])}
 
 
-def reduce_transfer(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """transfer's metrics from its records (see `_reduce_fixed`; no zero-gradient check)."""
-    return _reduce_fixed(records, params, params["attack"], compared=False)
-
-
-@register_task("transfer", params=TransferParams, version=3, inputs=_transfer_inputs,
-               reduce=reduce_transfer)
+@register_task("transfer", params=TransferParams, version=3, inputs=_transfer_inputs)
 def transfer_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Black-box error per eps: adversarial examples crafted on a surrogate checkpoint."""
     attack, spec = params["attack"], _transfer_spec(params)

@@ -23,7 +23,8 @@ Rows (rates in percent):
   The raw NLL is `clean`'s ``nll``. Digits has a ``val`` split; CIFAR only ``train`` (fitting on
   training images biases T); ImageNet and Tiny-ImageNet have no held-out split.
 
-The task measures per-sample records and the rows are their reduction (`reduce_calibration`):
+The task measures per-sample records and the rows are their reduction
+(`benchmark.reductions.calibration`):
 one table per ``scaling`` (``"none"``, and ``"temperature"`` with a split) with columns ``index``
 (position in the evaluated data), ``correct`` (top-1 hit), ``pred`` (int32), ``confidence``
 (top softmax probability, float64), ``brier`` (each image's Brier term, float64) and, scaled
@@ -38,26 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.inputs import NO_SPLIT, HeldoutSplit, InputRequest
-from benchmark.params import param
-from benchmark.records import Records, SampleTable
-from benchmark.stats import Metric, bootstrap_resamples, metric_stream
+from benchmark.inputs import HeldoutSplit, InputRequest
+from benchmark.params import NO_SPLIT, param
+from benchmark.records import Records
 from benchmark.tasks.registry import TaskContext, TaskPlaces, predict, register_task
 from ood.calibration import (
-    adaptive_ece,
     brier_per_sample,
-    ece,
     fit_temperature,
-    mce,
     nll_per_sample,
-    reliability_bins,
-    resampled_calibration_errors,
     softmax,
     top_label,
 )
-from ood.metrics import percentile_interval
-
-BINNED = ("ece", "mce", "adaptive_ece")  # binned errors: biased upward under resampling
 
 
 def calibration_columns(logits: np.ndarray, labels: np.ndarray, with_nll: bool = False
@@ -76,51 +68,6 @@ def calibration_columns(logits: np.ndarray, labels: np.ndarray, with_nll: bool =
     return columns
 
 
-def calibration_rows(table: SampleTable, bins: int, reliability: bool,
-                     conditions: dict[str, Any], seed: int) -> list[Metric]:
-    """ECE, MCE, adaptive ECE (percent), Brier (and NLL where the table has an `nll` column)
-    of one table of `calibration_columns`, with 95 % bootstrap intervals over images, and
-    optionally the reliability bins.
-
-    The intervals are percentile intervals of each statistic over one shared set of image
-    resamples (seeded by `seed` and `conditions`, drawn over the rows in `index` order); they
-    make these numbers gateable with their sampling noise. float64 numpy throughout (for a few
-    thousand rows torch's thread pool costs more than the arithmetic).
-    """
-    conf, correct = table["confidence"], table["correct"]
-    n = len(table)
-    per_image = {name: table[name] for name in ("brier", "nll") if name in table.columns}
-    values = {"ece": 100.0 * ece(conf, correct, n_bins=bins),
-              "mce": 100.0 * mce(conf, correct, n_bins=bins),
-              "adaptive_ece": 100.0 * adaptive_ece(conf, correct, n_bins=bins),
-              **{name: float(v.mean()) for name, v in per_image.items()}}
-    draws: dict[str, list[np.ndarray]] = {name: [] for name in values}
-    for rows in bootstrap_resamples(n, metric_stream(seed, "calibration", conditions)):
-        for name, errors in resampled_calibration_errors(conf, correct, rows, bins).items():
-            draws[name].append(100.0 * errors)
-        for name, v in per_image.items():
-            draws[name].append(v[rows].mean(axis=1))
-    metrics = []
-    for name, value in values.items():
-        low, high = percentile_interval(np.concatenate(draws[name]))
-        if name in BINNED:  # percentile and basic bootstrap together, see the module docstring
-            low, high = max(0.0, min(low, 2 * value - high)), min(100.0, max(high, 2 * value - low))
-        metrics.append(Metric(name, value, n, False, dict(conditions), low, high))
-    if reliability:
-        diagram = reliability_bins(conf, correct, n_bins=bins)
-        for i in range(bins):
-            where = {**conditions, "bin": i}
-            count = int(diagram.count[i])
-            metrics.append(Metric("reliability_count", count, n, None, where))
-            if count:
-                metrics.append(Metric("reliability_confidence", 100.0 * diagram.confidence[i],
-                                      count, None, where))
-                metrics.append(Metric.rate("reliability_accuracy",
-                                           round(diagram.accuracy[i] * count), count,
-                                           higher_is_better=None, conditions=where))
-    return metrics
-
-
 @dataclass(frozen=True)
 class CalibrationParams:
     """See the module docstring."""
@@ -130,21 +77,6 @@ class CalibrationParams:
     temperature_split: str = param(NO_SPLIT)
 
 
-def reduce_calibration(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """The rows of the module docstring from the tables `scaling = "none"` (and, with a
-    `temperature_split`, the fitted temperature's facts and `scaling = "temperature"`)."""
-    bins, reliability = params["bins"], params["reliability"]
-    metrics = calibration_rows(records.one(scaling="none"), bins, reliability,
-                               {"scaling": "none"}, seed)
-    if params["temperature_split"] == NO_SPLIT:
-        return metrics
-    where = {"scaling": "temperature"}
-    metrics.append(Metric("temperature", float(records.facts["temperature"]),
-                          int(records.facts["temperature_n"]), None, where))
-    metrics.extend(calibration_rows(records.one(**where), bins, reliability, where, seed))
-    return metrics
-
-
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
     """The held-out split the temperature is fitted on, if any."""
     split = params.get("temperature_split", NO_SPLIT)
@@ -152,8 +84,7 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputReques
         "heldout": HeldoutSplit(split, "calibration: temperature_split")}
 
 
-@register_task("calibration", params=CalibrationParams, version=4, inputs=_inputs,
-               reduce=reduce_calibration)
+@register_task("calibration", params=CalibrationParams, version=4, inputs=_inputs)
 def calibration(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """ECE / MCE / adaptive ECE (%), Brier, reliability bins; optionally temperature-scaled."""
     split = params["temperature_split"]

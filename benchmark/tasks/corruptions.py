@@ -35,14 +35,14 @@ JPEG trees its position in the cell folder's listing, with `image_id` (a 64-bit 
 rows (released ImageNet-C, all five severities, the 15 benchmark corruptions) a table under
 {"corruption": "clean"} holds the clean data's columns, from the shared clean forward pass.
 Facts: `dataset`, `source` ("released" / "generated") and `layout` ("npy" / "tree").
-`reduce_corruptions` computes every row from these.
+`benchmark.reductions.corruptions` computes every row from these.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,8 @@ from benchmark.errors import DataError, SuiteError
 from benchmark.inputs import InputRequest
 from benchmark.params import param
 from benchmark.records import Records
-from benchmark.stats import Metric
+from benchmark.reductions.corruptions import CLEAN, cell_conditions, wants_mce
+from benchmark.registry import registry
 from benchmark.tasks.registry import (
     TaskContext,
     TaskPlaces,
@@ -64,8 +65,7 @@ from benchmark.tasks.registry import (
     predict,
     register_task,
 )
-from corruptions import metrics
-from corruptions.catalog import BENCHMARK, CATEGORIES, CATEGORY_OF, SEVERITIES, select
+from corruptions.catalog import ALL, BENCHMARK, CATEGORIES, SEVERITIES, select
 from corruptions.released import (
     CorruptedSetError,
     ImageFileDataset,
@@ -106,6 +106,7 @@ class CorruptedSetInput(InputRequest):
     path: str
     generate: bool
     table: str
+    extra: tuple[str, ...] = ()  # registered corruptions beyond the catalog's (generated only)
 
     def folder(self, dataset: str, data_root: Path | None) -> Path:
         """Where the set is, or will be written."""
@@ -121,9 +122,11 @@ class CorruptedSetInput(InputRequest):
 
     def load(self, ctx: TaskContext) -> CorruptedSource:
         folder = self.folder(ctx.data.name, ctx.data_root)
-        if self.generate and (not folder.exists() or _outdated(folder)):
+        lacking = _lacking(folder, self.extra)
+        if self.generate and (not folder.exists() or _outdated(folder) or lacking):
             materialize(ctx.data.name, folder.parent, data_root=ctx.data_root,
-                        folder=folder.name, table=self.table, progress=ctx.progress)
+                        folder=folder.name, table=self.table, progress=ctx.progress,
+                        corruptions=[*ALL, *self.extra], overwrite=bool(lacking))
         source = "generated" if (folder / MANIFEST).is_file() else "released"
         if source == "generated":
             _check_manifest(folder, ctx)
@@ -159,8 +162,11 @@ def _read_wnids(path: Path) -> list[str]:
 
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
     """The corrupted set and the wnids file: replacing either re-keys the results."""
+    extra = tuple(c for c in select(params["corruptions"], list(params["categories"]))
+                  if c not in ALL)
     inputs: dict[str, InputRequest] = {
-        "corrupted": CorruptedSetInput(params["path"], params["generate"], params["table"])}
+        "corrupted": CorruptedSetInput(params["path"], params["generate"], params["table"],
+                                       extra)}
     if params["wnids"]:
         inputs["wnids"] = WnidsInput(_wnids_path(params["wnids"], places.data_root))
     return inputs
@@ -170,15 +176,6 @@ def _wnids_path(value: str, data_root: Path | None) -> Path:
     """A `wnids` parameter as a path: absolute, or under --data-root."""
     path = Path(value).expanduser()
     return data_root / path if not path.is_absolute() and data_root is not None else path
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (corruption, severity): per image, whether the model got it wrong; cells with equal
-    `images` were measured on the same images, in the same order."""
-
-    wrong: np.ndarray
-    images: int
 
 
 @dataclass(frozen=True)
@@ -208,51 +205,14 @@ class CorruptionsParams:
             raise SuiteError(str(exc)) from None
 
 
-def _wants_mce(dataset: str, source: str, severities: list[int]) -> bool:
-    """AlexNet-normalized mCE: the released ImageNet-C at all five severities (it needs the
-    clean error too)."""
-    return dataset == "imagenet" and source == "released" and list(severities) == list(SEVERITIES)
-
-
-def _cell_conditions(corruption: str, severity: int, source: str) -> dict[str, Any]:
-    """The conditions of a (corruption, severity) cell: its `top1_err` row's."""
-    return {"corruption": corruption, "severity": severity, "category": CATEGORY_OF[corruption],
-            "source": source}
-
-
-CLEAN = {"corruption": "clean"}  # the clean-data table's conditions (mCE's clean error)
-
-
-def reduce_corruptions(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """The task's rows from its cell tables: cells whose `image_id` columns (trees) or `index`
-    columns (`.npy`) are equal hold the same images; the clean table gives relative mCE's
-    clean error."""
-    names = select(params["corruptions"], list(params["categories"]))
-    severities = sorted(params["severities"])
-    source = records.facts["source"]
-    cells: dict[tuple[str, int], Cell] = {}
-    image_sets: list[np.ndarray] = []  # the distinct image lists met so far
-    for corruption in names:
-        for severity in severities:
-            table = records.one(**_cell_conditions(corruption, severity, source))
-            images = table["image_id"] if "image_id" in table.columns else table["index"]
-            cells[corruption, severity] = Cell(~table["correct"],
-                                               _image_set(image_sets, images))
-    clean_err = None
-    if _wants_mce(records.facts["dataset"], source, severities) \
-            and all(c in names for c in BENCHMARK):
-        clean_err = 100.0 * float(np.mean(~records.one(**CLEAN)["correct"]))
-    return summarize(cells, source, severities, seed, clean_err)
-
-
-@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs,
-               reduce=reduce_corruptions)
+@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs)
 def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
     names = select(params["corruptions"], list(params["categories"]))
     severities = sorted(params["severities"])
     corrupted = ctx.input("corrupted")
     folder, source, layout = corrupted.folder, corrupted.source, corrupted.layout
+    _check_released(names, source, folder)
     evaluate = _npy_sets if layout == "npy" else _tree_sets
     records = Records(facts={"dataset": ctx.data.name, "source": source, "layout": layout})
     pairs = [(c, s) for c in names for s in severities]
@@ -262,100 +222,14 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         data, index, images = _checked(lambda c=corruption, s=severity: sets(c, s))
         logits = _checked(lambda d=data: predict(ctx.model, d, ctx.device, ctx.batch_size,
                                                  ctx.num_workers))
-        records.add(_cell_conditions(corruption, severity, source), index=index,
+        records.add(cell_conditions(corruption, severity, source), index=index,
                     **classification_columns(logits, torch.as_tensor(data.labels)),
                     **({} if images is None else {"image_id": images}))
-    if _wants_mce(ctx.data.name, source, severities) and all(c in names for c in BENCHMARK):
+    if wants_mce(ctx.data.name, source, severities) and all(c in names for c in BENCHMARK):
         labels = ctx.labels()
         records.add(CLEAN, index=np.arange(len(labels), dtype=np.int64),
                     **classification_columns(ctx.clean_logits(), labels))
     return records
-
-
-def _image_set(known: list[np.ndarray], images: np.ndarray) -> int:
-    """The position of `images` (per-image ids, in order) in `known`, appended if new."""
-    for position, other in enumerate(known):
-        if np.array_equal(other, images):
-            return position
-    known.append(images)
-    return len(known) - 1
-
-
-def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
-              seed: int, clean_err: float | None = None) -> list[Metric]:
-    """Rows: per (corruption, severity), per corruption, per category, and over the 15; with
-    `clean_err` (the clean top-1 error, percent) also AlexNet-normalized `mce` and
-    `relative_mce`."""
-    out = [Metric.rate("top1_err", int(cell.wrong.sum()), len(cell.wrong), conditions=
-                       _cell_conditions(c, s, source))
-           for (c, s), cell in cells.items()]
-    per_corruption = metrics.corruption_errors({key: m.value for key, m in
-                                                zip(cells, out, strict=True)})
-    of = {c: [cell for (name, _), cell in cells.items() if name == c] for c in per_corruption}
-    for c, value in per_corruption.items():
-        mean = _mean_over_cells("corruption_err", of[c], value, seed,
-                                {"corruption": c, "category": CATEGORY_OF[c], "source": source})
-        out += [mean, _times(mean, "corruption_err_sum", len(of[c]))]
-    for category, value in metrics.category_errors(per_corruption).items():
-        out.append(_mean_over_cells("category_err", [x for c in CATEGORIES[category]
-                                                     for x in of[c]],
-                                    value, seed, {"category": category, "source": source}))
-    out += _severity_rows(cells, source, severities, seed)
-    if all(c in per_corruption for c in BENCHMARK):
-        mean = _mean_over_cells("mean_corruption_err", [x for c in BENCHMARK for x in of[c]],
-                                metrics.mean_corruption_err(per_corruption), seed,
-                                {"source": source})
-        out += [mean, _times(mean, "mean_corruption_err_sum", len(severities))]
-        if clean_err is not None:
-            out.append(Metric("mce", metrics.alexnet_mce(per_corruption), mean.n, False,
-                              {"source": source}))
-            out.append(Metric("relative_mce",
-                              metrics.alexnet_relative_mce(per_corruption, clean_err), mean.n,
-                              False, {"source": source}))
-    return out
-
-
-BENCHMARK_GROUP = "benchmark"  # the `category` of the mean over the 15 benchmark corruptions
-
-
-def _severity_rows(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
-                   seed: int) -> list[Metric]:
-    """`severity_err` per (category, severity): the mean over the category's corruptions at that
-    severity, and (category "benchmark") over the 15 benchmark corruptions — each only when all
-    its corruptions are evaluated; what the error-vs-severity figure draws."""
-    rows = []
-    groups = [*((category, names) for category, names in CATEGORIES.items()),
-              (BENCHMARK_GROUP, BENCHMARK)]
-    for category, names in groups:
-        for severity in severities:
-            chosen = [cells[c, severity] for c in names if (c, severity) in cells]
-            if len(chosen) < len(names):  # as `category_err`: only over a whole category
-                continue
-            value = float(np.mean([100.0 * cell.wrong.mean() for cell in chosen]))
-            rows.append(_mean_over_cells("severity_err", chosen, value, seed, {
-                "category": category, "severity": severity, "source": source}))
-    return rows
-
-
-def _mean_over_cells(metric: str, cells: list[Cell], value: float, seed: int,
-                     conditions: dict[str, Any]) -> Metric:
-    """The mean error over `cells` (percent). Cells on the same images: each image's share of
-    wrong cells, bootstrapped over images. Otherwise `value` (the mean of the cell rates),
-    no interval, n the cells' total."""
-    if len({cell.images for cell in cells}) == 1:
-        shares = np.mean([cell.wrong for cell in cells], axis=0)
-        return Metric.image_mean(metric, shares, seed, conditions=conditions)
-    return Metric(metric, value, sum(len(cell.wrong) for cell in cells), False, conditions)
-
-
-def _times(metric: Metric, name: str, factor: int) -> Metric:
-    """`metric` times `factor` under another name (a sum of `factor` equal-weight terms is
-    `factor` times their mean), its interval scaled alike."""
-    def scale(v: float | None) -> float | None:
-        return None if v is None else factor * v
-
-    return replace(metric, metric=name, value=factor * metric.value, conditions=dict(
-        metric.conditions), ci_low=scale(metric.ci_low), ci_high=scale(metric.ci_high))
 
 
 def _npy_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
@@ -439,6 +313,28 @@ def _outdated(folder: Path) -> bool:
     except (OSError, ValueError):
         return False  # not rubench's, or unreadable: `_check_manifest` reports it
     return isinstance(made_by, int) and made_by < GENERATOR_VERSION
+
+
+def _lacking(folder: Path, names: tuple[str, ...]) -> list[str]:
+    """Of `names`, those a set rubench generated in `folder` does not hold (none for a set
+    that is missing or not rubench's)."""
+    try:
+        held = json.loads((folder / MANIFEST).read_text()).get("corruptions", [])
+    except (OSError, ValueError):
+        return []
+    return [name for name in names if name not in held]
+
+
+def _check_released(names: list[str], source: str, folder: Path) -> None:
+    """A released set holds only the corruptions registered as released."""
+    if source != "released":
+        return
+    missing = [name for name in names
+               if not registry("corruption").entry(name).info.get("released", False)]
+    if missing:
+        raise DataError(f"{folder}: a released set, which does not hold {', '.join(missing)} "
+                        "(registered with released=False); evaluate it on a generated set: "
+                        "`generate = true` with a `path` of its own")
 
 
 def _check_manifest(folder: Path, ctx: TaskContext) -> None:

@@ -53,12 +53,13 @@ Parameters:
   separate random stream, never from a file-based test set. Rows ``odin_temperature`` and
   ``odin_eps`` record the values used (parameters, not scores).
 
-The task measures per-sample records and the rows are their reduction (`reduce_ood`): per
-scorer, a table ``ood_set = "in_distribution"`` with columns ``index`` (position in the
-evaluated data), ``score`` (float64) and the clean pass's ``correct``, ``pred`` and
-``confidence``, and per OOD set a table ``ood_set = <name>`` with ``index`` (the image's position
-in the source set, before ``ood_limit``'s subset) and ``score``; with ODIN, facts
-``odin_temperature``, ``odin_eps`` and ``odin_tune_n`` (the tuning images, 0 when fixed).
+The task measures per-sample records and the rows are their reduction
+(`benchmark.reductions.ood`): per scorer, a table ``ood_set = "in_distribution"`` with
+columns ``index`` (position in the evaluated data), ``score`` (float64) and the clean pass's
+``correct``, ``pred`` and ``confidence``, and per OOD set a table ``ood_set = <name>`` with
+``index`` (the image's position in the source set, before ``ood_limit``'s subset) and
+``score``; with ODIN, facts ``odin_temperature``, ``odin_eps`` and ``odin_tune_n`` (the tuning
+images, 0 when fixed).
 """
 
 from __future__ import annotations
@@ -75,12 +76,12 @@ from tqdm.auto import tqdm
 
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
-from benchmark.inputs import NO_SPLIT, HeldoutSplit, InputRequest
-from benchmark.params import param
+from benchmark.inputs import HeldoutSplit, InputRequest
+from benchmark.params import NO_SPLIT, param
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.records import Records
+from benchmark.reductions.ood import ID_SET, MEAN_SET
 from benchmark.registry import registry
-from benchmark.stats import Metric, wilson_interval
 from benchmark.tasks.registry import (
     TaskContext,
     TaskPlaces,
@@ -90,7 +91,6 @@ from benchmark.tasks.registry import (
     require_finite,
 )
 from ood import datasets as oodsets
-from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics, percentile_interval
 from ood.scores import (
     ODIN_EPS,
     ODIN_EPS_GRID,
@@ -102,8 +102,6 @@ from ood.scores import (
 )
 
 SCORERS = ("msp", "maxlogit", "energy", "odin")  # the built-in ones (`registry("scorer")`)
-MEAN_SET = "mean"
-ID_SET = "in_distribution"  # the `ood_set` of the ID scores' table and histogram rows
 GENERATED = ("uniform", "gaussian", "natural_crops")
 CIFAR = {"cifar10": (read_cifar10, "cifar-10-batches-py"),
          "cifar100": (read_cifar100, "cifar-100-python")}
@@ -365,76 +363,6 @@ def logit_scores(scorer: str, logits: np.ndarray, params: dict[str, Any]) -> np.
     return registry("scorer").get(scorer)(logits)
 
 
-# Metrics that are a share of the OOD samples on one side of the threshold.
-OOD_SHARES = ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive")
-
-
-def _interval(replicates: np.ndarray | None, metric: str,
-              wilson: tuple[float, float]) -> tuple[float | None, float | None]:
-    """The percentile 95 % interval of bootstrap replicates, in percent; none without them.
-
-    For a share of the OOD samples the interval also covers `wilson`, the Wilson interval of
-    that share: at 0 % or 100 % every bootstrap replicate lands on the same value and the
-    percentile interval collapses to a point, which would claim a noise-free number.
-    """
-    if replicates is None:
-        return None, None
-    low, high = percentile_interval(replicates)
-    if metric in OOD_SHARES:
-        low, high = min(low, wilson[0]), max(high, wilson[1])
-    return 100.0 * low, 100.0 * high
-
-
-def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.ndarray],
-                    resamples: int, seed: int) -> list[Metric]:
-    """The six metrics (percent) per set and their unweighted mean over sets, with stratified
-    bootstrap 95 % intervals when `resamples` > 0 (one ID resample shared by all sets)."""
-    values = {name: ood_metrics(id_scores, scores) for name, scores in by_set.items()}
-    replicates = (bootstrap_ood_metrics(id_scores, list(by_set.values()), resamples, seed)
-                  if resamples else None)
-    n_id = len(id_scores)
-    # TNR is a share of the set's OOD images; OpenOOD's FPR (OOD positive) one of the ID images
-    counted = {"tnr_at_tpr95": lambda scores: len(scores),
-               "fpr_at_tpr95_ood_positive": lambda scores: n_id}
-    wilson = {(name, metric): wilson_interval(round(values[name][metric] * counted[metric](scores)),
-                                              counted[metric](scores))
-              for name, scores in by_set.items() for metric in OOD_SHARES}
-    rows = []
-    for j, (name, scores) in enumerate(by_set.items()):
-        for metric, higher in METRICS.items():
-            interval = _interval(None if replicates is None else replicates[metric][:, j],
-                                 metric, wilson.get((name, metric), (1.0, 0.0)))
-            rows.append(Metric(metric, 100.0 * values[name][metric], n_id + len(scores), higher,
-                               {"scorer": scorer, "ood_set": name}, *interval))
-    n_ood = sum(len(scores) for scores in by_set.values())
-    for metric, higher in METRICS.items():
-        mean = float(np.mean([v[metric] for v in values.values()]))
-        mean_wilson = tuple(np.mean([wilson[name, metric] for name in by_set], axis=0)) \
-            if metric in OOD_SHARES else (1.0, 0.0)  # the unweighted mean, as the value
-        interval = _interval(None if replicates is None else replicates[metric].mean(axis=1),
-                             metric, mean_wilson)
-        rows.append(Metric(metric, 100.0 * mean, n_id + n_ood, higher,
-                           {"scorer": scorer, "ood_set": MEAN_SET}, *interval))
-    return rows
-
-
-def _histogram_rows(scorer: str, groups: dict[str, np.ndarray], bins: int) -> list[Metric]:
-    """Percent of each group's scores per bin: `bins` equal-width bins over [min, max] of all
-    groups' scores together (shared edges; the last bin holds the max), one bin if all equal."""
-    everything = np.concatenate(list(groups.values()))
-    low, high = float(everything.min()), float(everything.max())
-    edges = np.linspace(low, high, bins + 1) if high > low else np.array([low, high])
-    centres = (edges[:-1] + edges[1:]) / 2
-    rows = [Metric("score_hist_centre", float(centre), len(everything), None,
-                   {"scorer": scorer, "bin": i}) for i, centre in enumerate(centres)]
-    for name, scores in groups.items():
-        counts, _ = np.histogram(scores, bins=edges)
-        rows += [Metric("score_hist", 100.0 * count / len(scores), len(scores), None,
-                        {"scorer": scorer, "ood_set": name, "bin": i})
-                 for i, count in enumerate(counts)]
-    return rows
-
-
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
     """The OOD sets (`set:NAME`) and, when ODIN is tuned, the held-out ID split and OOD
     source it is tuned on."""
@@ -453,29 +381,7 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputReques
     return inputs
 
 
-def reduce_ood(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """The rows of the module docstring from the score tables (scorer x ID / each set, sets in
-    the order of `params["sets"]`) and, with ODIN, the facts of its settings."""
-    metrics: list[Metric] = []
-    scorers = params["scorers"]
-    if "odin" in scorers:
-        n_tune = int(records.facts["odin_tune_n"])
-        metrics += [Metric("odin_temperature", float(records.facts["odin_temperature"]), n_tune,
-                           None, {"scorer": "odin"}),
-                    Metric("odin_eps", float(records.facts["odin_eps"]), n_tune, None,
-                           {"scorer": "odin"})]
-    for scorer in scorers:
-        id_scores = records.one(scorer=scorer, ood_set=ID_SET)["score"]
-        by_set = {name: records.one(scorer=scorer, ood_set=name)["score"]
-                  for name in params["sets"]}
-        metrics += _detection_rows(scorer, id_scores, by_set, params["bootstrap"], seed)
-        if params["histogram_bins"]:
-            metrics += _histogram_rows(scorer, {ID_SET: id_scores, **by_set},
-                                       params["histogram_bins"])
-    return metrics
-
-
-@register_task("ood", params=OodParams, version=4, inputs=_inputs, reduce=reduce_ood)
+@register_task("ood", params=OodParams, version=4, inputs=_inputs)
 def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
     if not params["sets"]:

@@ -27,7 +27,7 @@ misclassified perturbations (`Metric.image_mean`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,8 +36,13 @@ from tqdm.auto import tqdm
 
 from benchmark.errors import SuiteError
 from benchmark.params import param
-from benchmark.records import Records, SampleTable
-from benchmark.stats import Metric
+from benchmark.records import Records
+from benchmark.reductions.perturbations import (
+    affine_conditions,
+    affine_sets,
+    floats,
+    mix_conditions,
+)
 from benchmark.tasks.registry import (
     TaskContext,
     classification_columns,
@@ -50,10 +55,6 @@ from corruptions.occlusion import MODES, hole_box, occlude
 
 FILLS = ("black", "mean")
 Columns = dict[str, np.ndarray]
-
-
-def _floats(values: list[float]) -> list[float]:
-    return [float(v) for v in values]
 
 
 def _batches(ctx: TaskContext, desc: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -70,11 +71,6 @@ def _outcomes(logits: torch.Tensor, labels: torch.Tensor) -> Columns:
 def _joined(parts: list[Columns]) -> Columns:
     """Batches' columns joined in data order."""
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-def _wrong(table: SampleTable) -> np.ndarray:
-    """Per sample of a table: misclassified (top-1)."""
-    return ~table["correct"]
 
 
 @dataclass(frozen=True)
@@ -94,37 +90,12 @@ class OcclusionParams:
             raise SuiteError(f"parameter 'occ_err_mode' = {self.occ_err_mode!r} is not among "
                              f"modes {self.modes}")
         if self.occ_err_frac != "mean" and (isinstance(self.occ_err_frac, str) or float(
-                self.occ_err_frac) not in _floats(self.hole_fracs)):
+                self.occ_err_frac) not in floats(self.hole_fracs)):
             raise SuiteError(f"parameter 'occ_err_frac' must be \"mean\" or one of hole_fracs "
                              f"{self.hole_fracs}; got {self.occ_err_frac!r}")
 
 
-def reduce_occlusion(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """`top1_err` per (mode, fill, hole_frac) table (Wilson), `mean_err` per mode (image
-    bootstrap of each image's share of failed hole sizes), `occlusion_err`."""
-    fracs, modes = _floats(params["hole_fracs"]), list(params["modes"])
-    fill_name, err_mode, err_frac = params["fill"], params["occ_err_mode"], params["occ_err_frac"]
-    cells = {(mode, frac): _wrong(records.one(mode=mode, fill=fill_name, hole_frac=frac))
-             for mode in modes for frac in fracs}
-    metrics = [Metric.rate("top1_err", int(np.count_nonzero(wrong)), len(wrong), conditions={
-        "mode": mode, "fill": fill_name, "hole_frac": frac})
-        for (mode, frac), wrong in cells.items()]
-    means = {mode: Metric.image_mean("mean_err", np.mean([cells[mode, f] for f in fracs], axis=0),
-                                     seed, conditions={"mode": mode, "fill": fill_name})
-             for mode in modes}
-    metrics += means.values()
-    if err_frac == "mean":
-        metrics.append(replace(means[err_mode], metric="occlusion_err",
-                               conditions=dict(means[err_mode].conditions)))
-    else:
-        wrong = cells[err_mode, float(err_frac)]
-        metrics.append(Metric.rate("occlusion_err", int(np.count_nonzero(wrong)), len(wrong),
-                                   conditions={"mode": err_mode, "fill": fill_name,
-                                               "hole_frac": float(err_frac)}))
-    return metrics
-
-
-@register_task("occlusion", params=OcclusionParams, version=3, reduce=reduce_occlusion)
+@register_task("occlusion", params=OcclusionParams, version=3)
 def occlusion(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error under centred center / boundary occlusion, swept over hole sizes.
 
@@ -140,7 +111,7 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> Records:
     (default center) at `occ_err_frac` — `mean` (default: the sweep mean, the `mean_err` row
     renamed, interval included) or one hole_frac (a Wilson rate).
     """
-    fracs, modes = _floats(params["hole_fracs"]), list(params["modes"])
+    fracs, modes = floats(params["hole_fracs"]), list(params["modes"])
     fill_name = params["fill"]
     if fill_name == "mean":
         if "mean" not in ctx.meta:
@@ -208,32 +179,7 @@ class AffineParams:
             raise SuiteError("no set to evaluate: rotations, shears and scales are all empty")
 
 
-def _affine_sets(params: dict[str, Any]) -> list[tuple[str, float]]:
-    """(transform, magnitude) of every set, in row order."""
-    return [(transform, m) for transform, key in (("rotation", "rotations"),
-                                                  ("shear", "shears"), ("scale", "scales"))
-            for m in _floats(params[key])]
-
-
-def _affine_conditions(transform: str, magnitude: float, convention: str) -> dict[str, Any]:
-    """A set's conditions: scales are named `zoom` under the zoom convention."""
-    name = "zoom" if transform == "scale" and convention == "zoom" else transform
-    return {"transform": name, "magnitude": magnitude}
-
-
-def reduce_affine(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """`top1_err` per (transform, magnitude) table (Wilson); `mean_err` over the sets (image
-    bootstrap of each image's share of sets it is misclassified in)."""
-    conditions = [_affine_conditions(*s, params["scale_convention"])
-                  for s in _affine_sets(params)]
-    wrong = [_wrong(records.one(**where)) for where in conditions]
-    metrics = [Metric.rate("top1_err", int(np.count_nonzero(w)), len(w), conditions=where)
-               for where, w in zip(conditions, wrong, strict=True)]
-    metrics.append(Metric.image_mean("mean_err", np.mean(wrong, axis=0), seed))
-    return metrics
-
-
-@register_task("affine", params=AffineParams, version=3, reduce=reduce_affine)
+@register_task("affine", params=AffineParams, version=3)
 def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error under PatchUp's affine sets: random rotation, random x-shear, fixed scale.
 
@@ -247,7 +193,7 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> Records:
     of sets it is misclassified in).
     """
     convention = params["scale_convention"]
-    sets = _affine_sets(params)
+    sets = affine_sets(params)
     n = len(ctx.data)
     everyone = np.arange(n)
     drawn = {s: affine_params(*s, everyone, ctx.seed, convention) for s in sets}
@@ -263,7 +209,7 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> Records:
             offset += len(targets)
     records = Records()
     for s in sets:
-        records.add(_affine_conditions(*s, convention), index=everyone.astype(np.int64),
+        records.add(affine_conditions(*s, convention), index=everyone.astype(np.int64),
                     **_joined(parts[s]))
     return records
 
@@ -278,23 +224,7 @@ class InbetweenParams:
     box: str = param("inside", choices=PLACEMENTS)
 
 
-def _mix_conditions(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each (mix, lam)'s conditions, in row order; CutMix's name its box placement."""
-    return [{"mix": mix, "lam": lam, **({"box": params["box"]} if mix == "cutmix" else {})}
-            for mix in params["mixes"] for lam in _floats(params["lams"])]
-
-
-def reduce_inbetween(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """`neither_rate` per (mix, lam) table (Wilson)."""
-    metrics = []
-    for where in _mix_conditions(params):
-        neither = records.one(**where)["neither"]
-        metrics.append(Metric.rate("neither_rate", int(np.count_nonzero(neither)), len(neither),
-                                   conditions=where))
-    return metrics
-
-
-@register_task("inbetween", params=InbetweenParams, version=2, reduce=reduce_inbetween)
+@register_task("inbetween", params=InbetweenParams, version=2)
 def inbetween(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Share of in-between-class samples (two classes mixed) predicted as neither class.
 
@@ -304,7 +234,7 @@ def inbetween(ctx: TaskContext, params: dict[str, Any]) -> Records:
     sampler)); `lams` in (0, 0.5]. Records: one table per (mix, lam) with `partner` (x2's
     index), `pred`, `confidence` and `neither`. Metric: `neither_rate` (percent) per (mix, lam).
     """
-    lams, mixes, placement = _floats(params["lams"]), list(params["mixes"]), params["box"]
+    lams, mixes, placement = floats(params["lams"]), list(params["mixes"]), params["box"]
     _, height, width = ctx.data.image_shape()
     labels = ctx.data.labels
     n = len(labels)
@@ -335,7 +265,7 @@ def inbetween(ctx: TaskContext, params: dict[str, Any]) -> Records:
             offset += len(y1)
     passed = {key: _joined(columns) for key, columns in parts.items()}
     records = Records()
-    for (mix, lam), where in zip(source, _mix_conditions(params), strict=True):
+    for (mix, lam), where in zip(source, mix_conditions(params), strict=True):
         records.add(where, index=everyone.astype(np.int64), partner=partner.astype(np.int32),
                     **passed[source[mix, lam]])
     return records

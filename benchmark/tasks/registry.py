@@ -17,6 +17,7 @@ from benchmark.inputs import InputCache, InputRequest
 from benchmark.params import NoParams, validate
 from benchmark.params import defaults as schema_defaults
 from benchmark.records import Records
+from benchmark.reductions import reduce_records
 from benchmark.registry import UnknownName, registry
 from benchmark.stats import Metric
 
@@ -111,10 +112,9 @@ def classification_columns(logits: torch.Tensor, labels: torch.Tensor,
     return columns
 
 
-# A task measures: (context, params) -> per-sample records. Its reduction turns records into
-# metrics: (records, params, seed) -> metrics, with no model, so stored records re-reduce.
+# A task measures: (context, params) -> per-sample records. Its metrics are the metric functions
+# registered for its type (`benchmark.reductions`): records -> rows, with no model.
 TaskFn = Callable[[TaskContext, dict[str, Any]], Records]
-ReduceFn = Callable[[Records, dict[str, Any], int], list[Metric]]
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,12 @@ InputsFn = Callable[[dict[str, Any], TaskPlaces], dict[str, InputRequest]]
 
 @dataclass(frozen=True)
 class TaskDef:
-    """A registered task: its measurement `fn`, its `reduce` (records -> metrics), parameter
-    schema (`benchmark.params`), version (bump when its numbers change), and the input files it
-    reads (`inputs`), which key its stored results with the parameters."""
+    """A registered task: its measurement `fn`, parameter schema (`benchmark.params`), version
+    (bump when its numbers change), and the input files it reads (`inputs`), which key its
+    stored results with the parameters. Its metrics are registered apart (`reduce`)."""
 
     name: str
     fn: TaskFn
-    reduce: ReduceFn
     params: type
     version: int
     description: str
@@ -154,6 +153,10 @@ class TaskDef:
         records = self.fn(ctx, params)
         return records, self.reduce(records, params, ctx.seed)
 
+    def reduce(self, records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
+        """The task's metric rows from its records (every metric function of its type)."""
+        return reduce_records(self.name, records, params, seed)
+
     @property
     def defaults(self) -> dict[str, Any]:
         """Every parameter with its default value."""
@@ -163,15 +166,16 @@ class TaskDef:
 TASKS = registry("task")
 
 
-def register_task(name: str, *, reduce: ReduceFn, params: type = NoParams,
-                  version: int = 1, inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
-    """Register `fn` as task `name` with its reduction and parameter schema (a frozen
-    dataclass, see `benchmark.params`); its docstring's first line is the description."""
+def register_task(name: str, *, params: type = NoParams, version: int = 1,
+                  inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
+    """Register `fn` as task `name` with its parameter schema (a frozen dataclass, see
+    `benchmark.params`); its docstring's first line is the description. Its metrics are
+    registered with `benchmark.reductions.register_metric`."""
 
     def wrap(fn: TaskFn) -> TaskFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         description = doc[0] if doc else ""
-        TASKS.add(name, TaskDef(name, fn, reduce, params, version, description, inputs),
+        TASKS.add(name, TaskDef(name, fn, params, version, description, inputs),
                   description)
         return fn
 

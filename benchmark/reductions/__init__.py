@@ -1,0 +1,22 @@
+"""Every task's metrics as registered reductions of its per-sample records (torch-free):
+importing this package registers the built-in ones. See `benchmark.reductions.core`."""
+
+from benchmark.reductions import (
+    attacks,
+    calibration,
+    clean,
+    corruptions,
+    ood,
+    perturbations,
+)
+from benchmark.reductions.core import (
+    METRICS,
+    MetricFn,
+    NoMetrics,
+    metric_functions,
+    reduce_records,
+    register_metric,
+)
+
+__all__ = ["METRICS", "MetricFn", "NoMetrics", "attacks", "calibration", "clean", "corruptions",
+           "metric_functions", "ood", "perturbations", "reduce_records", "register_metric"]
