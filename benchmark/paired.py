@@ -11,6 +11,10 @@ metric row reduces, by the column conventions of `benchmark.records`:
 - OOD rows (`auroc`, `aupr_in`, `aupr_out`, `tnr_at_tpr95`, `detection_acc`,
   `fpr_at_tpr95_ood_positive`, per scorer and OOD set): paired stratified bootstrap — the same
   resample of ID images and of the set's images for both evaluations.
+- `ece`, `mce`, `adaptive_ece`, `brier` (calibration): both recomputed on the same resamples.
+- Means over cells on the same images (`corruption_err`, `category_err`, `severity_err`,
+  `mean_corruption_err` and their sums; `mean_err` and `occlusion_err` of occlusion and affine):
+  paired bootstrap of the difference of each image's share of wrong cells.
 
 A pair is made only where both evaluations hold the same sample indices; anything else has no
 paired test (`Pairing.test` returns None) and the caller keeps its unpaired rule.
@@ -30,6 +34,7 @@ import numpy as np
 
 from benchmark.errors import RubenchError
 from benchmark.records import Records, SampleTable, condition_key
+from benchmark.reductions.corruptions import BENCHMARK_GROUP
 from benchmark.reductions.ood import ID_SET, MEAN_SET
 from benchmark.stats import (
     detectable_difference,
@@ -38,7 +43,9 @@ from benchmark.stats import (
     paired_bootstrap_interval,
 )
 from benchmark.store import Store, StoredUnit
+from corruptions.catalog import BENCHMARK, CATEGORIES
 from ood import metrics as ood
+from ood.calibration import resampled_calibration_errors
 from reports.check import Paired
 from reports.files import write_atomic
 
@@ -126,14 +133,20 @@ class Pairing:
     def __init__(self, base: Units, now: Units, seed: int = 0) -> None:
         self.seed = seed
         self.tables: dict[tuple[str, str, str], _Pair] = {}
+        # (checkpoint, task) -> its unit and, per table of the current records, its pair
+        # (None where the baseline's table is missing or on other samples)
+        self.units: dict[tuple[str, str], tuple[StoredUnit, list[_Pair | None]]] = {}
         for name, (unit, records) in now.items():
             if name not in base or not unit.identity or base[name][0].identity != unit.identity:
                 continue  # not the same samples (another subset, seed, data or input files)
             before = {_row_key(unit, t): t for t in base[name][1]}
+            pairs: list[_Pair | None] = []
             for table in records:
                 key = _row_key(unit, table)
+                pairs.append(None)
                 if key in before and np.array_equal(before[key]["index"], table["index"]):
-                    self.tables[(*name, key)] = _Pair(before[key], table)
+                    self.tables[(*name, key)] = pairs[-1] = _Pair(before[key], table)
+            self.units[name] = (unit, pairs)
 
     def test(self, key: tuple[str, str, str, str]) -> Paired | None:
         """The paired test of one metric row (checkpoint, task, metric, condition key), or
@@ -146,6 +159,14 @@ class Pairing:
         if metric == "nll" and pair is not None and "nll" in pair.now.columns \
                 and "nll" in pair.base.columns:
             return self._mean(pair, "nll", conditions)
+        if (checkpoint, task) in self.units:
+            unit, pairs = self.units[checkpoint, task]
+            if metric in CALIBRATION_ERRORS and pair is not None \
+                    and unit.task_type == "calibration":
+                return self._calibration(metric, pair, unit.params.get("bins", 15), conditions)
+            cells = image_mean_cells(unit, metric, wanted, pairs)
+            if cells:
+                return self._share(metric, cells, conditions)
         if metric in OOD_METRICS and wanted.get("ood_set") not in (None, MEAN_SET, ID_SET):
             reference = self.tables.get((checkpoint, task, condition_key(
                 {**wanted, "ood_set": ID_SET})))
@@ -183,6 +204,35 @@ class Pairing:
             metric_stream(self.seed, f"paired:{column}", {"conditions": conditions}))
         return Paired("paired bootstrap", len(diff), None, low, high, None)
 
+    def _share(self, metric: str, cells: list[_Pair], conditions: str) -> Paired:
+        """A mean over cells on the same images: paired bootstrap of the difference of the
+        mean per-image share of wrong cells (times the cells for a `_sum` metric)."""
+        factor = len(cells) if metric.endswith("_sum") else 1
+
+        def share(side: str) -> np.ndarray:
+            return np.mean([~getattr(cell, side)["correct"].astype(bool) for cell in cells],
+                           axis=0)
+
+        diff = 100.0 * factor * (share("now") - share("base"))
+        low, high = paired_bootstrap_interval(
+            lambda rows: diff[rows].mean(axis=1), len(diff),
+            metric_stream(self.seed, f"paired:{metric}", {"conditions": conditions}))
+        return Paired("paired bootstrap", len(diff), None, low, high, None)
+
+    def _calibration(self, metric: str, pair: _Pair, bins: int, conditions: str) -> Paired:
+        """ECE-type errors and Brier: both evaluations recomputed on the same resamples."""
+        rng = metric_stream(self.seed, f"paired:{metric}", {"conditions": conditions})
+
+        def errors(table: SampleTable, rows: np.ndarray) -> np.ndarray:
+            if metric == "brier":
+                return table["brier"][rows].mean(axis=1)
+            return 100.0 * resampled_calibration_errors(table["confidence"], table["correct"],
+                                                        rows, bins)[metric]
+
+        low, high = paired_bootstrap_interval(
+            lambda rows: errors(pair.now, rows) - errors(pair.base, rows), len(pair.now), rng)
+        return Paired("paired bootstrap", len(pair.now), None, low, high, None)
+
     def _ood(self, metric: str, reference: _Pair, pair: _Pair, conditions: str) -> Paired:
         score = OOD_METRICS[metric]
         base_id, now_id = reference.base["score"], reference.now["score"]
@@ -200,6 +250,48 @@ class Pairing:
 
         low, high = paired_bootstrap_interval(replicates, n_id, rng)
         return Paired("paired bootstrap", n_id + n_ood, None, low, high, None)
+
+
+CALIBRATION_ERRORS = ("ece", "mce", "adaptive_ece", "brier")
+SHARE_METRICS = ("corruption_err", "corruption_err_sum", "category_err", "severity_err",
+                 "mean_corruption_err", "mean_corruption_err_sum", "mean_err", "occlusion_err")
+
+
+def image_mean_cells(unit: StoredUnit, metric: str, wanted: dict[str, Any],
+                     pairs: list[_Pair | None]) -> list[_Pair]:
+    """The cells (tables) a mean-over-cells row averages, as the task's reduction does, when
+    every one pairs with the baseline's and they all hold the same images; [] for any other
+    row. `pairs`: per table of the unit's current records, its pair or None."""
+    if metric not in SHARE_METRICS or (metric == "occlusion_err" and "hole_frac" in wanted):
+        return []
+
+    def member(conditions: dict[str, Any]) -> bool:
+        corruption = conditions.get("corruption")
+        if unit.task_type == "corruptions":
+            if corruption in (None, "clean") or conditions.get("source") != wanted.get("source"):
+                return False
+            if metric.startswith("corruption_err"):
+                return corruption == wanted["corruption"]
+            if metric.startswith("mean_corruption_err"):
+                return corruption in BENCHMARK
+            group = wanted.get("category")
+            inside = corruption in (BENCHMARK if group == BENCHMARK_GROUP
+                                    else CATEGORIES.get(group, ()))
+            return inside and (metric == "category_err"
+                               or conditions.get("severity") == wanted.get("severity"))
+        if unit.task_type == "occlusion":
+            return all(conditions.get(k) == wanted.get(k) for k in ("mode", "fill"))
+        return unit.task_type == "affine"
+
+    def images(table: SampleTable) -> np.ndarray:  # JPEG trees name their images
+        return table["image_id"] if "image_id" in table.columns else table["index"]
+
+    if any(pair is None for pair in pairs):  # a table the baseline does not pair
+        return []
+    cells = [pair for pair in pairs if member(pair.now.conditions)]
+    same = all(np.array_equal(images(cell.now), images(cells[0].now))
+               and np.array_equal(images(cell.base), images(cell.now)) for cell in cells)
+    return cells if cells and same else []
 
 
 def pairing_for(out_dir: Path, baseline: Path) -> tuple[Pairing | None, str]:

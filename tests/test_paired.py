@@ -138,3 +138,66 @@ def test_check_uses_the_paired_test_both_ways():
     assert compare(baseline, current, tolerances)[0].verdict == "within-noise"
     assert verdict(consistent) == "REGRESSED"
     assert verdict(reshuffled) == "within-noise"
+
+
+def _corruption_units(wrong: dict[tuple[str, int], np.ndarray], identity: str = "same") -> dict:
+    records = Records(facts={"dataset": "cifar10", "source": "released", "layout": "npy"})
+    for (corruption, severity), cell in wrong.items():
+        records.add({"corruption": corruption, "severity": severity, "category": "weather",
+                     "source": "released"}, index=np.arange(len(cell)), correct=~cell)
+    return {("m", "corruptions"): (StoredUnit("corruptions", {}, 0, identity), records)}
+
+
+def test_means_over_cells_pair_each_images_share_of_wrong_cells():
+    n = 400
+    cells = [("fog", 1), ("fog", 2), ("snow", 1), ("snow", 2)]
+    base = {cell: np.zeros(n, bool) for cell in cells}
+    now = {cell: np.arange(n) < 40 for cell in cells}  # 40 more images wrong in every cell
+    now["snow", 2] = np.zeros(n, bool)
+    pairing = Pairing(_corruption_units(base), _corruption_units(now))
+    fog = pairing.test(_key("corruptions", "corruption_err", corruption="fog",
+                            category="weather", source="released"))
+    half = 100 * 1.96 * np.sqrt(0.1 * 0.9 / n)  # a share of 10 % of 400 images
+    assert fog.significant and fog.ci_low == pytest.approx(10 - half, abs=0.6)
+    assert fog.ci_high == pytest.approx(10 + half, abs=0.6)
+    fog_sum = pairing.test(_key("corruptions", "corruption_err_sum", corruption="fog",
+                                category="weather", source="released"))
+    assert (fog_sum.ci_low, fog_sum.ci_high) == pytest.approx((2 * fog.ci_low,
+                                                               2 * fog.ci_high))
+    snow = pairing.test(_key("corruptions", "corruption_err", corruption="snow",
+                             category="weather", source="released"))
+    assert snow.ci_low < 5 < snow.ci_high  # half the snow cells moved: a mean shift of 5
+    other_images = _corruption_units(now)
+    other_images["m", "corruptions"][1].tables[0].columns["index"][:] += 1
+    assert Pairing(_corruption_units(base), other_images).test(_key(
+        "corruptions", "corruption_err", corruption="fog", category="weather",
+        source="released")) is None  # fog's cells no longer hold the same images
+
+
+def test_calibration_errors_are_recomputed_on_the_same_resamples():
+    from benchmark.stats import metric_stream
+    from ood.calibration import ece
+
+    rng = np.random.default_rng(5)
+    n = 300
+    confidence = rng.uniform(0.3, 1.0, n)
+    correct = rng.random(n) < confidence
+    overconfident = np.minimum(1.0, confidence + 0.3)
+
+    def units(conf: np.ndarray) -> dict:
+        records = Records()
+        records.add({"scaling": "none"}, index=np.arange(n), correct=correct, confidence=conf,
+                    brier=(1 - conf) ** 2)
+        return {("m", "calibration"): (StoredUnit("calibration", {"bins": 15}, 0, "same"),
+                                       records)}
+
+    got = Pairing(units(confidence), units(overconfident)).test(
+        _key("calibration", "ece", scaling="none"))
+    stream = metric_stream(0, "paired:ece", {"conditions": condition_key({"scaling": "none"})})
+    naive = []
+    for _ in range(1000):
+        rows = stream.integers(0, n, n)
+        naive.append(100 * (ece(overconfident[rows], correct[rows])
+                            - ece(confidence[rows], correct[rows])))
+    assert (got.ci_low, got.ci_high) == pytest.approx(percentile_interval(naive), abs=1e-9)
+    assert got.significant and got.ci_low > 0
