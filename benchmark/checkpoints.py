@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from benchmark.archs import build_arch
+from benchmark.archs.timm_models import is_timm, timm_config
 from benchmark.errors import CheckpointError
 
 SUFFIXES = (".pth.tar", ".safetensors", ".ckpt", ".pth", ".pt")
@@ -384,6 +385,19 @@ def load_weights(net: nn.Module, state: dict[str, torch.Tensor], path: Path, arc
     net.load_state_dict(best, strict=False)  # exact key match verified above
 
 
+def _timm_defaults(meta: dict[str, Any], sources: dict[str, str], path: Path) -> None:
+    """A timm architecture's configuration fills `input_size`, `mean` and `std` where only the
+    suite's defaults (or nothing) gave them, and records timm's evaluation preprocessing."""
+    try:
+        config = timm_config(meta["arch"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: architecture {meta['arch']!r}: {exc}") from exc
+    for key in ("input_size", "mean", "std"):
+        if sources.get(key, "suite defaults") == "suite defaults":
+            meta[key], sources[key] = config[key], "timm config"
+    meta["timm_preprocessing"] = {k: config[k] for k in ("interpolation", "crop_pct")}
+
+
 def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
     """Read, describe and build the evaluation model of one checkpoint (eval mode, on CPU)."""
     obj, inner = read_checkpoint(ref.path, trust, ref.sha256)
@@ -400,6 +414,8 @@ def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
             sources[key] = "checkpoint"
         elif key in external:
             meta[key], sources[key] = external[key]
+    if is_timm(str(meta.get("arch", ""))):
+        _timm_defaults(meta, sources, ref.path)
     for key in ("num_classes", "mean", "std"):
         if key not in meta:
             flag = key.replace("_", "-")
@@ -414,7 +430,8 @@ def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:
                 f"{ref.path.with_name(strip_suffix(ref.path) + '.toml')} or {DIR_SIDECAR}, or "
                 "pass --arch (`rubench list` shows the names)"
             )
-        if sources["arch"] == "checkpoint" and ":" in str(meta["arch"]) and not trust:
+        if sources["arch"] == "checkpoint" and ":" in str(meta["arch"]) \
+                and not is_timm(str(meta["arch"])) and not trust:
             raise CheckpointError(
                 f"{ref.path}: the checkpoint itself names the importable architecture "
                 f"{meta['arch']!r}; rubench imports code a checkpoint chooses only with "

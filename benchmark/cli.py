@@ -223,6 +223,8 @@ def _finish(summary: RunSummary) -> int:
             print(f"rubench: warning: {checkpoint}: mean/std come only from the suite's "
                   "defaults; if the model was trained with other statistics (e.g. 0.5 / 0.5), "
                   "set them in a sidecar TOML or with --mean/--std", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"rubench: warning: {warning}", file=sys.stderr)
     print(f"{summary.computed} task result(s) computed, {summary.reused} reused; "
           f"results in {summary.results_csv}")
     if summary.failures:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 import benchmark
 from benchmark.archs import list_archs
+from benchmark.archs.timm_models import preprocessing_note
 from benchmark.checkpoints import CheckpointRef, discover, load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
 from benchmark.datasets import load_dataset
@@ -67,6 +68,7 @@ class RunSummary:
     failures: tuple[Failure, ...]
     results_csv: Path
     normalization: tuple[tuple[str, str, bool], ...] = ()  # (checkpoint, description, default?)
+    warnings: tuple[str, ...] = ()  # about a checkpoint's numbers, for the terminal
 
     @property
     def ok(self) -> bool:
@@ -158,7 +160,8 @@ def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], pa
     channels, height, width = data.image_shape()
     if "input_size" in meta and list(meta["input_size"]) != [height, width]:
         raise CheckpointError(f"{path}: model input size {meta['input_size']} does not match the "
-                              f"data's {height}x{width} images")
+                              f"data's {height}x{width} images (set `input_size` in a sidecar "
+                              "TOML if the model was trained at the data's size)")
     if len(meta["mean"]) != channels:
         raise CheckpointError(f"{path}: mean/std have {len(meta['mean'])} channels, the data "
                               f"has {channels}")
@@ -208,6 +211,7 @@ class _Session:
         self.failures: list[Failure] = []
         self.keys: list[tuple[str, str, str, str]] = []  # (name, sha256, task, config hash)
         self.normalization: list[tuple[str, str, bool]] = []
+        self.warnings: list[str] = []
         self.names_seen: dict[str, Path] = {}
         self.fingerprints: dict[tuple[Path, ...], str] = {}
         self.cache = InputCache()  # inputs shared by every checkpoint and task of the run
@@ -302,6 +306,11 @@ class _Session:
         normalization = describe_normalization(loaded.meta, loaded.meta_sources)
         self.normalization.append((ref.name, normalization,
                                    loaded.meta_sources.get("mean") == "suite defaults"))
+        timm = loaded.meta.get("timm_preprocessing")
+        note = preprocessing_note(loaded.meta["arch"], timm) \
+            if timm is not None and self.data.name == "imagenet" else None
+        if note is not None:
+            self.warnings.append(f"{ref.name}: {note}")
         ctx = TaskContext(model=model, data=self.data, seed=opts.seed, device=self.device,
                           batch_size=opts.batch_size, num_workers=opts.num_workers,
                           progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
@@ -312,7 +321,9 @@ class _Session:
             if self.bar is not None:
                 self.bar.set_postfix_str(f"{ref.name} / {task.name}")
             provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
-                          "normalization": normalization}
+                          "normalization": normalization,
+                          **({"timm_preprocessing": f"{timm['interpolation']}, crop "
+                                                    f"{timm['crop_pct']:g}"} if timm else {})}
             identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]
             try:
                 torch.manual_seed(opts.seed)
@@ -355,4 +366,4 @@ def run(opts: RunOptions) -> RunSummary:
         csv_path = store.export(session.keys, everything=opts.results == "all")
         store.close()
     return RunSummary(session.computed, session.reused, tuple(session.failures), csv_path,
-                      tuple(session.normalization))
+                      tuple(session.normalization), tuple(session.warnings))

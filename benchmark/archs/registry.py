@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from benchmark.archs.timm_models import build_timm, is_timm
 from benchmark.registry import registry
 
 ArchFactory = Callable[..., nn.Module]
@@ -36,11 +37,13 @@ def list_archs(pattern: str = "*") -> dict[str, list[str]]:
 def build_arch(name: str, num_classes: int) -> nn.Module:
     """Instantiate `name` with `num_classes` outputs and random weights.
 
-    Lookup order: rubench's registry, then torchvision's classification models, then
-    `package.module:callable` imported from PYTHONPATH.
+    Lookup order: rubench's registry, `timm:NAME` (timm's models), torchvision's
+    classification models, then `package.module:callable` imported from PYTHONPATH.
     """
     if name in ARCHS:
         return ARCHS.get(name)(num_classes=num_classes)
+    if is_timm(name):
+        return build_timm(name, num_classes)
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
@@ -63,6 +66,6 @@ def build_arch(name: str, num_classes: int) -> nn.Module:
         return tvm.get_model(name, weights=None, num_classes=num_classes)
     raise ValueError(
         f"unknown architecture {name!r}{ARCHS.hint(name, _torchvision_names())}: not in "
-        "rubench's registry, not a torchvision model, and not of the form 'module:callable'. "
-        "`rubench list` shows all names."
+        "rubench's registry, not a torchvision model, not 'timm:NAME' and not of the form "
+        "'module:callable'. `rubench list` shows all names."
     )
