@@ -506,3 +506,23 @@ def test_end_to_end_all_tasks_deterministic_and_transfer_crafted_once(nets, tmp_
         (tmp_path / "b" / "results.csv").read_bytes()
 
 
+
+
+def test_a_one_batch_attack_shows_the_model_passes_it_makes(nets, digits, monkeypatch):
+    """Progress moves while one big batch is attacked: a bar counts image passes through the
+    model (forward or backward), named after the task; the hook goes with the task."""
+    bars = []
+
+    class Recorded(attack_tasks.tqdm):
+        def close(self):
+            bars.append((self.desc, self.n))
+            super().close()
+
+    monkeypatch.setattr(attack_tasks, "tqdm", Recorded)
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    ctx = context(model, digits, batch_size=len(digits))
+    ctx.progress = True
+    run(ctx, "pgd", eps=[0.1], steps=3)
+    passes = dict(bars)["pgd: model passes"]
+    assert passes >= 2 * 3 * len(digits)  # 3 PGD steps and FGSM's, over the one batch
+    assert not model._forward_hooks

@@ -233,14 +233,23 @@ class _Selection:
 
     def batches(self, ctx: TaskContext, desc: str
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, slice]]:
-        """(images, labels, sample positions, rows of this selection) per batch."""
+        """(images, labels, sample positions, rows of this selection) per batch. Beside the
+        batch bar, a second bar counts the model's image passes (forward, with or without
+        gradients), so a long attack on one big batch still shows it is moving."""
         total = -(-len(self.data) // ctx.batch_size)
         offset = 0
-        for x, y in tqdm(self.data.batches(ctx.batch_size, ctx.device, ctx.num_workers),
-                         desc=desc, total=total, leave=False, disable=not ctx.progress):
-            rows = slice(offset, offset + len(y))
-            offset += len(y)
-            yield x, y, torch.from_numpy(self.index[rows]), rows
+        passes = tqdm(desc=f"{desc}: model passes", unit="img", leave=False, position=1,
+                      disable=not ctx.progress)
+        hook = ctx.model.register_forward_hook(lambda _, __, out: passes.update(len(out)))
+        try:
+            for x, y in tqdm(self.data.batches(ctx.batch_size, ctx.device, ctx.num_workers),
+                             desc=desc, total=total, leave=False, disable=not ctx.progress):
+                rows = slice(offset, offset + len(y))
+                offset += len(y)
+                yield x, y, torch.from_numpy(self.index[rows]), rows
+        finally:
+            hook.remove()
+            passes.close()
 
 
 def _select(ctx: TaskContext, task: str, limit: int) -> _Selection:
