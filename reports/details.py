@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.figures import panel_grid, save
+from reports.figures import SWEEP_LABELS, legend_right, metric_label, panel_grid, save
 from reports.leaderboard import (
     ARROWS,
     FLAG_MEANINGS,
@@ -163,7 +163,7 @@ def plot(detail: Detail, path: Path) -> list[Path]:
     long = long.dropna(subset=["value"]).reset_index()
     panels_by = [n for n in detail.table.columns.names if n != x]
     panels = list(long.groupby(panels_by, dropna=False)) if panels_by else [((), long)]
-    figure, axes = panel_grid(len(panels))
+    figure, axes = panel_grid(len(panels), legend=True)
     for axis, (key, panel) in zip(axes, panels, strict=True):
         for name, line in panel.groupby("checkpoint"):
             line = line.sort_values(x)
@@ -175,8 +175,14 @@ def plot(detail: Detail, path: Path) -> list[Path]:
         axis.set_title(", ".join(f"{n}={format_condition(v, n)}" for n, v in zip(panels_by, key,
                                                                         strict=True)
                                  if not pd.isna(v)), fontsize=9)
-        axis.set_xlabel(x)
-        axis.set_ylabel(detail.metric)
+        axis.set_xlabel(SWEEP_LABELS.get(x, x))
+        axis.set_ylabel(metric_label(detail.metric))
+        ticks = sorted(panel[x].unique())
+        if x == "eps" and len(ticks) <= 8:  # as papers write budgets: 8/255, not 0.0314
+            labels = [format_condition(float(t), "eps") for t in ticks]
+            tilted = len(ticks) > 4 or max(map(len, labels)) > 4
+            axis.set_xticks(ticks, labels, rotation=40 if tilted else 0,
+                            ha="right" if tilted else "center")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    return [save(figure, f"{detail.task}: {detail.metric} vs {x}", path)]
+    legend_right(figure, axes)
+    return [save(figure, f"{detail.task}: {metric_label(detail.metric)} vs {x}", path)]

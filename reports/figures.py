@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from reports.files import write_atomic
 
@@ -16,22 +17,65 @@ MAX_COLUMNS = 4
 ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
 
 
-def panel_grid(count: int, width: float = 4.2, height: float = 3.4
+# Axis labels of the metrics and sweep conditions the figures draw (rates are percent).
+METRIC_LABELS = {
+    "top1_err": "top-1 error (%)", "top5_err": "top-5 error (%)",
+    "fgsm_top1_err": "FGSM top-1 error (%)", "mean_err": "mean error (%)",
+    "occlusion_err": "occlusion error (%)", "neither_rate": "predicted as neither class (%)",
+    "severity_err": "top-1 error (%)", "corruption_err": "corruption error (%)",
+    "category_err": "category error (%)", "fail_rate": "attack failures (%)",
+    "median_norm": "median perturbation norm", "zero_grad_rate": "zero gradients (%)",
+}
+SWEEP_LABELS = {"eps": "eps (perturbation budget)", "severity": "severity",
+                "hole_frac": "hole side (fraction of the image side)",
+                "lam": "lambda (share of the second image)"}
+LEGEND_WIDTH = 1.9  # inches right of the panels for a figure-wide legend
+
+
+def metric_label(metric: str) -> str:
+    """A metric's axis label, with its unit where it has one."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def columns_for(count: int) -> int:
+    """Panels per row: at most MAX_COLUMNS, leaving the fewest empty cells (then the widest)."""
+    if count <= MAX_COLUMNS:
+        return max(1, count)
+    return min(range(2, MAX_COLUMNS + 1), key=lambda c: ((-count) % c, -c))
+
+
+def panel_grid(count: int, width: float = 4.2, height: float = 3.4, legend: bool = False
                ) -> tuple[Figure, list[Axes]]:
-    """A figure with `count` panels in rows of at most MAX_COLUMNS; spare cells hidden."""
-    columns = max(1, min(count, MAX_COLUMNS))
+    """A figure with `count` panels in rows chosen by `columns_for`; spare cells hidden; with
+    `legend`, room on the right for a figure-wide legend (`legend_right`)."""
+    columns = columns_for(count)
     rows = -(-count // columns)
-    figure = Figure(figsize=(width * columns, height * rows))
+    figure = Figure(figsize=(width * columns + (LEGEND_WIDTH if legend else 0), height * rows))
     axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
     for axis in axes[count:]:
         axis.set_visible(False)
     return figure, axes[:count]
 
 
+def legend_right(figure: Figure, axes: list[Axes]) -> None:
+    """One legend for the whole figure, right of the panels (it never covers data); the
+    entries of every panel, each label once."""
+    entries: dict[str, object] = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        figure.legend(list(entries.values()), list(entries), loc="center right", fontsize=7,
+                      frameon=False)
+
+
 def save(figure: Figure, title: str, path: Path) -> Path:
-    """Title, lay out and write `figure` as a PNG at `path`."""
+    """Title, lay out (leaving a figure-wide legend its room) and write `figure` as a PNG."""
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    right = 1.0
+    if figure.legends:
+        right = 1.0 - LEGEND_WIDTH / figure.get_figwidth()
+    figure.tight_layout(rect=(0.0, 0.0, right, 1.0))
     return write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110))
 
 
@@ -66,10 +110,10 @@ def reliability_diagrams(rows: pd.DataFrame, path: Path) -> list[Path]:
         ece = rows[(rows["metric"] == "ece") & (rows["checkpoint"] == checkpoint)
                    & (rows["scaling"] == scaling)]["value"]
         label = f"ECE {ece.iloc[0]:.2f} %" if not ece.empty else ""
-        axis.text(0.04, 0.92, label, transform=axis.transAxes, fontsize=8)
+        axis.text(0.96, 0.04, label, transform=axis.transAxes, fontsize=8, ha="right")
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
         axis.set_title(f"{checkpoint} (scaling={scaling})", fontsize=9)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper left")
     return [save(figure, f"{rows['task'].iloc[0]}: reliability diagrams ({bins} bins)", path)]
 
 
@@ -83,7 +127,7 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
     written = []
     for scorer, per_scorer in hist.groupby("scorer", sort=True):
         panels = list(per_scorer.groupby("checkpoint", sort=True))
-        figure, axes = panel_grid(len(panels), 4.2, 3.2)
+        figure, axes = panel_grid(len(panels), 4.2, 3.2, legend=True)
         for axis, (checkpoint, panel) in zip(axes, panels, strict=True):
             names = sorted(panel["ood_set"].unique(), key=lambda s: (s != ID_SET, s))
             for index, name in enumerate(names):
@@ -96,9 +140,10 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
                             color="k" if own else f"C{index - 1}", linewidth=1.2,
                             label="in-distribution" if own else name)
             axis.set(xlabel=f"{scorer} score", ylabel="% of the set")
+            axis.xaxis.set_major_locator(MaxNLocator(nbins=4))  # long scores never overlap
             axis.set_title(checkpoint, fontsize=9)
             axis.grid(alpha=0.3)
-        axes[0].legend(fontsize=7, loc="upper left")
+        legend_right(figure, axes)
         target = path.with_name(f"{path.stem}__{scorer}{path.suffix}")
         written.append(save(figure, f"{rows['task'].iloc[0]}: {scorer} score histograms",
                              target))
@@ -120,7 +165,7 @@ def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
     order = list(dict.fromkeys(means["category"]))  # the task's order: categories, then all
     panels = sorted(means.groupby([*by, "category"]),
                     key=lambda item: (item[0][:-1], order.index(item[0][-1])))
-    figure, axes = panel_grid(len(panels))
+    figure, axes = panel_grid(len(panels), legend=True)
     for axis, (key, panel) in zip(axes, panels, strict=True):
         for checkpoint, line in panel.groupby("checkpoint", sort=True):
             line = line.sort_values("severity")
@@ -133,7 +178,7 @@ def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
         axis.set(xlabel="severity", ylabel="top-1 error (%)")
         axis.set_xticks(sorted(panel["severity"].unique()))
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    legend_right(figure, axes)
     sources = rows["source"].dropna().unique() if "source" in rows else []
     label = f" ({sources[0]} data)" if len(sources) == 1 else ""
     return [save(figure, f"{rows['task'].iloc[0]}: top-1 error vs severity per category "
