@@ -8,6 +8,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +328,9 @@ class _Session:
             identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]
             try:
                 torch.manual_seed(opts.seed)
-                records, metrics = get_task(task.task).run(ctx, task.params)
+                reducing = None if self.bar is None else partial(
+                    self.bar.set_postfix_str, f"{ref.name} / {task.name}: metrics and intervals")
+                records, metrics = get_task(task.task).run(ctx, task.params, reducing)
                 self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
                                 config_hash=digest, metrics=metrics, provenance=provenance,
                                 elapsed_s=time.perf_counter() - start, records=records,

@@ -145,12 +145,16 @@ class TaskDef:
     description: str
     inputs: InputsFn | None = None
 
-    def run(self, ctx: TaskContext, params: dict[str, Any]) -> tuple[Records, list[Metric]]:
-        """Declare the task's inputs to the context, measure, then reduce: the unit's records
-        and its metrics."""
+    def run(self, ctx: TaskContext, params: dict[str, Any],
+            reducing: Callable[[], object] | None = None) -> tuple[Records, list[Metric]]:
+        """Declare the task's inputs to the context, measure, then reduce (after telling
+        `reducing`, e.g. a progress bar, that the model's work is done): the unit's records and
+        its metrics."""
         places = TaskPlaces(ctx.data.name, ctx.data_root, ctx.ckpt_dir)
         ctx.requests = {} if self.inputs is None else self.inputs(params, places)
         records = self.fn(ctx, params)
+        if reducing is not None:
+            reducing()
         return records, self.reduce(records, params, ctx.seed)
 
     def reduce(self, records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
