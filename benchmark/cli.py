@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show each value's difference to this checkpoint's row")
     report.add_argument("--ci", action="store_true",
                         help="show each value's 95 %% interval as ± in leaderboard.md")
+    report.add_argument("--columns", default=None, metavar="NAMES",
+                        help="leaderboard columns, comma-separated, in order: column names "
+                             "('Clean err,PGD err,mCE'), families (clean, adversarial, "
+                             "occlusion, corruption, affine, ood, calibration), Average; 'all': "
+                             "every eps and condition its own column (default: one column per "
+                             "family at its headline budget)")
+    report.add_argument("--vector", choices=("svg", "pdf"), default=None,
+                        help="also write every figure in this vector format, beside its PNG "
+                             "in report/ (for papers)")
     report.add_argument("--recompute", action="store_true",
                         help="first re-reduce every metric from the stored per-sample records "
                              "(no model needed) and rewrite results.csv")
@@ -302,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "report":
             from reports.html import write_report
+            from reports.leaderboard import select_columns
 
+            select_columns(args.columns)  # a bad name is refused before any work
             if args.recompute:
                 from benchmark.recompute import recompute
 
@@ -316,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 significance = between_checkpoints(args.out_dir)
             written = write_report(args.out_dir, baseline=args.baseline, show_ci=args.ci,
-                                   significance=significance)
+                                   significance=significance, columns=args.columns,
+                                   vector=args.vector)
             print(f"wrote {written[0]}, {written[1]} and {len(written) - 2} files in "
                   f"{args.out_dir / 'report'} (open report/index.html)")
             return 0

@@ -149,7 +149,7 @@ def sweep_axis(detail: Detail) -> str | None:
     return names[0] if names else None
 
 
-def plot(detail: Detail, path: Path) -> list[Path]:
+def plot(detail: Detail, path: Path, vector: str | None = None) -> list[Path]:
     """Line plot of the metric against its sweep condition, one line per checkpoint with its
     95 % interval shaded where known, one panel per value of the other varying conditions;
     nothing when the detail is not a sweep."""
@@ -185,4 +185,4 @@ def plot(detail: Detail, path: Path) -> list[Path]:
                             ha="right" if tilted else "center")
         axis.grid(alpha=0.3)
     legend_right(figure, axes)
-    return [save(figure, f"{detail.task}: {metric_label(detail.metric)} vs {x}", path)]
+    return [save(figure, f"{detail.task}: {metric_label(detail.metric)} vs {x}", path, vector)]

@@ -69,13 +69,20 @@ def legend_right(figure: Figure, axes: list[Axes]) -> None:
                       frameon=False)
 
 
-def save(figure: Figure, title: str, path: Path) -> Path:
-    """Title, lay out (leaving a figure-wide legend its room) and write `figure` as a PNG."""
+VECTOR_FORMATS = ("svg", "pdf")
+
+
+def save(figure: Figure, title: str, path: Path, vector: str | None = None) -> Path:
+    """Title, lay out (leaving a figure-wide legend its room) and write `figure` as a PNG at
+    `path` (what the HTML page shows) and, with `vector` ("svg" or "pdf"), beside it in that
+    format for papers; returns the PNG's path."""
     figure.suptitle(title, fontsize=10)
     right = 1.0
     if figure.legends:
         right = 1.0 - LEGEND_WIDTH / figure.get_figwidth()
     figure.tight_layout(rect=(0.0, 0.0, right, 1.0))
+    if vector is not None:
+        write_atomic(path.with_suffix(f".{vector}"), figure.savefig)
     return write_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110))
 
 
@@ -83,7 +90,8 @@ def _metric(rows: pd.DataFrame, name: str) -> pd.DataFrame:
     return rows[rows["metric"] == name]
 
 
-def reliability_diagrams(rows: pd.DataFrame, path: Path) -> list[Path]:
+def reliability_diagrams(rows: pd.DataFrame, path: Path, vector: str | None = None
+                         ) -> list[Path]:
     """Guo et al.'s reliability diagram per checkpoint and scaling: accuracy per confidence bin
     (bars), the gap to the bin's mean confidence (red), the diagonal of perfect calibration."""
     accuracy = _metric(rows, "reliability_accuracy")
@@ -114,10 +122,12 @@ def reliability_diagrams(rows: pd.DataFrame, path: Path) -> list[Path]:
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
         axis.set_title(f"{checkpoint} (scaling={scaling})", fontsize=9)
     axes[0].legend(fontsize=7, loc="upper left")
-    return [save(figure, f"{rows['task'].iloc[0]}: reliability diagrams ({bins} bins)", path)]
+    return [save(figure, f"{rows['task'].iloc[0]}: reliability diagrams ({bins} bins)", path,
+                 vector)]
 
 
-def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
+def ood_histograms(rows: pd.DataFrame, path: Path, vector: str | None = None
+                   ) -> list[Path]:
     """Per scorer, one panel per checkpoint: the share of each set's samples per score bin,
     the in-distribution set in black (ID should sit to the right: higher = more ID)."""
     hist = _metric(rows, "score_hist")
@@ -146,7 +156,7 @@ def ood_histograms(rows: pd.DataFrame, path: Path) -> list[Path]:
         legend_right(figure, axes)
         target = path.with_name(f"{path.stem}__{scorer}{path.suffix}")
         written.append(save(figure, f"{rows['task'].iloc[0]}: {scorer} score histograms",
-                             target))
+                             target, vector))
     return written
 
 
@@ -154,7 +164,8 @@ BENCHMARK_GROUP = "benchmark"  # the corruptions task's category of the mean ove
 GROUP_TITLES = {BENCHMARK_GROUP: "the 15 benchmark corruptions"}
 
 
-def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
+def corruption_categories(rows: pd.DataFrame, path: Path, vector: str | None = None
+                          ) -> list[Path]:
     """Top-1 error vs severity, one panel per corruption category (the task's `severity_err`
     rows: the mean over its corruptions at each severity) and one over the 15 benchmark
     corruptions; one line per checkpoint, its 95 % interval shaded."""
@@ -182,7 +193,7 @@ def corruption_categories(rows: pd.DataFrame, path: Path) -> list[Path]:
     sources = rows["source"].dropna().unique() if "source" in rows else []
     label = f" ({sources[0]} data)" if len(sources) == 1 else ""
     return [save(figure, f"{rows['task'].iloc[0]}: top-1 error vs severity per category "
-                 f"(mean over its corruptions){label}", path)]
+                 f"(mean over its corruptions){label}", path, vector)]
 
 
 # (task type, metric) -> the figure drawn for that detail instead of a generic sweep plot.

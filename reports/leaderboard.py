@@ -1,13 +1,16 @@
 """Leaderboard: one row per checkpoint, the seed papers' headline columns, from `results.csv`.
 
 Each headline column picks one metric of one task type under fixed conditions (e.g. the OOD
-average over sets with the MSP scorer); a condition that still varies within the results
-(e.g. several FGSM eps) splits it into one column per value. Columns with no data are left out.
+average over sets with the MSP scorer). By default, as in Chun et al.'s tables, each family has
+its columns at one headline budget: every attack at the same eps (`headline_budget`), one task
+per column; the full sweeps are in the detail tables. `--columns all` instead splits a column
+by every condition that varies within the results (e.g. one FGSM column per eps). The Average
+takes one error per family (`_family_errors`). Columns with no data are left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,37 +35,43 @@ def direction(value: object) -> bool | None:
 
 @dataclass(frozen=True)
 class Column:
-    """A headline column: `metric` of task type `task`, rows filtered by `where`; `error`
-    columns enter the Average."""
+    """A headline column: `metric` of task type `task`, rows filtered by `where`, in `family`.
+    `budget`: an attack, shown at the headline budget; `error`: its value is the family's error
+    in the Average; `default`: shown when no `--columns` are chosen."""
 
     header: str
     task: str
     metric: str
+    family: str
     where: dict[str, object] = field(default_factory=dict)
-    error: bool = True
+    budget: bool = False
+    error: bool = False
+    default: bool = True
 
 
+OOD_MEAN = {"ood_set": "mean", "scorer": "msp"}
 HEADLINE = (
-    Column("Clean err", "clean", "top1_err"),
-    Column("FGSM err", "fgsm", "top1_err"),
-    Column("I-FGSM err", "ifgsm", "top1_err"),
-    Column("PGD err", "pgd", "top1_err"),
-    Column("Robust err", "worst_case", "top1_err", error=False),
-    Column("Occlusion err", "occlusion", "occlusion_err"),
-    Column("Noise err", "corruptions", "category_err", {"category": "noise"}),
-    Column("Blur err", "corruptions", "category_err", {"category": "blur"}),
-    Column("Weather err", "corruptions", "category_err", {"category": "weather"}),
-    Column("Digital err", "corruptions", "category_err", {"category": "digital"}),
-    Column("mCE", "corruptions", "mce", error=False),
-    Column("Corruption err", "corruptions", "mean_corruption_err", error=False),
-    Column("Affine err", "affine", "mean_err"),
-    Column("OOD AUROC", "ood", "auroc", {"ood_set": "mean", "scorer": "msp"}, error=False),
-    Column("OOD TNR@TPR95", "ood", "tnr_at_tpr95", {"ood_set": "mean", "scorer": "msp"},
-           error=False),
-    Column("OOD det. acc", "ood", "detection_acc", {"ood_set": "mean", "scorer": "msp"},
-           error=False),
-    Column("ECE", "calibration", "ece", {"scaling": "none"}, error=False),
+    Column("Clean err", "clean", "top1_err", "clean", error=True),
+    Column("FGSM err", "fgsm", "top1_err", "adversarial", budget=True),
+    Column("I-FGSM err", "ifgsm", "top1_err", "adversarial", budget=True),
+    Column("PGD err", "pgd", "top1_err", "adversarial", budget=True),
+    Column("Robust err", "worst_case", "top1_err", "adversarial", budget=True, error=True),
+    Column("Occlusion err", "occlusion", "occlusion_err", "occlusion", error=True),
+    Column("Noise err", "corruptions", "category_err", "corruption", {"category": "noise"}),
+    Column("Blur err", "corruptions", "category_err", "corruption", {"category": "blur"}),
+    Column("Weather err", "corruptions", "category_err", "corruption", {"category": "weather"}),
+    Column("Digital err", "corruptions", "category_err", "corruption", {"category": "digital"}),
+    Column("mCE", "corruptions", "mce", "corruption"),
+    Column("Corruption err", "corruptions", "mean_corruption_err", "corruption", error=True),
+    Column("Affine err", "affine", "mean_err", "affine", error=True),
+    Column("OOD AUROC", "ood", "auroc", "ood", OOD_MEAN),
+    Column("OOD TNR@TPR95", "ood", "tnr_at_tpr95", "ood", OOD_MEAN, default=False),
+    Column("OOD det. acc", "ood", "detection_acc", "ood", OOD_MEAN, default=False),
+    Column("ECE", "calibration", "ece", "calibration", {"scaling": "none"}),
 )
+FAMILIES = tuple(dict.fromkeys(column.family for column in HEADLINE))
+AVERAGE = "Average"
+ALL = "all"  # `--columns all`: every task and condition value its own column
 # Sanity flags of the attack tasks (rows `flag_*` = 1), shown beside the numbers they concern.
 FLAG_MEANINGS = {
     "flag_below_clean": "the adversarial error is below the clean error",
@@ -74,11 +83,6 @@ FLAG_MEANINGS = {
     "flag_softmax_output": "the model outputs probabilities, not logits",
 }
 FLAG_MARK = "⚠"
-AVERAGE_NOTE = ("Average: the mean of the error columns (clean, adversarial, occlusion, "
-                "corruption-category and affine errors, in percent) present for a checkpoint, "
-                "as in Chun et al.'s ImageNet table; the robust errors (per image, the worst "
-                "case over the attacks named at that budget), the mean corruption error and mCE "
-                "(already summaries), OOD and calibration columns are not in it.")
 
 
 def condition_columns(results: pd.DataFrame) -> list[str]:
@@ -115,8 +119,50 @@ def format_condition(value: object, name: str = "") -> str:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The columns `--columns` chose, in order; whether the Average is shown; `split`: every task
+    and condition value its own column (`all`), else attacks at the headline budget."""
+
+    columns: tuple[Column, ...]
+    average: bool = True
+    split: bool = False
+
+
+def known_columns() -> list[str]:
+    """Every name `--columns` accepts: the headline columns, the families, Average and all."""
+    return [*(column.header for column in HEADLINE), *FAMILIES, AVERAGE, ALL]
+
+
+def select_columns(spec: str | Sequence[str] | None = None) -> Selection:
+    """`--columns` (comma-separated, case-insensitive) as a Selection: None -> the default
+    headline; `all` -> every column split as the results vary; else the named columns and
+    families (a family: all its columns), in the order given."""
+    if spec is None:
+        return Selection(tuple(column for column in HEADLINE if column.default))
+    names = [name.strip() for name in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [name for name in names if name]
+    if [name.lower() for name in names] == [ALL]:
+        return Selection(HEADLINE, split=True)
+    groups = {column.header.lower(): [column.header] for column in HEADLINE}
+    groups |= {family: [c.header for c in HEADLINE if c.family == family] for family in FAMILIES}
+    groups[AVERAGE.lower()] = []
+    unknown = [name for name in names if name.lower() not in groups]
+    if not unknown and names:
+        chosen = dict.fromkeys(header for name in names for header in groups[name.lower()])
+        by_header = {column.header: column for column in HEADLINE}
+        return Selection(tuple(by_header[header] for header in chosen),
+                         AVERAGE.lower() in (name.lower() for name in names))
+    if ALL in (name.lower() for name in unknown):
+        said = f"{ALL!r} stands alone"
+    else:
+        said = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no column"
+    raise ReportError(f"--columns: {said}; known: {', '.join(known_columns())}")
+
+
+@dataclass(frozen=True)
 class Table:
-    """Leaderboard values plus, per column, direction and whether it enters the Average."""
+    """Leaderboard values plus, per column, direction and whether it enters the Average;
+    `legend`: what the Average and the attack budget of this table are, for its notes."""
 
     values: pd.DataFrame
     ci_low: pd.DataFrame
@@ -126,6 +172,7 @@ class Table:
     flags: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (ckpt, column)
     # (ckpt, column) -> the row it shows: (checkpoint, task, metric, condition key)
     sources: dict[tuple[str, str], tuple[str, str, str, str]] = field(default_factory=dict)
+    legend: list[str] = field(default_factory=list)
 
 
 RowKey = tuple[str, str, str, str]
@@ -175,22 +222,96 @@ def _descriptor(column: Column, group: pd.DataFrame, results: pd.DataFrame) -> s
     return ""
 
 
-def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -> Table:
-    """Headline table: index = checkpoint, one column per headline (split) column, plus Average."""
+ATTACKS = tuple(column.task for column in HEADLINE if column.budget and not column.error)
+BUDGET = ("space", "norm", "eps")  # the conditions of an attack budget
+
+
+def headline_budget(results: pd.DataFrame) -> dict[str, object]:
+    """The one budget the headline shows every attack at, so that its columns compare: the eps
+    that most of FGSM, I-FGSM and PGD ran at (the smaller on a tie), Linf in pixel space where
+    any ran so: 8/255 on the cifar10 suite, 4/255 on imagenet's, 1/16 on digits'. {}: no eps."""
+    keys = [key for key in BUDGET if key in results]
+    if "eps" not in keys:
+        return {}
+    rows = results[_task_type(results).isin(ATTACKS) & (results["metric"] == "top1_err")
+                   & results["eps"].notna()]
+    if rows.empty:
+        return {}
+    budgets = [(dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), count)
+               for key, count in rows.groupby(keys, dropna=False)["task"].nunique().items()]
+    best, _ = min(budgets, key=lambda item: (item[0].get("space", "pixel") != "pixel",
+                                            item[0].get("norm", "linf") != "linf",
+                                            -item[1], item[0]["eps"]))
+    return best
+
+
+def _budget_label(budget: dict[str, object]) -> str:
+    """A budget for a header: its eps, and its norm and space where not Linf in pixel space."""
+    said = [f"eps={format_condition(budget['eps'], 'eps')}"] if "eps" in budget else []
+    said += [f"{key}={budget[key]}" for key, usual in (("norm", "linf"), ("space", "pixel"))
+             if not pd.isna(budget.get(key, usual)) and budget.get(key, usual) != usual]
+    return ", ".join(said)
+
+
+def _matching(rows: pd.DataFrame, where: dict[str, object]) -> pd.DataFrame:
+    """The rows that meet `where`: a condition the results lack constrains nothing; NaN asks for
+    an empty cell."""
+    for key, wanted in where.items():
+        if key in rows:
+            rows = rows[rows[key].isna() if pd.isna(wanted) else rows[key] == wanted]
+    return rows
+
+
+def _one_task(rows: pd.DataFrame, task_type: str, conditions: list[str]
+              ) -> tuple[pd.DataFrame, str]:
+    """The rows of one task where several of a type measure a column (occlusion filled black
+    and with the mean): the suite's task named after the type, else the first by name; with
+    the conditions that set it apart from the others, for the header ("fill=black")."""
+    tasks = sorted(rows["task"].unique())
+    kept = rows[rows["task"] == (task_type if task_type in tasks else tasks[0])]
+    apart = [c for c in conditions if rows[c].nunique() > 1 and kept[c].nunique() == 1]
+    return kept, ", ".join(f"{c}={format_condition(kept[c].iloc[0], c)}" for c in apart)
+
+
+@dataclass
+class _Parts:
+    """Columns as they are built, by header; `headers`: what each headline column became."""
+
+    values: dict[str, pd.Series] = field(default_factory=dict)
+    lows: dict[str, pd.Series] = field(default_factory=dict)
+    highs: dict[str, pd.Series] = field(default_factory=dict)
+    directions: dict[str, bool | None] = field(default_factory=dict)
+    flags: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    sources: dict[tuple[str, str], RowKey] = field(default_factory=dict)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _frame(series: dict[str, pd.Series], headers: list[str], checkpoints: list[str]
+           ) -> pd.DataFrame:
+    """These columns of `series` (values or bounds by header), one row per checkpoint."""
+    return pd.DataFrame({h: series[h] for h in headers}, index=checkpoints, dtype=float)
+
+
+def _build(results: pd.DataFrame, columns: tuple[Column, ...],
+           budget: dict[str, object] | None) -> _Parts:
+    """Each column's values: attacks at `budget` and one task per column, or with `budget`
+    None every task and condition value that varies split into its own column."""
     conditions = condition_columns(results)
     task_type = _task_type(results)
-    checkpoints = sorted(results["checkpoint"].unique())
     raised_rows = results[results["metric"].str.startswith("flag_") & (results["value"] > 0)]
     flags = {key: group for key, group in raised_rows.groupby(["checkpoint", "task"])}
-    values, lows, highs, directions, averaged, raised, sources = {}, {}, {}, {}, [], {}, {}
+    parts = _Parts()
     for column in columns:
-        rows = results[(task_type == column.task) & (results["metric"] == column.metric)]
-        for key, wanted in column.where.items():
-            if key in rows:  # a condition the results do not have at all constrains nothing
-                rows = rows[rows[key] == wanted]
+        fixed = {**column.where, **(budget if budget and column.budget else {})}
+        rows = _matching(results[(task_type == column.task)
+                                 & (results["metric"] == column.metric)], fixed)
         if rows.empty:
             continue
-        split = [c for c in conditions if c not in column.where and rows[c].nunique() > 1]
+        label = _budget_label(budget) if budget and column.budget else ""
+        if budget is not None:
+            rows, kept = _one_task(rows, column.task, [c for c in conditions if c not in fixed])
+            label = ", ".join(filter(None, [label, kept]))
+        split = [c for c in conditions if c not in fixed and rows[c].nunique() > 1]
         if rows.duplicated([*split, "checkpoint"]).any():  # same conditions, several tasks
             split = ["task", *split]
         groups = rows.groupby(split, dropna=False, sort=True) if split else [((), rows)]
@@ -201,29 +322,117 @@ def leaderboard(results: pd.DataFrame, columns: tuple[Column, ...] = HEADLINE) -
                                if not pd.isna(v) and c != "attacks")  # in the descriptor
             if "source" not in split and _generated(group):
                 suffix = ", ".join(filter(None, [suffix, GENERATED]))
-            said = "; ".join(filter(None, [_descriptor(column, group, results), suffix]))
+            said = "; ".join(filter(None, [_descriptor(column, group, results), label, suffix]))
             header = f"{column.header} ({said})" if said else column.header
+            parts.headers.setdefault(column.header, []).append(header)
             indexed = group.set_index("checkpoint")
-            values[header] = indexed["value"]
-            lows[header] = indexed.get("ci_low", pd.Series(np.nan, index=indexed.index))
-            highs[header] = indexed.get("ci_high", pd.Series(np.nan, index=indexed.index))
-            directions[header] = direction(group["higher_is_better"].iloc[0])
-            if column.error:
-                averaged.append(header)
+            parts.values[header] = indexed["value"]
+            parts.lows[header] = indexed.get("ci_low", pd.Series(np.nan, index=indexed.index))
+            parts.highs[header] = indexed.get("ci_high", pd.Series(np.nan, index=indexed.index))
+            parts.directions[header] = direction(group["higher_is_better"].iloc[0])
             for _, row in group.iterrows():
                 names = _raised_flags(flags, row, conditions)
                 if names:
-                    raised[(row["checkpoint"], header)] = names
-                sources[(row["checkpoint"], header)] = (
+                    parts.flags[(row["checkpoint"], header)] = names
+                parts.sources[(row["checkpoint"], header)] = (
                     row["checkpoint"], row["task"], row["metric"],
                     condition_key({c: row[c] for c in conditions}))
-    frame = pd.DataFrame(values, index=checkpoints)
-    if len(averaged) > 1:
-        frame["Average"] = frame[averaged].mean(axis=1)
-        directions["Average"] = False
+    return parts
+
+
+def _listed(headers: list[str], how: str) -> str:
+    """Columns for the notes: one header, or `how` ("mean", "highest") of several."""
+    if len(headers) < 2:
+        return "".join(headers)
+    return f"the {how} of " + ", ".join(headers)
+
+
+def _family_errors(parts: _Parts, checkpoints: list[str], names: dict[str, str]
+                   ) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """One error per family and checkpoint (percent, lower is better) from the headline
+    `parts`: the family's error column (the mean where it split), where missing its highest
+    attack error at the budget; with the headers used and what each family's error is, both
+    as the shown table names those columns (`names`)."""
+    errors, used, said = {}, [], []
+    for family in FAMILIES:
+        own = [h for c in HEADLINE if c.family == family and c.error
+               for h in parts.headers.get(c.header, [])]
+        attacks = [h for c in HEADLINE if c.family == family and c.budget and not c.error
+                   for h in parts.headers.get(c.header, [])]
+        if not own and not attacks:
+            continue
+        error = _frame(parts.values, own, checkpoints).mean(axis=1)
+        strongest = _frame(parts.values, attacks, checkpoints).max(axis=1)
+        fallback = bool((error.isna() & strongest.notna()).any())
+        if fallback:
+            error = error.fillna(strongest)
+        own, attacks = [names.get(h, h) for h in own], [names.get(h, h) for h in attacks]
+        text = _listed(own, "mean")
+        if fallback:
+            text += ("; where it is missing, " if own else "") + _listed(attacks, "highest")
+        errors[family], used = error, [*used, *own, *(attacks if fallback else [])]
+        said.append(f"{family}: {text}")
+    return pd.DataFrame(errors, index=checkpoints), used, said
+
+
+def _same_columns(headline: _Parts, parts: _Parts) -> dict[str, str]:
+    """Headline header -> the header of `parts` that shows the same results rows (`all` names
+    the robust error at the budget `..., norm=linf` too)."""
+    def rows(built: _Parts) -> dict[str, frozenset[RowKey]]:
+        shown: dict[str, set[RowKey]] = {}
+        for (_, header), row in built.sources.items():
+            shown.setdefault(header, set()).add(row)
+        return {header: frozenset(keys) for header, keys in shown.items()}
+
+    by_rows = {keys: header for header, keys in rows(parts).items()}
+    return {header: by_rows[keys] for header, keys in rows(headline).items() if keys in by_rows}
+
+
+def _average_note(said: list[str]) -> str:
+    """What the Average is the mean of, family by family."""
+    return ("Average: the mean over the families present for a checkpoint of one error each "
+            "(in percent), so that no family weighs more for having more columns — "
+            + "; ".join(said) + ". Columns not named here are not in it.")
+
+
+def _budget_note(budget: dict[str, object]) -> str:
+    """Which budget the attack columns show, and why that one."""
+    norm, space = budget.get("norm", np.nan), budget.get("space", np.nan)
+    where = [] if pd.isna(norm) else [{"linf": "Linf"}.get(str(norm), str(norm))]
+    where += [] if pd.isna(space) else [f"{space} space"]
+    return (f"Attacks at one budget, eps={format_condition(budget['eps'], 'eps')}"
+            + (f" ({', '.join(where)})" if where else "") + ": the eps most of FGSM, I-FGSM "
+            "and PGD ran at (the smaller on a tie); every eps is in report/<task>__top1_err.md, "
+            "and `--columns all` shows them here.")
+
+
+def leaderboard(results: pd.DataFrame, columns: str | Sequence[str] | None = None) -> Table:
+    """Headline table: index = checkpoint, the columns `select_columns(columns)` chooses (by
+    default one per family at its headline budget), plus the per-family Average."""
+    selection = select_columns(columns)
+    checkpoints = sorted(results["checkpoint"].unique())
+    budget = headline_budget(results)
+    headline = _build(results, HEADLINE, budget)
+    parts = _build(results, selection.columns, None) if selection.split else headline
+    errors, in_average, said = _family_errors(headline, checkpoints,
+                                              _same_columns(headline, parts))
+    headers = [h for column in selection.columns for h in parts.headers.get(column.header, [])]
+    frame = _frame(parts.values, headers, checkpoints)
+    directions = {h: parts.directions[h] for h in headers}
+    legend = []
+    if budget and not selection.split and any(column.budget and column.header in parts.headers
+                                              for column in selection.columns):
+        legend.append(_budget_note(budget))
+    if selection.average and len(errors.columns) > 1:
+        frame[AVERAGE], directions[AVERAGE] = errors.mean(axis=1), False
+        legend.append(_average_note(said))
     frame.index.name = "checkpoint"
-    return Table(frame, pd.DataFrame(lows, index=checkpoints),
-                 pd.DataFrame(highs, index=checkpoints), directions, averaged, raised, sources)
+    shown = set(headers)
+    return Table(frame, _frame(parts.lows, headers, checkpoints),
+                 _frame(parts.highs, headers, checkpoints), directions,
+                 in_average if AVERAGE in frame else [],
+                 {key: names for key, names in parts.flags.items() if key[1] in shown},
+                 {key: row for key, row in parts.sources.items() if key[1] in shown}, legend)
 
 
 SUMMARY_PREFIXES = ("Clean err", "Corruption err", "OOD AUROC", "ECE", "Average")
@@ -327,8 +536,7 @@ def notes(table: Table, baseline: str | None, show_ci: bool, paired: bool = Fals
                          "OOD metrics; two-sided, 5 % level); unmarked: within noise, or no "
                          "paired test applies (worst cases, means over cells, calibration "
                          "errors, the mean over OOD sets)." if paired else "."))
-    if "Average" in table.values:
-        legend.append(AVERAGE_NOTE)
+    legend += table.legend
     flagged = flag_notes(table)
     if flagged:
         legend.append(f"{FLAG_MARK}: a sanity flag of the attack was raised; the number may "
@@ -337,16 +545,17 @@ def notes(table: Table, baseline: str | None, show_ci: bool, paired: bool = Fals
 
 
 def write_leaderboard(out_dir: Path, baseline: str | None = None, show_ci: bool = False,
-                      significance: Significance | None = None) -> tuple[Path, Path]:
+                      significance: Significance | None = None,
+                      columns: str | Sequence[str] | None = None) -> tuple[Path, Path]:
     """Read `out_dir/results.csv`; write `leaderboard.md` and `leaderboard.csv` (values and
-    interval bounds to six significant digits) beside it."""
+    interval bounds to six significant digits) of the `columns` chosen beside it."""
     out_dir = Path(out_dir)
     source = out_dir / "results.csv"
     if not source.is_file():
         raise ReportError(f"{source}: no results.csv; run `rubench evaluate` first")
     results = pd.read_csv(source, low_memory=False)
-    return write_leaderboard_files(out_dir, results, leaderboard(results), baseline, show_ci,
-                                   significance)
+    return write_leaderboard_files(out_dir, results, leaderboard(results, columns), baseline,
+                                   show_ci, significance)
 
 
 def write_leaderboard_files(out_dir: Path, results: pd.DataFrame, table: Table,

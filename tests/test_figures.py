@@ -31,7 +31,7 @@ def _sweep_rows() -> pd.DataFrame:
 
 def test_a_sweep_plot_labels_its_axes_and_writes_budgets_as_k_over_255(monkeypatch, tmp_path):
     drawn = []
-    monkeypatch.setattr(details, "save", lambda figure, title, path: drawn.append(
+    monkeypatch.setattr(details, "save", lambda figure, title, path, vector: drawn.append(
         (figure, title)) or Path(path))
     (detail,) = details.details(_sweep_rows())
     assert details.plot(detail, tmp_path / "pgd.png") == [tmp_path / "pgd.png"]
@@ -44,3 +44,25 @@ def test_a_sweep_plot_labels_its_axes_and_writes_budgets_as_k_over_255(monkeypat
     assert axis.get_legend() is None  # one legend for the figure, beside the panels
     (legend,) = figure.legends
     assert [t.get_text() for t in legend.get_texts()] == ["erm", "mixup"]
+
+
+def test_report_writes_vector_figures_and_its_page_follows_columns(tmp_path):
+    from test_runner import make_zoo
+
+    from benchmark.cli import main
+
+    make_zoo(tmp_path / "zoo", seeds=(0, 1))
+    out = tmp_path / "out"
+    assert main(["evaluate", str(tmp_path / "zoo"), "--suite", "digits", "--tasks",
+                 "clean,fgsm", "--limit", "60", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert main(["report", str(out), "--vector", "svg", "--columns", "Clean err",
+                 "--no-progress"]) == 0
+    png = out / "report" / "fgsm__top1_err.png"
+    svg = png.with_suffix(".svg")
+    assert png.is_file() and "<svg" in svg.read_text()[:2000]
+    assert "top-1 error (%)" in svg.read_text()  # the figure itself, as vector text
+    page = (out / "report" / "index.html").read_text()
+    headline = page.split("<table", 2)[1]  # the leaderboard comes first
+    assert "Clean err" in headline and "FGSM err" not in headline
+    assert "FGSM err" not in (out / "leaderboard.md").read_text().splitlines()[2]

@@ -36,10 +36,12 @@ def test_leaderboard_values_directions_average_and_omitted_columns(out_dir):
     table = leaderboard(results)
     frame = table.values
     auroc, ece = "OOD AUROC (MSP, mean over sets)", "ECE (no scaling)"  # headers say what
-    assert list(frame.columns) == ["Clean err", "FGSM err (eps=0.1)", "FGSM err (eps=0.2)",
-                                   auroc, ece, "Average"]
+    # FGSM at the headline budget only (the smaller of two eps run by one attack each)
+    assert list(frame.columns) == ["Clean err", "FGSM err (eps=0.1)", auroc, ece, "Average"]
     assert frame.at["mixup", auroc] == 85.0  # the msp scorer, not energy (80.0)
-    assert frame.at["cutout", "Average"] == pytest.approx((1.0 + 45.0 + 85.0) / 3)
+    # one error per family: clean, and adversarial (no robust error: the FGSM error)
+    assert frame.at["cutout", "Average"] == pytest.approx((1.0 + 45.0) / 2)
+    assert table.in_average == ["Clean err", "FGSM err (eps=0.1)"]
     assert table.higher_is_better[auroc] and not table.higher_is_better[ece]
     assert table.ci_low.at["erm", "Clean err"] == 1.0
     assert "Occlusion err" not in frame  # no data -> no column, never zeros
@@ -90,35 +92,42 @@ def test_report_writes_plots_and_self_contained_html(out_dir):
     assert page.count("data:image/png;base64,") == len(plots)
     assert "9 sanity checks of the attacks, 1 raised" in page
     assert "flag_below_clean" in (out_dir / "report" / "sanity_flags.md").read_text()
-    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing to fetch: opens offline
+    # nothing to fetch: opens offline (links are anchors within the page)
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
     assert "<b>92.50 (+2.50)</b>" in page
     assert (out_dir / "report" / "occlusion__top1_err.csv").is_file()
 
 
 def test_sanity_flags_sit_beside_the_numbers_they_concern(out_dir):
     results = pd.read_csv(out_dir / "results.csv")
-    table = leaderboard(results)
+    table = leaderboard(results, "all")
     assert table.flags == {("mixup", "FGSM err (eps=0.2)"): ["flag_below_clean"]}
+    assert leaderboard(results).flags == {}  # eps 0.2 is not the headline budget: not shown
     # a flag without eps concerns every eps of that task and checkpoint, and nothing else
     zero_grad = (results["metric"] == "flag_zero_grad") & (results["checkpoint"] == "erm")
     results.loc[zero_grad, "value"] = 1.0
-    flagged = leaderboard(results).flags
+    flagged = leaderboard(results, "all").flags
     assert flagged[("erm", "FGSM err (eps=0.1)")] == ["flag_zero_grad"]
     assert flagged[("erm", "FGSM err (eps=0.2)")] == ["flag_zero_grad"]
     assert not any(column.startswith(("Clean", "OOD")) for _, column in flagged)
-    write_leaderboard(out_dir)
+    assert leaderboard(results).flags == {("erm", "FGSM err (eps=0.1)"): ["flag_zero_grad"]}
+    write_leaderboard(out_dir, columns="all")
     csv = pd.read_csv(out_dir / "leaderboard.csv", index_col="checkpoint")
     assert csv.at["mixup", "FGSM err (eps=0.2) flags"] == "flag_below_clean"
     assert pd.isna(csv.at["erm", "FGSM err (eps=0.2) flags"])
 
 
 def test_same_conditions_from_two_tasks_of_one_type_get_their_own_columns(out_dir):
+    """With `--columns all`; the headline shows the task named after the type."""
     results = pd.read_csv(out_dir / "results.csv")
     clean = results[results["task"] == "clean"].assign(task="clean_again")
     clean["value"] += 1.0
-    table = leaderboard(pd.concat([results, clean]))
+    table = leaderboard(pd.concat([results, clean]), "all")
     assert table.values.at["erm", "Clean err (task=clean)"] == 1.5
     assert table.values.at["erm", "Clean err (task=clean_again)"] == 2.5
+    headline = leaderboard(pd.concat([results, clean])).values
+    assert headline.at["erm", "Clean err"] == 1.5
+    assert not headline.columns.str.startswith("Clean err (").any()
 
 
 def test_missing_results_is_a_report_error(tmp_path):
