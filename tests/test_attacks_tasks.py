@@ -518,11 +518,31 @@ def test_a_one_batch_attack_shows_the_model_passes_it_makes(nets, digits, monkey
             bars.append((self.desc, self.n))
             super().close()
 
-    monkeypatch.setattr(attack_tasks, "tqdm", Recorded)
     model = NormalizedModel(nets[0], MEAN, STD).eval()
+    quiet = run(context(model, digits, batch_size=len(digits)), "pgd", eps=[0.1], steps=3)
+    monkeypatch.setattr(attack_tasks, "tqdm", Recorded)
     ctx = context(model, digits, batch_size=len(digits))
     ctx.progress = True
-    run(ctx, "pgd", eps=[0.1], steps=3)
+    shown = run(ctx, "pgd", eps=[0.1], steps=3)
     passes = dict(bars)["pgd: model passes"]
     assert passes >= 2 * 3 * len(digits)  # 3 PGD steps and FGSM's, over the one batch
     assert not model._forward_hooks
+    assert shown == quiet  # counting never touches the model's outputs
+
+
+def test_counting_model_passes_leaves_outputs_alone_when_the_bar_redraws(nets, digits,
+                                                                          monkeypatch):
+    """A bar that redraws on every update (its `update` returns True) must not replace the
+    model's outputs: forward hooks that return a value do."""
+
+    class Redrawing(attack_tasks.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            return True
+
+    monkeypatch.setattr(attack_tasks, "tqdm", Redrawing)
+    model = NormalizedModel(nets[0], MEAN, STD).eval()
+    quiet = run(context(model, digits, batch_size=len(digits)), "fgsm", eps=[0.1])
+    ctx = context(model, digits, batch_size=len(digits))
+    ctx.progress = True
+    assert run(ctx, "fgsm", eps=[0.1]) == quiet

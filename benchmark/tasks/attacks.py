@@ -238,9 +238,14 @@ class _Selection:
         gradients), so a long attack on one big batch still shows it is moving."""
         total = -(-len(self.data) // ctx.batch_size)
         offset = 0
-        passes = tqdm(desc=f"{desc}: model passes", unit="img", leave=False, position=1,
+        passes = tqdm(desc=f"{desc}: model passes", unit="img", leave=False,
                       disable=not ctx.progress)
-        hook = ctx.model.register_forward_hook(lambda _, __, out: passes.update(len(out)))
+
+        def count(_module: nn.Module, _inputs: object, outputs: torch.Tensor) -> None:
+            passes.update(len(outputs))  # returns None: a hook's return value would replace
+            # the model's outputs
+
+        hook = ctx.model.register_forward_hook(count)
         try:
             for x, y in tqdm(self.data.batches(ctx.batch_size, ctx.device, ctx.num_workers),
                              desc=desc, total=total, leave=False, disable=not ctx.progress):
