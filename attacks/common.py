@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NORMS = ("linf", "l2")
+CHECKED_NORMS = (*NORMS, "l1")  # AutoAttack also attacks in L1
 LOSSES = ("ce", "bce")
 SPACES = ("pixel", "normalized")
 TOLERANCE = 1e-6  # slack of the budget and bounds checks, in the attack space's units
@@ -61,11 +62,11 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
 
 
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample `linf` or `l2` norm of a batch of perturbations, in float64."""
+    """Per-sample `linf`, `l2` or `l1` norm of a batch of perturbations, in float64."""
     flat = delta.detach().flatten(1).double()
-    if check_choice("norm", norm, NORMS) == "linf":
+    if check_choice("norm", norm, CHECKED_NORMS) == "linf":
         return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(len(flat))
-    return flat.norm(dim=1)
+    return flat.norm(dim=1) if norm == "l2" else flat.abs().sum(dim=1)
 
 
 def check_adversarial(x: torch.Tensor, x_adv: torch.Tensor, *, norm: str,

@@ -395,7 +395,8 @@ def _timm_defaults(meta: dict[str, Any], sources: dict[str, str], path: Path) ->
     for key in ("input_size", "mean", "std"):
         if sources.get(key, "suite defaults") == "suite defaults":
             meta[key], sources[key] = config[key], "timm config"
-    meta["timm_preprocessing"] = {k: config[k] for k in ("interpolation", "crop_pct")}
+    meta["timm_preprocessing"] = {k: config[k]
+                                  for k in ("interpolation", "crop_pct", "crop_mode")}
 
 
 def load_model(ref: CheckpointRef, trust: bool = False) -> LoadedModel:

@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="checkpoint the `transfer` task crafts its examples on")
     evaluate.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
                           help="OOD set for the `ood` task (repeatable; replaces the suite's sets)")
+    evaluate.add_argument("--subset-file", type=Path, default=None, metavar="FILE",
+                          help="evaluate exactly the images this text file lists (one path per "
+                               "line, relative to the ImageNet val folder, e.g. "
+                               "n01440764/ILSVRC2012_val_00000293.JPEG), in its order; replaces "
+                               "the suite's [dataset] subset; --limit then takes a seeded, "
+                               "class-stratified subset of them")
     _add_run_flags(evaluate)
 
     report = sub.add_parser("report", help="write leaderboard.md / .csv from DIR/results.csv")
@@ -145,9 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "metrics to a .csv or .parquet file")
     export.add_argument("out_dir", type=Path)
     export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                        help="FILE.csv or FILE.parquet")
+                        help="FILE.csv or FILE.parquet (a folder with --robustbench)")
     export.add_argument("--samples", action="store_true",
                         help="one row per sample and condition (else one row per metric)")
+    export.add_argument("--robustbench", action="store_true",
+                        help="write RobustBench model cards (its JSON fields) of the standard "
+                             "AutoAttack results into the folder -o")
 
     listing = sub.add_parser("list", help="show suites, tasks and architectures")
     _add_plugin_flag(listing)
@@ -199,7 +208,7 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
 
     from benchmark.params import validate
     from benchmark.runner import RunOptions
-    from benchmark.suites import RunParams, load_suite
+    from benchmark.suites import RunParams, Suite, load_suite
 
     if args.threads is not None:
         if args.threads < 1:
@@ -210,6 +219,9 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
         suite = suite.select([t.strip() for t in args.tasks.split(",") if t.strip()])
     if getattr(args, "ood", None):
         suite = suite.with_params("ood", "--ood", sets=_ood_sets(args.ood))
+    if getattr(args, "subset_file", None) is not None:
+        subset = str(args.subset_file.expanduser().resolve())
+        suite = Suite(**{**suite.__dict__, "dataset": {**suite.dataset, "subset": subset}})
     if getattr(args, "surrogate", None) is not None:
         suite = suite.with_params("transfer", "--surrogate",
                                   surrogate=str(args.surrogate.resolve()))
@@ -351,8 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         if args.command == "export":
-            from benchmark.export import export
+            from benchmark.export import export, robustbench_cards
 
+            if args.robustbench:
+                for card in robustbench_cards(args.out_dir, args.output):
+                    print(f"wrote {card}")
+                return 0
             rows = export(args.out_dir, args.output, args.samples)
             print(f"wrote {rows} {'sample' if args.samples else 'metric'} rows to {args.output}")
             return 0

@@ -1,13 +1,95 @@
-"""Evaluation data: labelled [0, 1] images (in memory or lazy) and seeded stratified subsets."""
+"""Evaluation data: labelled [0, 1] images (in memory or lazy) and seeded stratified subsets.
+
+Images read from files of any size (ImageNet val) are resized and centre-cropped as they are
+read: that step is a `Preprocessing` value carried by the `EvalData`, and `with_preprocessing`
+reads the same files, in the same order, with another one (timm checkpoints are evaluated with
+their own). An `ImageList` is a fixed, ordered list of the images to evaluate (RobustBench's
+5,000 ImageNet images, or a user's list).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+# timm's interpolation names (its `str_to_interp_mode`) and torchvision's other one
+INTERPOLATIONS = {
+    "nearest": InterpolationMode.NEAREST,
+    "nearest-exact": InterpolationMode.NEAREST_EXACT,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "box": InterpolationMode.BOX,
+    "hamming": InterpolationMode.HAMMING,
+    "lanczos": InterpolationMode.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes a model input: resize with `interpolation`, centre-crop
+    `crop` x `crop` pixels, then a [0, 1] tensor (torchvision's Resize -> CenterCrop ->
+    ToTensor). `resize` is the new length of the shorter side (aspect ratio kept), or with
+    `squash` of both sides (timm's crop mode 'squash')."""
+
+    resize: int
+    crop: int
+    interpolation: str = "bilinear"
+    squash: bool = False
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; known: "
+                             f"{', '.join(INTERPOLATIONS)}")
+        if self.resize < 1 or self.crop < 1:
+            raise ValueError(f"resize {self.resize} and crop {self.crop} must be >= 1 pixel")
+
+    @classmethod
+    def from_crop_fraction(cls, size: int, crop_pct: float, interpolation: str,
+                           squash: bool = False) -> Preprocessing:
+        """timm's evaluation rule: resize to floor(size / crop_pct), then crop `size`."""
+        if not crop_pct > 0:
+            raise ValueError(f"crop fraction {crop_pct!r} must be > 0")
+        return cls(math.floor(size / crop_pct), size, interpolation, squash)
+
+    def transform(self) -> transforms.Compose:
+        """The torchvision transform: PIL image in, (3, crop, crop) float tensor in [0, 1] out."""
+        size = (self.resize, self.resize) if self.squash else self.resize
+        return transforms.Compose([
+            transforms.Resize(size, interpolation=INTERPOLATIONS[self.interpolation]),
+            transforms.CenterCrop(self.crop), transforms.ToTensor()])
+
+    def describe(self) -> str:
+        """E.g. 'Resize(256, bilinear) -> CenterCrop(224)' ('Resize(235x235, ...)' squashed)."""
+        size = f"{self.resize}x{self.resize}" if self.squash else str(self.resize)
+        return f"Resize({size}, {self.interpolation}) -> CenterCrop({self.crop})"
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """A fixed, ordered list of the images to evaluate: paths relative to the data set's folder
+    (`<wnid>/<file>` for ImageNet val), read from the file `source`; `name` says which list it
+    is in the provenance."""
+
+    name: str
+    source: str
+    entries: tuple[str, ...]
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the entries, in order: the list's part of the data's identity."""
+        return hashlib.sha256("\n".join(self.entries).encode()).hexdigest()
+
+    def describe(self) -> str:
+        """E.g. 'robustbench imagenet_test_image_ids.txt (5000)'."""
+        return f"{self.name} ({len(self.entries)})"
 
 
 @dataclass(frozen=True)
@@ -18,6 +100,8 @@ class EvalData:
     [0, 255], converted per batch; batched by slicing) and
     `dataset` (a map-style dataset yielding `(image, label)`, batched by a DataLoader) is set.
     `labels[i]` is the label of item i; `source` names where the data came from.
+    `preprocessing` is the resize / crop step of images read from files (None: the images are
+    used as stored); `image_list` the list that chose and ordered the images, if one did.
     """
 
     name: str
@@ -26,10 +110,14 @@ class EvalData:
     source: str
     images: torch.Tensor | None = None
     dataset: Dataset | None = field(default=None, repr=False)
+    preprocessing: Preprocessing | None = None
+    image_list: ImageList | None = None
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.dataset is None):
             raise ValueError("EvalData needs exactly one of `images` and `dataset`")
+        if self.preprocessing is not None and self.dataset is None:
+            raise ValueError("a preprocessing applies to images read lazily (`dataset`)")
         size = len(self.images) if self.images is not None else len(self.dataset)
         if size != len(self.labels):
             raise ValueError(
@@ -53,6 +141,16 @@ class EvalData:
         return replace(self, labels=self.labels[indices],
                        dataset=Subset(self.dataset, indices.tolist()))
 
+    def with_preprocessing(self, preprocessing: Preprocessing) -> EvalData:
+        """The same items (same files, subset and order) read with `preprocessing`."""
+        if self.preprocessing is None:
+            raise ValueError(f"{self.source}: its images are used as stored, not resized and "
+                             "cropped when read")
+        if preprocessing == self.preprocessing:
+            return self
+        return replace(self, preprocessing=preprocessing,
+                       dataset=_with_transform(self.dataset, preprocessing.transform()))
+
     def batches(
         self, batch_size: int, device: torch.device | str = "cpu", num_workers: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -71,6 +169,14 @@ class EvalData:
         for images, targets in loader:
             yield (_to_unit(images.to(device, non_blocking=True)),
                    targets.to(device, non_blocking=True))
+
+
+def _with_transform(dataset: Dataset, transform: transforms.Compose) -> Dataset:
+    """`dataset` (files read by a `with_transform`-able set, possibly inside Subsets) with its
+    transform replaced."""
+    if isinstance(dataset, Subset):
+        return Subset(_with_transform(dataset.dataset, transform), dataset.indices)
+    return dataset.with_transform(transform)
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:

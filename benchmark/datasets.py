@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from benchmark import readers
-from benchmark.data import EvalData, stratified_subset
+from benchmark.data import EvalData, ImageList, Preprocessing, stratified_subset
 from benchmark.errors import DataError
 
 DIGITS_SPLIT_SEED = 0  # fixed: the splits are part of the data set's definition, not of a run
@@ -46,12 +46,16 @@ def read_digits(path: Path | None = None, split: str = "test") -> EvalData:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A readable data set: its reader and the folder its archive extracts to (None: embedded)."""
+    """A readable data set: its reader and the folder its archive extracts to (None: embedded).
+    `preprocessing`: the resize / crop step its reader applies to image files by default (None:
+    images used as stored); such a reader also takes another `preprocessing` and an
+    `image_list` (a fixed, ordered subset of its images)."""
 
     name: str
     reader: Callable[..., EvalData]
     default_folder: str | None
     splits: tuple[str, ...]
+    preprocessing: Preprocessing | None = None
 
 
 DATASETS = {
@@ -61,7 +65,8 @@ DATASETS = {
         DatasetInfo("cifar10", readers.read_cifar10, "cifar-10-batches-py", ("train", "test")),
         DatasetInfo("cifar100", readers.read_cifar100, "cifar-100-python", ("train", "test")),
         DatasetInfo("tinyimagenet", readers.read_tinyimagenet, "tiny-imagenet-200", ("val",)),
-        DatasetInfo("imagenet", readers.read_imagenet_val, "imagenet/val", ("val",)),
+        DatasetInfo("imagenet", readers.read_imagenet_val, "imagenet/val", ("val",),
+                    readers.IMAGENET_EVAL),
     )
 }
 
@@ -78,14 +83,25 @@ def dataset_path(name: str, path: str | None, data_root: Path | None) -> Path | 
     return (Path(data_root) if data_root is not None else Path.cwd()) / folder_path
 
 
-def load_dataset(name: str, split: str, path: str | None, data_root: Path | None) -> EvalData:
-    """Read a registered data set split."""
+def load_dataset(name: str, split: str, path: str | None, data_root: Path | None,
+                 image_list: ImageList | None = None) -> EvalData:
+    """Read a registered data set split; with `image_list`, exactly the images it lists, in its
+    order (data sets read from image files only)."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     info = DATASETS[name]
     if split not in info.splits:
         raise DataError(f"{name}: unknown split {split!r}; choose one of {', '.join(info.splits)}")
+    options = {}
+    if image_list is not None:
+        if info.preprocessing is None:
+            readable = ", ".join(n for n, i in DATASETS.items() if i.preprocessing is not None)
+            raise DataError(f"{name}: a subset list ({image_list.source}) applies only to data "
+                            f"sets read from image folders ({readable})")
+        options["image_list"] = image_list
     location = dataset_path(name, path, data_root)
     if location is None:
         return info.reader(split=split)
-    return info.reader(location, split=split) if len(info.splits) > 1 else info.reader(location)
+    if len(info.splits) > 1:
+        return info.reader(location, split=split, **options)
+    return info.reader(location, **options)

@@ -2,9 +2,10 @@
 
 `worst_case` / `top1_err` at a budget (space, norm, eps): the share of images that at least one
 attack of the suite misclassified within that budget (clean mistakes included), as AutoAttack
-reports robust error. Each fixed-budget task (fgsm, ifgsm, pgd, transfer, the generic `attack`)
-contributes its own attack's table at that eps; each minimal-perturbation task (deepfool, cw, ddn)
-of the same space and norm contributes `perturbation_norm <= eps`. The worst case is taken over the
+reports robust error. Each fixed-budget task (fgsm, ifgsm, pgd, transfer, the generic `attack`,
+`autoattack` with its ensemble's worst case) contributes its own attack's table at that eps; each
+minimal-perturbation task (deepfool, cw, ddn) of the same space and norm contributes
+`perturbation_norm <= eps`. The worst case is taken over the
 tasks that attacked the same images as most of them (a task run on another subset, e.g. CW with
 `limit`, is left out); the condition `attacks` names the tasks it covers. Wilson interval.
 """
@@ -24,7 +25,7 @@ from benchmark.stats import Metric
 if TYPE_CHECKING:
     from benchmark.store import StoredUnit
 
-FIXED_BUDGET = ("fgsm", "ifgsm", "pgd", "transfer", "attack")
+FIXED_BUDGET = ("fgsm", "ifgsm", "pgd", "transfer", "attack", "autoattack")
 MINIMAL = ("deepfool", "cw", "ddn")
 ATTACK_TASKS = FIXED_BUDGET + MINIMAL
 TASK = "worst_case"

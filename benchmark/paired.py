@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import RubenchError
+from benchmark.names import BENCHMARK_GROUP, ID_SET, MEAN_SET
 from benchmark.records import Records, SampleTable, condition_key
-from benchmark.reductions.corruptions import BENCHMARK_GROUP
-from benchmark.reductions.ood import ID_SET, MEAN_SET
 from benchmark.stats import (
     detectable_difference,
     mcnemar_exact,

@@ -1,9 +1,16 @@
-"""Readers for the released on-disk formats of CIFAR-10/100, Tiny-ImageNet and ImageNet val."""
+"""Readers for the released on-disk formats of CIFAR-10/100, Tiny-ImageNet and ImageNet val.
+
+ImageNet val is read lazily with a `Preprocessing` (by default the suite's Resize(256) ->
+CenterCrop(224), bilinear), optionally restricted to an `ImageList`: a text file of
+`<wnid>/<file>` paths, one per line, evaluated in the file's order — RobustBench's 5,000 images
+(`read_image_list("robustbench")`, from the installed `robustbench` package) or any such file.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -12,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from benchmark.data import EvalData
+from benchmark.data import EvalData, ImageList, Preprocessing
 from benchmark.errors import DataError
 
 try:  # numpy >= 2 moved the module; both names occur in pickles
@@ -25,6 +32,9 @@ CIFAR100_ARCHIVE = ("cifar-100-python", "cifar-100-python.tar.gz")
 TINYIMAGENET_ARCHIVE = ("tiny-imagenet-200", "tiny-imagenet-200.zip")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 TINYIMAGENET_SIZE = 64
+IMAGENET_EVAL = Preprocessing(resize=256, crop=224, interpolation="bilinear")  # the suite's
+ROBUSTBENCH = "robustbench"  # `[dataset] subset` value: RobustBench's ImageNet list
+ROBUSTBENCH_LIST = ("helper_files", "imagenet_test_image_ids.txt")  # inside its package
 
 _ARRAY_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
@@ -106,13 +116,18 @@ def read_tinyimagenet(root: Path | str, split: str = "val") -> EvalData:
                     images=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
 
 
-def read_imagenet_val(root: Path | str, num_classes: int = 1000) -> EvalData:
-    """ImageNet val as `root/<wnid>/*.JPEG`, read lazily with Resize(256) -> CenterCrop(224).
+def read_imagenet_val(root: Path | str, num_classes: int = 1000,
+                      preprocessing: Preprocessing = IMAGENET_EVAL,
+                      image_list: ImageList | None = None) -> EvalData:
+    """ImageNet val as `root/<wnid>/*.JPEG`, read lazily with `preprocessing` (by default
+    Resize(256) -> CenterCrop(224), bilinear).
 
     Label = position of the folder name among the sorted class folders (torchvision
     `ImageFolder` convention); hidden folders and files (`.name`) and non-image files are skipped.
     The number of class folders must equal `num_classes`: with some folders missing, positions
     among the folders present would not be the model's class indices, a silently wrong label.
+    With `image_list`, exactly its images are read, in its order (not sorted), each of which
+    must exist under `root`; otherwise every image, class by class, file names sorted.
     """
     root = Path(root)
     expected = "expected ImageNet val sorted into one folder per class (root/<wnid>/*.JPEG)"
@@ -128,24 +143,109 @@ def read_imagenet_val(root: Path | str, num_classes: int = 1000) -> EvalData:
             f"{root}: {len(class_dirs)} class folders but the model has {num_classes} classes; "
             f"{expected}, all {num_classes} of them (a partial copy would shift the labels)"
         )
-    paths: list[str] = []
-    labels: list[int] = []
-    for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if _is_image(p))
-        if not files:
-            raise DataError(f"{class_dir}: class folder holds no .JPEG/.jpeg/.jpg/.png image")
-        paths.extend(str(p) for p in files)
-        labels.extend([label] * len(files))
+    if image_list is not None:
+        paths, labels = _listed_images(root, class_dirs, image_list)
+    else:
+        paths, labels = [], []
+        for label, class_dir in enumerate(class_dirs):
+            files = sorted(p for p in class_dir.iterdir() if _is_image(p))
+            if not files:
+                raise DataError(f"{class_dir}: class folder holds no .JPEG/.jpeg/.jpg/.png image")
+            paths.extend(str(p) for p in files)
+            labels.extend([label] * len(files))
     return EvalData(name="imagenet", labels=np.array(labels, dtype=np.int64),
                     num_classes=num_classes, source=str(root),
-                    dataset=ImageFiles(paths, labels, imagenet_eval_transform()))
+                    dataset=ImageFiles(paths, labels, preprocessing.transform()),
+                    preprocessing=preprocessing, image_list=image_list)
+
+
+def _listed_images(root: Path, class_dirs: list[Path], image_list: ImageList
+                   ) -> tuple[list[str], list[int]]:
+    """The paths and labels of `image_list`'s entries under `root`, in the list's order."""
+    class_index = {folder.name: label for label, folder in enumerate(class_dirs)}
+    paths, labels = [], []
+    for number, entry in enumerate(image_list.entries, start=1):
+        path = root / entry
+        wnid = PurePosixPath(entry).parts[0]
+        if wnid not in class_index or not path.is_file():
+            raise DataError(
+                f"{image_list.source}: entry {number} of {len(image_list.entries)}, {entry!r}, "
+                f"is not an image under {root} (no file {path}); the list names ImageNet val "
+                "images as <wnid>/<file>, relative to the folder of class folders")
+        paths.append(str(path))
+        labels.append(class_index[wnid])
+    return paths, labels
+
+
+def read_image_list(spec: str | Path) -> ImageList:
+    """The list of images `spec` names: `"robustbench"` (RobustBench's 5,000 ImageNet val
+    images, read from the installed `robustbench` package) or a text file of relative image
+    paths, one per line (blank lines skipped; `\\` read as `/`). Entries must be relative,
+    without `..`, and distinct: a repeated image would count twice."""
+    if str(spec) == ROBUSTBENCH:
+        path, name = robustbench_image_list(), f"{ROBUSTBENCH} {ROBUSTBENCH_LIST[-1]}"
+    else:
+        path = Path(spec).expanduser()
+        name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the subset list ({exc}); expected a text file "
+                        "of image paths like n01440764/ILSVRC2012_val_00000293.JPEG, one per "
+                        "line") from exc
+    entries: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        raw = line.strip().replace("\\", "/")
+        if not raw:
+            continue
+        entry = PurePosixPath(raw).as_posix()  # `./a//b` -> `a/b`: one spelling per image
+        parts = PurePosixPath(entry).parts
+        if entry.startswith("/") or ".." in parts or len(parts) < 2:
+            raise DataError(f"{path}, line {number}: {entry!r} is not a relative path "
+                            "<wnid>/<file> inside the data set's folder")
+        if entry in seen:
+            raise DataError(f"{path}, line {number}: {entry!r} is listed twice (first on "
+                            f"line {seen[entry]}); each image may be evaluated once")
+        seen[entry] = number
+        entries.append(entry)
+    if not entries:
+        raise DataError(f"{path}: the subset list names no image")
+    return ImageList(name=name, source=str(path), entries=tuple(entries))
+
+
+def robustbench_image_list() -> Path:
+    """RobustBench's ImageNet list (`robustbench/helper_files/imagenet_test_image_ids.txt`) in
+    the installed package, found without importing it (its import loads torch, timm, ...)."""
+    folders = _package_folders(ROBUSTBENCH)
+    if not folders:
+        raise DataError(
+            'subset = "robustbench" reads RobustBench\'s list of 5,000 ImageNet val images from '
+            "the robustbench package, which is not installed: pip install robustbench (or "
+            "pip install git+https://github.com/RobustBench/robustbench.git), or pass the "
+            "list's file with --subset-file FILE")
+    candidates = [Path(folder).joinpath(*ROBUSTBENCH_LIST) for folder in folders]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"the installed robustbench package has no {'/'.join(ROBUSTBENCH_LIST)} "
+                    f"(looked for {', '.join(map(str, candidates))}); pass the list's file "
+                    "with --subset-file FILE")
+
+
+def _package_folders(name: str) -> list[str]:
+    """The folders of the installed top-level package `name` (none if it is not installed),
+    located without running its `__init__`."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    return list(spec.submodule_search_locations or []) if spec is not None else []
 
 
 def imagenet_eval_transform() -> transforms.Compose:
     """The standard ImageNet eval transform: Resize(256) -> CenterCrop(224) -> [0, 1] tensor."""
-    return transforms.Compose(
-        [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]
-    )
+    return IMAGENET_EVAL.transform()
 
 
 class ImageFiles(Dataset):
@@ -161,6 +261,10 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(_open_rgb(Path(self.paths[index]))), self.labels[index]
+
+    def with_transform(self, transform: Any) -> ImageFiles:
+        """The same files and labels, read with `transform`."""
+        return ImageFiles(self.paths, self.labels, transform)
 
 
 def _read_cifar(

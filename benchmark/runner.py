@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import time
 import traceback
@@ -18,13 +19,14 @@ from tqdm.auto import tqdm
 
 import benchmark
 from benchmark.archs import list_archs
-from benchmark.archs.timm_models import preprocessing_note
-from benchmark.checkpoints import CheckpointRef, discover, load_model, make_ref
-from benchmark.data import EvalData, stratified_subset
-from benchmark.datasets import load_dataset
-from benchmark.errors import CheckpointError, RubenchError, StoreError
+from benchmark.archs.timm_models import is_timm, timm_eval_preprocessing
+from benchmark.checkpoints import CheckpointRef, LoadedModel, discover, load_model, make_ref
+from benchmark.data import EvalData, Preprocessing, stratified_subset
+from benchmark.datasets import DATASETS, load_dataset
+from benchmark.errors import CheckpointError, DataError, RubenchError, StoreError
 from benchmark.fingerprint import fingerprint
 from benchmark.inputs import InputCache, InputRequest
+from benchmark.readers import read_image_list
 from benchmark.store import Store, StoredUnit
 from benchmark.suites import Suite, TaskSpec
 from benchmark.tasks import TaskContext, TaskPlaces, get_task
@@ -77,6 +79,10 @@ class RunSummary:
         return not self.failures
 
 
+# Under --out: units' partial progress (`TaskContext.scratch`), kept until the unit is stored.
+PARTIAL = "partial"
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` -> CUDA when available, else CPU; `cpu` / `cuda[:N]` as given."""
     if name == "auto":
@@ -115,19 +121,30 @@ def git_hash() -> str:
 
 
 def prepare_data(suite: Suite, data_root: Path | None, limit: int, seed: int) -> EvalData:
-    """The suite's data set, restricted to the seeded stratified subset every task shares."""
+    """The suite's data set, restricted to the seeded stratified subset every task shares.
+    With a subset list (`[dataset] subset`, `--subset-file`), the listed images in the list's
+    order; a `limit` then takes its seeded stratified subset of them, still in that order."""
     spec = suite.dataset
-    data = load_dataset(spec["name"], spec["split"], spec["path"], data_root)
+    image_list = read_image_list(spec["subset"]) if spec.get("subset") else None
+    data = load_dataset(spec["name"], spec["split"], spec["path"], data_root, image_list)
     return data.subset(stratified_subset(data.labels, limit, seed)) if limit else data
 
 
 def data_identity(data: EvalData, suite: Suite, limit: int, seed: int) -> str:
-    """A hash naming exactly which examples are evaluated (data set, split, subset, labels) and
-    the state of the files they come from (see `benchmark.fingerprint`)."""
+    """A hash naming exactly which examples are evaluated (data set, split, subset, labels, the
+    subset list's entries) and how (a preprocessing other than the data set's default), and the
+    state of the files they come from (see `benchmark.fingerprint`). The default
+    preprocessing adds nothing, so results stored before it was named keep their keys."""
     labels = hashlib.sha256(np.ascontiguousarray(data.labels).tobytes()).hexdigest()
     source = Path(data.source)
     identity = {"dataset": suite.dataset["name"], "split": suite.dataset["split"],
                 "limit": limit, "seed": seed, "n": len(data), "labels": labels}
+    info = DATASETS.get(suite.dataset["name"])
+    if data.preprocessing is not None and (info is None or data.preprocessing
+                                           != info.preprocessing):
+        identity["preprocessing"] = data.preprocessing.describe()
+    if data.image_list is not None:
+        identity["subset"] = data.image_list.sha256
     if source.exists():
         identity["files"] = fingerprint([source])
     return _digest(identity)
@@ -207,7 +224,10 @@ class _Session:
             "n_data": len(data), "limit": opts.limit, "device": device.type,
             "rubench_version": benchmark.__version__, "torch_version": torch.__version__,
             "git_hash": git_hash(),
+            **({"subset": data.image_list.describe()} if data.image_list is not None else {}),
         }
+        # the run's data read with a checkpoint's own preprocessing (timm's), built once each
+        self.variants: dict[Preprocessing, tuple[EvalData, str]] = {}
         self.computed = self.reused = 0
         self.failures: list[Failure] = []
         self.keys: list[tuple[str, str, str, str]] = []  # (name, sha256, task, config hash)
@@ -270,6 +290,41 @@ class _Session:
             self.fingerprints[paths] = fingerprint(paths)
         return self.fingerprints[paths]
 
+    def preprocessing_settled(self, ref: CheckpointRef) -> bool:
+        """Whether `ref`'s data is known before loading it: the data's images are used as
+        stored, or the user named an architecture other than timm's (a timm one's
+        configuration, and a checkpoint's own `arch` / `input_size`, are read when it loads)."""
+        arch = ref.external().get("arch")
+        return self.data.preprocessing is None or (arch is not None
+                                                   and not is_timm(str(arch[0])))
+
+    def data_for(self, loaded: LoadedModel | None) -> tuple[EvalData, str, str | None]:
+        """(data, data identity, note) a checkpoint is evaluated on: the run's data, or for a
+        timm architecture on data read from image files, the same images read with timm's
+        evaluation preprocessing (built once per distinct preprocessing); the note says why
+        timm's could not be applied, where it could not."""
+        timm = loaded.meta.get("timm_preprocessing") if loaded is not None else None
+        if self.data.preprocessing is None or timm is None:
+            return self.data, self.data_id, None
+        try:
+            preprocessing, note = timm_eval_preprocessing(timm, loaded.meta["input_size"])
+        except ValueError as exc:
+            raise CheckpointError(f"{loaded.meta['arch']}: {exc}") from exc
+        if preprocessing is None:
+            return self.data, self.data_id, (
+                f"{loaded.meta['arch']}: {note}; evaluated with the suite's "
+                f"{self.data.preprocessing.describe()}, so its numbers may differ from timm's")
+        if preprocessing == self.data.preprocessing:
+            return self.data, self.data_id, None
+        if preprocessing not in self.variants:
+            try:
+                data = self.data.with_preprocessing(preprocessing)
+            except ValueError as exc:
+                raise DataError(str(exc)) from exc
+            self.variants[preprocessing] = (data, data_identity(
+                data, self.opts.suite, self.opts.limit, self.opts.seed))
+        return (*self.variants[preprocessing], None)
+
     def evaluate(self, path: Path) -> None:
         """Run the suite's pending tasks on one checkpoint, storing each as it finishes."""
         opts = self.opts
@@ -284,7 +339,14 @@ class _Session:
                       f"{self.names_seen[ref.name]}; give one of them a `name` in a sidecar TOML")
             return
         self.names_seen[ref.name] = path
-        units = [(task, config_hash(task, ref, self.data_id, opts.seed, self.inputs(task)))
+        try:  # where timm's configuration or the file's own keys decide the data, load first
+            loaded = None if self.preprocessing_settled(ref) else load_model(
+                ref, trust=opts.trust_checkpoints)
+            data, data_id, note = self.data_for(loaded)
+        except RubenchError as exc:
+            self.fail(ref.name, path, ref.sha256, None, exc)
+            return
+        units = [(task, config_hash(task, ref, data_id, opts.seed, self.inputs(task)))
                  for task in opts.suite.tasks]
         self.keys.extend((ref.name, ref.sha256, task.name, digest) for task, digest in units)
         pending = [(task, digest) for task, digest in units
@@ -294,9 +356,9 @@ class _Session:
         if not pending:
             return
         try:
-            loaded = load_model(ref, trust=opts.trust_checkpoints)
+            loaded = loaded or load_model(ref, trust=opts.trust_checkpoints)
             model = loaded.model.to(self.device)
-            check_model(model, self.data, loaded.meta, path, self.device,
+            check_model(model, data, loaded.meta, path, self.device,
                         opts.allow_class_mismatch)
         except RubenchError as exc:
             self.fail(ref.name, path, ref.sha256, None, exc)
@@ -308,15 +370,13 @@ class _Session:
         self.normalization.append((ref.name, normalization,
                                    loaded.meta_sources.get("mean") == "suite defaults"))
         timm = loaded.meta.get("timm_preprocessing")
-        note = preprocessing_note(loaded.meta["arch"], timm) \
-            if timm is not None and self.data.name == "imagenet" else None
         if note is not None:
             self.warnings.append(f"{ref.name}: {note}")
-        ctx = TaskContext(model=model, data=self.data, seed=opts.seed, device=self.device,
+        ctx = TaskContext(model=model, data=data, seed=opts.seed, device=self.device,
                           batch_size=opts.batch_size, num_workers=opts.num_workers,
                           progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
                           ckpt_dir=opts.ckpt_dir, trust_checkpoints=opts.trust_checkpoints,
-                          data_id=self.data_id, cache=self.cache)
+                          data_id=data_id, cache=self.cache)
         for task, digest in pending:
             start = time.perf_counter()
             if self.bar is not None:
@@ -324,8 +384,13 @@ class _Session:
             provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
                           "normalization": normalization,
                           **({"timm_preprocessing": f"{timm['interpolation']}, crop "
-                                                    f"{timm['crop_pct']:g}"} if timm else {})}
+                                                    f"{timm['crop_pct']:g}"} if timm else {}),
+                          **({"preprocessing": data.preprocessing.describe()}
+                             if data.preprocessing is not None else {})}
+            # the samples' identity pairs records image by image: the same images whatever
+            # the preprocessing, so a timm checkpoint's records pair with the others'
             identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]
+            ctx.scratch = self.store.out_dir / PARTIAL / f"{ref.sha256[:16]}-{digest}"
             try:
                 torch.manual_seed(opts.seed)
                 reducing = None if self.bar is None else partial(
@@ -335,6 +400,7 @@ class _Session:
                                 config_hash=digest, metrics=metrics, provenance=provenance,
                                 elapsed_s=time.perf_counter() - start, records=records,
                                 unit=StoredUnit(task.task, task.params, opts.seed, identity))
+                shutil.rmtree(ctx.scratch, ignore_errors=True)  # stored: nothing to resume
             except StoreError:  # the store itself failed: nothing more can be kept
                 raise
             except Exception as exc:  # one task's failure must not stop the others

@@ -23,11 +23,15 @@ TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
 @dataclass(frozen=True)
 class DatasetParams:
     """[dataset]: the data set's `name`, the evaluated `split`, its folder `path` (absolute or
-    under --data-root; default: the data set's own folder name)."""
+    under --data-root; default: the data set's own folder name), and `subset`: "robustbench"
+    (RobustBench's 5,000 ImageNet val images, in its order) or a text file listing the images
+    to evaluate, one relative path per line (absolute, or relative to the suite file's folder;
+    image-folder data sets only; `--subset-file` overrides it)."""
 
     name: str = param("")
     split: str = param("test")
     path: str | None = param(None)
+    subset: str | None = param(None)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -127,6 +131,10 @@ def parse_suite(raw: dict[str, Any], source: str) -> Suite:
         if key in raw and not isinstance(raw[key], str | int | float):
             raise SuiteError(f"{source}: {key!r} must be a string, got {raw[key]!r}")
     dataset = validate(DatasetParams, raw["dataset"], f"{source} [dataset]")
+    subset = dataset["subset"]
+    if subset not in (None, "robustbench") and not Path(subset).expanduser().is_absolute() \
+            and Path(source).is_file():  # a list beside the suite file that names it
+        dataset["subset"] = str(Path(source).parent / subset)
     model_defaults = {}
     for key, value in _check_keys(raw.get("model_defaults", {}), _MODEL_KEYS,
                                   f"{source} [model_defaults]").items():

@@ -11,10 +11,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from benchmark.names import BENCHMARK_GROUP, ID_SET
 from reports.files import write_atomic
 
 MAX_COLUMNS = 4
-ID_SET = "in_distribution"  # the `ood_set` of the ID scores' histogram rows
 
 
 # Axis labels of the metrics and sweep conditions the figures draw (rates are percent).
@@ -160,7 +160,6 @@ def ood_histograms(rows: pd.DataFrame, path: Path, vector: str | None = None
     return written
 
 
-BENCHMARK_GROUP = "benchmark"  # the corruptions task's category of the mean over the 15
 GROUP_TITLES = {BENCHMARK_GROUP: "the 15 benchmark corruptions"}
 
 

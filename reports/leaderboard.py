@@ -55,6 +55,7 @@ HEADLINE = (
     Column("FGSM err", "fgsm", "top1_err", "adversarial", budget=True),
     Column("I-FGSM err", "ifgsm", "top1_err", "adversarial", budget=True),
     Column("PGD err", "pgd", "top1_err", "adversarial", budget=True),
+    Column("AutoAttack err", "autoattack", "top1_err", "adversarial", budget=True),
     Column("Robust err", "worst_case", "top1_err", "adversarial", budget=True, error=True),
     Column("Occlusion err", "occlusion", "occlusion_err", "occlusion", error=True),
     Column("Noise err", "corruptions", "category_err", "corruption", {"category": "noise"}),
@@ -81,6 +82,10 @@ FLAG_MEANINGS = {
                       "(gradient masking)",
     "flag_randomized": "two forward passes on the same input differ (a randomized model)",
     "flag_softmax_output": "the model outputs probabilities, not logits",
+    "flag_dynamic": "the forward pass computes gradients (a dynamic defense: AutoAttack's "
+                    "standard version may not suffice)",
+    "flag_square": "black-box Square broke points the gradient attacks did not (their "
+                   "gradients are likely masked)",
 }
 FLAG_MARK = "⚠"
 
@@ -514,6 +519,9 @@ def provenance(results: pd.DataFrame) -> str:
             f"torch {distinct('torch_version')}.")
     if "normalization" in results and results["normalization"].notna().any():
         line += f" Normalization: {distinct('normalization')}."
+    for column, label in (("preprocessing", "Preprocessing"), ("subset", "Subset")):
+        if column in results and results[column].notna().any():
+            line += f" {label}: {distinct(column)}."
     if _generated(results):
         line += (" Columns and rows marked generated (source=generated) use a corrupted copy "
                  "rubench generated itself, an approximation of the released set: compare them "

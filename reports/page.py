@@ -38,8 +38,8 @@ FAMILIES = (
     ("clean", "Clean & calibration", ("clean", "calibration")),
     ("corruptions", "Corruptions", ("corruptions",)),
     ("perturbations", "Occlusion, affine & in-between", ("occlusion", "affine", "inbetween")),
-    ("adversarial", "Adversarial", ("fgsm", "ifgsm", "pgd", "attack", "deepfool", "cw", "ddn",
-                                    "worst_case")),
+    ("adversarial", "Adversarial", ("fgsm", "ifgsm", "pgd", "attack", "autoattack", "deepfool",
+                                    "cw", "ddn", "worst_case")),
     ("transfer", "Transfer", ("transfer",)),
     ("ood", "Out-of-distribution detection", ("ood",)),
 )

@@ -89,7 +89,7 @@ def wilson(wrong: torch.Tensor) -> tuple[float, float]:
 
 def test_fgsm_task_equals_library_fgsm_with_clean_mistakes_counted(nets, digits):
     model = NormalizedModel(nets[0], MEAN, STD).eval()
-    metrics = run(context(model, digits), "fgsm", eps=[0.05, 0.1])
+    metrics = run(context(model, digits), "fgsm", eps=[0.05, 0.1], top5=True)
     values, cis = table(metrics), intervals(metrics)
     x, y = digits.images.float(), torch.from_numpy(digits.labels)
     with torch.no_grad():
@@ -218,12 +218,25 @@ def periodic_data(label: int) -> EvalData:
 
 
 def test_not_monotone_and_below_clean_flags_fire_on_golden_cases():
-    values = table(run(context(Periodic(), periodic_data(0)), "fgsm", eps=[0.1, 0.2]))
+    values = table(run(context(Periodic(), periodic_data(0)), "fgsm", eps=[0.1, 0.2],
+                       sweep="independent"))
     assert (values[("top1_err", 0.1)], values[("top1_err", 0.2)]) == (100.0, 0.0)
     assert values[("flag_not_monotone", None)] == 1
-    values = table(run(context(Periodic(), periodic_data(1)), "fgsm", eps=[0.1]))
-    assert values[("top1_err", 0.1)] == 100.0  # counted as an error: wrong when clean
-    assert values[("flag_below_clean", 0.1)] == 1
+    # nested: broken at 0.1, so broken at 0.2 (its 0.1 example lies in the 0.2 ball)
+    values = table(run(context(Periodic(), periodic_data(0)), "fgsm", eps=[0.2, 0.1]))
+    assert (values[("top1_err", 0.1)], values[("top1_err", 0.2)]) == (100.0, 100.0)
+    assert values[("flag_not_monotone", None)] == 0
+    # a clean mistake is never attacked (FGSM would have moved it into the right class):
+    # its rows hold the clean pass's prediction, so the flag cannot fire on white-box tasks
+    task = get_task("fgsm")
+    params = resolve_params(task, {"eps": [0.1]}, "test suite")
+    records, metrics = task.run(context(Periodic(), periodic_data(1)), params)
+    assert table(metrics)[("top1_err", 0.1)] == 100.0  # counted as an error: wrong when clean
+    assert table(metrics)[("flag_below_clean", 0.1)] == 0
+    adv = records.one(eps=0.1, space="pixel", norm="linf")
+    assert (adv["pred"][0], adv["adv_correct"][0], adv["correct"][0]) == (0, False, False)
+    adv.columns["adv_correct"][0] = True  # what attacking it would have recorded
+    assert table(task.reduce(records, params, 0))[("flag_below_clean", 0.1)] == 1
 
 
 def test_model_flags_fire_on_crafted_models(nets, digits):
@@ -304,10 +317,10 @@ def test_bad_parameters_are_named(nets, digits, tmp_path, name, params, message)
 
 
 RECORDED = [
-    ("fgsm", {"eps": [0.05, 0.1]}),
-    ("ifgsm", {"eps": [0.1], "steps": 3}),
-    ("pgd", {"eps": [0.05, 0.1], "steps": 3, "limit": 60}),
-    ("pgd", {"eps": [0.5], "norm": "l2", "steps": 3, "space": "normalized"}),
+    ("fgsm", {"eps": [0.05, 0.1], "top5": True}),
+    ("ifgsm", {"eps": [0.1], "steps": 3, "top5": True}),
+    ("pgd", {"eps": [0.05, 0.1], "steps": 3, "limit": 60, "top5": True}),
+    ("pgd", {"eps": [0.5], "norm": "l2", "steps": 3, "space": "normalized", "top5": True}),
     ("deepfool", {"eps": [0.3, 0.6], "steps": 10}),
     ("cw", {"eps": [0.5], "binary_search_steps": 2, "steps": 10, "limit": 20}),
     ("ddn", {"eps": [0.5], "steps": 10, "limit": 30}),

@@ -36,6 +36,7 @@ FAST = {
     "ddn": "eps = [0.5]\nsteps = 20\nlimit = 20",
     "transfer": 'surrogate = "m0.pth"\neps = [0.1]',
     "attack": 'attack = "pgd"\neps = [0.1]\noptions = {steps = 3}',
+    "autoattack": 'version = "custom"\nattacks = ["apgd-ce", "apgd-t"]\neps = [0.1]\nlimit = 30',
 }
 
 

@@ -46,7 +46,9 @@ def write(tmp_path: Path, text: str, name: str = "suite.toml") -> Path:
 
 
 def test_builtin_suite_names():
-    assert BUILTIN == ["cifar10", "cifar100", "digits", "imagenet", "tinyimagenet"]
+    assert BUILTIN == ["cifar10", "cifar100", "digits", "imagenet", "robustbench-cifar10-l2",
+                       "robustbench-cifar10-linf", "robustbench-cifar100-linf",
+                       "robustbench-imagenet-linf", "tinyimagenet"]
     assert builtin_suites() == BUILTIN
 
 
@@ -59,7 +61,9 @@ def test_every_builtin_suite_parses(name):
     assert suite.dataset["split"] in DATASETS[suite.dataset["name"]].splits
     assert isinstance(suite.model_defaults["num_classes"], int)
     assert len(suite.model_defaults["input_size"]) == 2
-    assert [t.name for t in suite.tasks][:2] == ["clean", "calibration"]
+    protocol = ["clean", "autoattack"] if name.startswith("robustbench-") \
+        else ["clean", "calibration"]
+    assert [t.name for t in suite.tasks][:2] == protocol
     raw = tomllib.loads((resources.files("benchmark") / "suites" / f"{name}.toml").read_text())
     for task in suite.tasks:
         assert task.name.startswith(task.task)  # aliases like occlusion_mean keep the prefix
@@ -123,7 +127,7 @@ def test_user_suite_file_without_toml_suffix(tmp_path):
     path = write(tmp_path, MINIMAL, "my_suite.cfg")
     suite = load_suite(str(path))
     assert suite.name == "mine" and suite.version == "3"
-    assert suite.dataset == {"name": "cifar10", "split": "test", "path": None}
+    assert suite.dataset == {"name": "cifar10", "split": "test", "path": None, "subset": None}
     assert suite.run == {"seed": 0, "batch_size": 256, "limit": 0}
     assert suite.model_defaults == {}
     assert suite.tasks == (TaskSpec("clean", "clean", {"topk": [1, 5]}),)

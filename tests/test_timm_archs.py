@@ -14,7 +14,7 @@ from fixtures_corruptions import cifar_test_images
 from safetensors.torch import save_file
 
 from benchmark.archs import build_arch
-from benchmark.archs.timm_models import preprocessing_note, timm_config
+from benchmark.archs.timm_models import timm_config, timm_eval_preprocessing
 from benchmark.cli import main
 
 timm = pytest.importorskip("timm")
@@ -51,10 +51,11 @@ def test_a_timm_name_builds_timms_model_and_reads_its_configuration():
     config = timm_config("timm:resnet18.tv_in1k")  # a tag chooses the configuration
     assert config == {"input_size": [224, 224], "mean": pytest.approx([0.485, 0.456, 0.406]),
                       "std": pytest.approx([0.229, 0.224, 0.225]),
-                      "interpolation": "bilinear", "crop_pct": 0.875}
-    assert preprocessing_note("timm:resnet18.tv_in1k", config) is None
-    note = preprocessing_note("timm:resnet18", timm_config("timm:resnet18"))
-    assert "bicubic interpolation and a 0.95 centre crop" in note
+                      "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center"}
+    suites = timm_eval_preprocessing(config, config["input_size"])[0]
+    assert suites.describe() == "Resize(256, bilinear) -> CenterCrop(224)"
+    assert timm_eval_preprocessing(timm_config("timm:resnet18"), [224, 224])[0].describe() \
+        == "Resize(235, bicubic) -> CenterCrop(224)"  # floor(224 / 0.95), as timm computes it
     with pytest.raises(ValueError, match="did you mean timm:test_resnet"):
         build_arch("timm:test_resnett", num_classes=10)
 

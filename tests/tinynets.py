@@ -72,3 +72,9 @@ class _Asserting(nn.Sequential):
 def asserting_cnn(num_classes: int = 10) -> nn.Module:
     """tiny_cnn (same weights' names) whose forward pass always fails."""
     return _Asserting(*tiny_cnn(num_classes))
+
+
+def pooled_cnn(num_classes: int = 10) -> nn.Module:
+    """conv 3x3 (4 maps) on RGB -> ReLU -> global average pool -> linear: any image size."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, num_classes))

@@ -2,10 +2,12 @@
 configuration applies), built with random weights; the checkpoint supplies the weights.
 
 timm's configuration of the name gives the model's defaults: `input_size`, `mean` and `std` (used
-unless the user's files, flags or the checkpoint say otherwise), and the interpolation and
-centre-crop fraction its published numbers were measured with (named in the provenance: rubench
-evaluates with the suite's own preprocessing, and says so when the two differ). timm is an
-optional dependency (`pip install 'rubench[timm]'`), imported only when such a name is used.
+unless the user's files, flags or the checkpoint say otherwise), and the interpolation, centre-crop
+fraction and crop mode its published numbers were measured with: on data read from image files
+(ImageNet val) rubench evaluates the checkpoint with that preprocessing, Resize(floor(size /
+crop_pct)) -> CenterCrop(size) as timm's `transforms_imagenet_eval` does, and says so where it
+cannot. timm is an optional dependency (`pip install 'rubench[timm]'`), imported only when such
+a name is used.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 import torch.nn as nn
 
+from benchmark.data import Preprocessing
+
 PREFIX = "timm:"
-# The ImageNet suite's eval transform (Resize(256) -> CenterCrop(224), bilinear): crop 224 / 256.
-SUITE_INTERPOLATION, SUITE_CROP = "bilinear", 0.875
 
 
 def is_timm(name: str) -> bool:
@@ -54,23 +56,32 @@ def build_timm(name: str, num_classes: int) -> nn.Module:
 
 def timm_config(name: str) -> dict[str, Any]:
     """timm's configuration of `timm:NAME`: `input_size` [H, W], `mean`, `std`,
-    `interpolation` and `crop_pct` (the centre-crop fraction of its evaluation)."""
+    `interpolation`, `crop_pct` (the centre-crop fraction of its evaluation) and `crop_mode`."""
     cfg = _timm().models.get_pretrained_cfg(_model_name(name))
     if cfg is None:
         raise ValueError(f"timm has no configuration for {name[len(PREFIX):]!r}")
     return {"input_size": [int(v) for v in cfg.input_size[1:]],
             "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std],
-            "interpolation": str(cfg.interpolation), "crop_pct": float(cfg.crop_pct)}
+            "interpolation": str(cfg.interpolation), "crop_pct": float(cfg.crop_pct),
+            "crop_mode": str(cfg.crop_mode or "center")}
 
 
-def preprocessing_note(name: str, config: dict[str, Any]) -> str | None:
-    """What differs between timm's evaluation preprocessing of `name` and the suite's
-    (ImageNet-style Resize + CenterCrop, bilinear, crop 0.875); None when nothing does."""
-    differs = config["interpolation"] != SUITE_INTERPOLATION \
-        or abs(config["crop_pct"] - SUITE_CROP) > 1e-9
-    if not differs:
-        return None
-    return (f"{name}: timm evaluates it with {config['interpolation']} interpolation and a "
-            f"{config['crop_pct']:g} centre crop; rubench uses the suite's preprocessing "
-            f"(Resize + CenterCrop, {SUITE_INTERPOLATION}, crop {SUITE_CROP:g} on ImageNet), "
-            "so its numbers may differ from timm's published ones")
+def timm_eval_preprocessing(config: dict[str, Any], input_size: list[int]
+                            ) -> tuple[Preprocessing | None, str | None]:
+    """timm's evaluation preprocessing (`config`: `interpolation`, `crop_pct`, `crop_mode`) at
+    `input_size` [H, W], as `(preprocessing, None)`, or `(None, why)` where rubench cannot
+    reproduce it (a non-square input, timm's crop mode 'border'). An interpolation torchvision
+    does not know raises a ValueError."""
+    height, width = input_size
+    mode = config.get("crop_mode", "center")
+    if height != width:
+        return None, (f"timm evaluates it at {height}x{width} with aspect-preserving resizing "
+                      "to a non-square size, which rubench does not reproduce")
+    if mode not in ("center", "squash"):
+        return None, f"timm evaluates it with crop mode {mode!r}, which rubench does not reproduce"
+    try:
+        return Preprocessing.from_crop_fraction(height, config["crop_pct"],
+                                                config["interpolation"],
+                                                squash=mode == "squash"), None
+    except ValueError as exc:
+        raise ValueError(f"timm's evaluation preprocessing: {exc}") from exc

@@ -3,6 +3,7 @@ importing this package registers the built-in ones. See `benchmark.reductions.co
 
 from benchmark.reductions import (
     attacks,
+    autoattack,
     calibration,
     clean,
     corruptions,
@@ -18,5 +19,6 @@ from benchmark.reductions.core import (
     register_metric,
 )
 
-__all__ = ["METRICS", "MetricFn", "NoMetrics", "attacks", "calibration", "clean", "corruptions",
-           "metric_functions", "ood", "perturbations", "reduce_records", "register_metric"]
+__all__ = ["METRICS", "MetricFn", "NoMetrics", "attacks", "autoattack", "calibration", "clean",
+           "corruptions", "metric_functions", "ood", "perturbations", "reduce_records",
+           "register_metric"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.names import BENCHMARK_GROUP
 from benchmark.records import Records
 from benchmark.reductions.core import register_metric
 from benchmark.stats import Metric
@@ -104,9 +105,6 @@ def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[
                               metrics.alexnet_relative_mce(per_corruption, clean_err), mean.n,
                               False, {"source": source}))
     return out
-
-
-BENCHMARK_GROUP = "benchmark"  # the `category` of the mean over the 15 benchmark corruptions
 
 
 def _severity_rows(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],

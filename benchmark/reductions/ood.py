@@ -8,14 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.names import ID_SET, MEAN_SET
 from benchmark.records import Records
 from benchmark.reductions.core import register_metric
 from benchmark.stats import Metric, percentile_interval, wilson_interval
 from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics
-
-MEAN_SET = "mean"  # the `ood_set` of the mean over sets
-ID_SET = "in_distribution"  # the `ood_set` of the ID scores' table and histogram rows
-
 
 # Metrics that are a share of the OOD samples on one side of the threshold.
 OOD_SHARES = ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive")

@@ -1,6 +1,6 @@
 """Registered evaluation tasks (importing this package registers them all)."""
 
-from benchmark.tasks import attacks, calibration, clean, corruptions, ood, perturbations
+from benchmark.tasks import attacks, autoattack, calibration, clean, corruptions, ood, perturbations
 from benchmark.tasks.registry import (
     TaskContext,
     TaskDef,
@@ -12,6 +12,6 @@ from benchmark.tasks.registry import (
     resolve_params,
 )
 
-__all__ = ["TaskContext", "TaskDef", "TaskPlaces", "attacks", "calibration", "clean",
+__all__ = ["TaskContext", "TaskDef", "TaskPlaces", "attacks", "autoattack", "calibration", "clean",
            "corruptions", "get_task", "list_tasks", "ood", "perturbations", "predict",
            "register_task", "resolve_params"]

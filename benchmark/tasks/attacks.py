@@ -4,7 +4,8 @@ Conventions (each a parameter with a named default):
 - `eps`: a list; one task run sweeps it. Units are those of `space`: `pixel` (default; [0, 1]
   images, the model's normalization inside the wrapper) or `normalized` (PatchUp: eps on
   (x - mean) / std, clamped to the batch's min / max). Fixed-budget tasks (fgsm, ifgsm, pgd,
-  transfer) report `top1_err` (and `top5_err` with more than 5 classes) per eps.
+  transfer) report `top1_err` per eps, and `top5_err` with more than 5 classes (fgsm, ifgsm,
+  pgd and `attack`: when `top5 = true`; transfer: always).
   Minimal-perturbation tasks (deepfool, cw, ddn) report `median_norm` (the lower median over all
   points: 0 for points misclassified when clean, +inf for points the attack did not break),
   `fail_rate` (percent of points not broken) and `top1_err` at each eps threshold (points broken
@@ -22,6 +23,37 @@ Conventions (each a parameter with a named default):
 - Random starts depend only on (run seed, sample position in the evaluated data, restart), so
   numbers do not depend on batch size — except in `normalized` space (bounds are the batch's
   min / max) and for `cw` with `abort_early` (foolbox stops on the batch's summed loss).
+
+Attack compute goes only where it can change the answer (fixed-budget tasks fgsm, ifgsm, pgd,
+attack; not transfer, which crafts on its surrogate):
+- A point misclassified when clean (top-1, by the shared clean pass) is never attacked in any
+  attack run (the task's own or the FGSM comparison): it is an error at every eps anyway. Its
+  rows keep `correct` false, and its `adv_correct`, `pred` and `confidence` are the clean
+  pass's (so `adv_correct` false, and `correct_top5` its clean top-5 hit). Hence the errors on
+  the adversarial inputs alone are never below the clean error: `flag_below_clean` stays 0
+  for these tasks (it can fire for transfer).
+- `top5` (default false): also report `top5_err` (Mixup's ImageNet tables), with more than 5
+  classes. "Broken" below means: the label left the model's top-k, k = 5 with `top5`, else 1.
+  So with `top5` a point misclassified but still top-5 correct is attacked on, and neither
+  reported error can fall below the full run's; without it the attacks stop at the first top-1
+  miss (far cheaper) and the records hold no top-5 column.
+- `sweep` (fgsm, ifgsm, pgd, attack): `nested` (default) runs the eps list from the smallest up
+  and, in each attack run on its own (the FGSM comparison too), attacks at a larger eps only
+  the points not broken at every smaller eps. A broken point's rows at larger eps repeat the
+  eps that broke it (its example lies inside the larger ball); a point attacked on keeps the
+  smaller eps's example where that one misclassified it and the new one does not. Both errors
+  are thus monotone in eps by construction (`flag_not_monotone` cannot fire) and, on the same
+  seed, >= the independent sweep's at every eps. `independent` attacks every (clean-correct)
+  point at every eps on its own, as before the option existed.
+- `early_stop` (ifgsm, pgd; default true): each point keeps its first broken iterate and is
+  attacked no further; with restarts, a point broken by one restart is not attacked again
+  (`attacks.gradient`). The errors can only be >= the full run's; `early_stop = false` gives
+  the full run's adversarial examples bit for bit. The generic `attack` task passes
+  `early_stop` to an attack only through its `options` (its registered pgd and ifgsm default
+  to false).
+- Both choices are named in the records' facts, `sweep` and `early_stop` (false for an attack
+  without early stop, e.g. FGSM); they are parameters, not conditions: the metric rows, their
+  conditions and the leaderboard's columns are the same whichever is chosen.
 
 Every adversarial batch is checked (finite, inside the bounds, norm <= eps + 1e-6 in the attack's
 norm and space); a violation fails the task with `attacks.BudgetError`. Sanity flags are metrics
@@ -53,8 +85,11 @@ seeded stratified subset). Base conditions are the task's metric conditions with
   pgd, which also run FGSM for `flag_below_fgsm`, tag theirs with `attack` (the task's own
   attack, or `fgsm` for the comparison). Columns: `index`, `correct` (top-1 hit under that
   attack AND when clean: exactly what `top1_err` counts as a non-error), `correct_top5` (the
-  same for top-5, with more than 5 classes), `adv_correct` (the adversarial input's own top-1
-  hit, for `flag_below_clean`), `pred` and `confidence` on the adversarial input.
+  same for top-5, where `top5_err` is reported), `adv_correct` (the adversarial input's own top-1
+  hit, for `flag_below_clean`), `pred` and `confidence` on the adversarial input (for a clean
+  mistake, the clean pass's; in a nested sweep, a point broken at a smaller eps repeats that
+  eps's values).
+- Facts (fixed-budget tasks): `sweep` and `early_stop`, as run.
 Convention for combining tasks: at a given (space, norm, eps), a sample survives every
 fixed-budget attack when `correct` holds in each task's own-attack table (per `index`), and a
 minimal attack where `norm > eps`.
@@ -65,7 +100,8 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +122,7 @@ from attacks.common import (
     input_gradient,
     loss_gradient,
 )
+from attacks.gradient import in_topk
 from attacks.minimal import MinimalResult, carlini_wagner, ddn, deepfool
 from benchmark.checkpoints import load_model, make_ref
 from benchmark.data import EvalData, stratified_subset
@@ -118,20 +155,38 @@ class AttackParams:
     limit: int = param(0, ge=0)
 
 
+SWEEPS = ("nested", "independent")  # how a white-box task runs its eps list (module docstring)
+# Parameters of how a white-box task runs its attack, not of the attack crafted: a transfer
+# task's `attack_params` have neither.
+RUN_PARAMS = ("sweep", "early_stop", "top5")
+
+
 @dataclass(frozen=True)
-class FgsmParams(AttackParams):
-    """FGSM: the budgets `eps` and the `loss`."""
+class BudgetParams(AttackParams):
+    """A fixed-budget attack: the budgets `eps` and the `loss`."""
 
     eps: list[float] = param(LINF_EPS, ge=0, nonempty=True, distinct=True)
     loss: str = param("ce", choices=LOSSES)
 
 
 @dataclass(frozen=True)
+class FgsmParams(BudgetParams):
+    """FGSM: the budgets `eps`, the `loss`, the eps `sweep` (`nested`: a point broken at a
+    smaller eps is not attacked again; `independent`: every eps on its own) and `top5` (also
+    report `top5_err`: a point is then broken only once its label leaves the top-5)."""
+
+    sweep: str = param("nested", choices=SWEEPS)
+    top5: bool = param(False)
+
+
+@dataclass(frozen=True)
 class IfgsmParams(FgsmParams):
-    """I-FGSM: `steps` of step_factor * eps / steps."""
+    """I-FGSM: `steps` of step_factor * eps / steps; `early_stop`: a point's first
+    misclassified iterate ends its attack."""
 
     steps: int = param(10, ge=1)
     step_factor: float = param(1.0, gt=0)
+    early_stop: bool = param(True)
 
 
 @dataclass(frozen=True)
@@ -190,7 +245,7 @@ GRADIENT_ATTACKS = {"fgsm": FgsmParams, "ifgsm": IfgsmParams, "pgd": PgdParams}
 
 
 @dataclass(frozen=True)
-class TransferParams(FgsmParams):
+class TransferParams(BudgetParams):
     """Black-box transfer: the `surrogate` checkpoint (a path, absolute or relative to the
     checkpoint directory; or --surrogate), the `attack` crafted on it and its `attack_params`
     (steps, step_factor, ...: the parameters of that attack's own task)."""
@@ -214,8 +269,9 @@ def _fail(task: str, message: str) -> SuiteError:
 
 
 def _own_params(schema: type) -> dict[str, Any]:
-    """The parameters an attack has beyond FGSM's (what `transfer`'s attack_params may set)."""
-    inherited = set(defaults(FgsmParams))
+    """The parameters an attack has beyond FGSM's (what `transfer`'s attack_params may set),
+    `RUN_PARAMS` left out."""
+    inherited = set(defaults(FgsmParams)) | set(RUN_PARAMS)
     return {k: v for k, v in defaults(schema).items() if k not in inherited}
 
 
@@ -233,28 +289,34 @@ class _Selection:
 
     def batches(self, ctx: TaskContext, desc: str
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, slice]]:
-        """(images, labels, sample positions, rows of this selection) per batch. Beside the
-        batch bar, a second bar counts the model's image passes (forward, with or without
-        gradients), so a long attack on one big batch still shows it is moving."""
+        """(images, labels, sample positions, rows of this selection) per batch, with a batch
+        bar and a bar of the model's image passes (`passes_bar`)."""
         total = -(-len(self.data) // ctx.batch_size)
         offset = 0
-        passes = tqdm(desc=f"{desc}: model passes", unit="img", leave=False,
-                      disable=not ctx.progress)
-
-        def count(_module: nn.Module, _inputs: object, outputs: torch.Tensor) -> None:
-            passes.update(len(outputs))  # returns None: a hook's return value would replace
-            # the model's outputs
-
-        hook = ctx.model.register_forward_hook(count)
-        try:
+        with passes_bar(ctx.model, desc, ctx.progress):
             for x, y in tqdm(self.data.batches(ctx.batch_size, ctx.device, ctx.num_workers),
                              desc=desc, total=total, leave=False, disable=not ctx.progress):
                 rows = slice(offset, offset + len(y))
                 offset += len(y)
                 yield x, y, torch.from_numpy(self.index[rows]), rows
-        finally:
-            hook.remove()
-            passes.close()
+
+
+@contextmanager
+def passes_bar(model: nn.Module, desc: str, enabled: bool) -> Iterator[None]:
+    """A bar counting the images `model` is run on (forward, with or without gradients) while
+    the block runs, so a long attack on one big batch still shows it is moving."""
+    passes = tqdm(desc=f"{desc}: model passes", unit="img", leave=False, disable=not enabled)
+
+    def count(_module: nn.Module, _inputs: object, outputs: torch.Tensor) -> None:
+        passes.update(len(outputs))  # returns None: a hook's return value would replace the
+        # model's outputs
+
+    hook = model.register_forward_hook(count)
+    try:
+        yield
+    finally:
+        hook.remove()
+        passes.close()
 
 
 def _select(ctx: TaskContext, task: str, limit: int) -> _Selection:
@@ -387,33 +449,96 @@ def _gradient_spec(attack: str, params: dict[str, Any]) -> _GradientSpec:
 
 def _gradient_task(ctx: TaskContext, task: str, attack: str, params: dict[str, Any]) -> Records:
     """Run a built-in fixed-budget attack (and, for ifgsm / pgd, FGSM beside it)."""
-    return _fixed_budget(ctx, task, _gradient_spec(attack, params), params["limit"],
-                         compare_fgsm=attack != "fgsm")
+    spec = _gradient_spec(attack, params)
+    early_stop = bool(params.get("early_stop", False))
+    if "early_stop" in params:  # ifgsm, pgd: the registered attack takes it as an option
+        spec = replace(spec, options={**spec.options, "early_stop": early_stop})
+    return _fixed_budget(ctx, task, spec, params["limit"], compare_fgsm=attack != "fgsm",
+                         sweep=params["sweep"], early_stop=early_stop, top5=params["top5"])
+
+
+def _attack_points(run: _GradientSpec, adv_space: AttackSpace, y: torch.Tensor, eps: float,
+                   index: torch.Tensor, seed: int, grad: torch.Tensor, todo: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, adversarial examples) of the batch's points `todo` (a CPU mask): the attack
+    sees only them (their rows of x, y, index, grad; the batch's bounds)."""
+    if bool(todo.all()):
+        return adv_space.x, run.run(adv_space, y, eps, index, seed, grad=grad)
+    rows = todo.to(adv_space.x.device)
+    part = replace(adv_space, x=adv_space.x[rows])
+    return part.x, run.run(part, y[rows], eps, index[todo], seed, grad=grad[rows])
+
+
+def _reported_topk(selection: _Selection, top5: bool) -> int:
+    """The largest k whose error the task reports: 5 when asked (`top5`) with more than 5
+    classes, else 1. A point is done (early stop, nested sweep) only once its label leaves the
+    top-k, so no reported error can fall below the full run's."""
+    return 5 if top5 and selection.clean_logits.shape[1] > 5 else 1
+
+
+def _with_topk(spec: _GradientSpec, topk: int) -> _GradientSpec:
+    """`spec` told to stop a point only once its label leaves the top-`topk` (attacks whose
+    `early_stop` is on and that take `topk`)."""
+    takes = "topk" in inspect.signature(registry("attack").get(spec.attack)).parameters
+    if not spec.options.get("early_stop") or not takes:
+        return spec
+    return replace(spec, options={**spec.options, "topk": topk})
+
+
+def _kept(before: torch.Tensor, after: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The outputs a point is judged by at this eps: the new attack's, unless the example kept
+    from a smaller eps (inside this ball too) already misclassified it and the new one does not
+    (a nested sweep attacks on until the top-5 is missed); never better than before."""
+    keep = (before.argmax(dim=1) != y) & (after.argmax(dim=1) == y)
+    return torch.where(keep[:, None], before, after)
 
 
 def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
-                  compare_fgsm: bool, extra: dict[str, Any] | None = None) -> Records:
+                  compare_fgsm: bool, extra: dict[str, Any] | None = None,
+                  sweep: str = "nested", early_stop: bool = False, top5: bool = False
+                  ) -> Records:
     """Run the fixed-budget attack `spec` (with FGSM beside it when `compare_fgsm`) batch by
-    batch; `extra` conditions (the generic task's `attack`) join every table's."""
+    batch; `extra` conditions (the generic task's `attack`) join every table's. Clean mistakes
+    are never attacked; `sweep` and `top5` as in the module docstring; `early_stop` (passed to
+    the attack in `spec.options` already) is named in the facts."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {', '.join(SWEEPS)}, got {sweep!r}")
     selection = _select(ctx, task, limit)
     seen, adversarial = _ModelTable(selection), _Columns()
+    topk = _reported_topk(selection, top5)
     runs = [("fgsm", _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm))] \
         if compare_fgsm else []
-    runs.append((spec.attack, spec))
+    runs.append((spec.attack, _with_topk(spec, topk)))
     for x, y, index, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, spec.space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y, spec.loss)
         seen.observe(rows, _randomized(adv_space, selection.clean_logits[rows], logits, rows),
                      sanity.zero_gradients(grad))
-        for eps in spec.eps:
+        clean = selection.clean_logits[rows].float()
+        # per attack run: the outputs each point is judged by (clean for a clean mistake) and,
+        # in a nested sweep, the points still robust at every eps so far
+        outputs = {name: clean.clone() for name, _ in runs}
+        robust = {name: ~seen.wrong1[rows] for name, _ in runs}
+        for eps in sorted(spec.eps):  # smallest first: what `nested` needs
             for name, run in runs:
-                x_adv = run.run(adv_space, y, eps, index, ctx.seed, grad=grad)
-                check_adversarial(adv_space.x, x_adv, norm=spec.norm, bounds=adv_space.bounds,
-                                  eps=eps, what=f"task {task}, {name} at eps={eps:g}")
-                adversarial.add((name, eps), **seen.attacked(
-                    _evaluate(adv_space.model, x_adv), y, rows))
+                if sweep == "independent":
+                    outputs[name] = clean.clone()
+                todo = robust[name]
+                if bool(todo.any()):
+                    x_in, x_adv = _attack_points(run, adv_space, y, eps, index, ctx.seed, grad,
+                                                 todo)
+                    check_adversarial(x_in, x_adv, norm=spec.norm, bounds=adv_space.bounds,
+                                      eps=eps, what=f"task {task}, {name} at eps={eps:g}")
+                    outputs[name][todo] = _kept(outputs[name][todo], _evaluate(
+                        adv_space.model, x_adv).float().cpu(), y[todo].cpu())
+                columns = seen.attacked(outputs[name], y, rows)
+                if topk == 1:  # top-5 not asked for: not measured under this stopping rule
+                    columns.pop("correct_top5", None)
+                adversarial.add((name, eps), **columns)
+                if sweep == "nested":
+                    robust[name] = todo & in_topk(outputs[name], y.cpu(), topk)
     base = {"space": spec.space, "norm": spec.norm, **(extra or {})}
-    records = Records()
+    records = Records(facts={"sweep": sweep, "early_stop": early_stop})
     seen.add_table(records, base)
     for eps in spec.eps:
         for name, _ in runs:
@@ -423,19 +548,19 @@ def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
     return records
 
 
-@register_task("fgsm", params=FgsmParams, version=3)
+@register_task("fgsm", params=FgsmParams, version=4)
 def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
-@register_task("ifgsm", params=IfgsmParams, version=3)
+@register_task("ifgsm", params=IfgsmParams, version=4)
 def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
-@register_task("pgd", params=PgdParams, version=3)
+@register_task("pgd", params=PgdParams, version=4)
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
@@ -449,14 +574,17 @@ CONVENTION = {"model", "x", "y", "eps", "norm", "bounds", "loss", "seed", "index
 @dataclass(frozen=True)
 class AttackTaskParams(AttackParams):
     """The generic task: any fixed-budget attack registered in `registry("attack")` (see
-    `attacks.fixed`): its name, the budgets `eps`, its `norm`, the `loss` and its own
-    `options` (keyword arguments beyond the calling convention)."""
+    `attacks.fixed`): its name, the budgets `eps`, its `norm`, the `loss`, its own `options`
+    (keyword arguments beyond the calling convention; pgd's and ifgsm's `early_stop` among
+    them) and the eps `sweep`."""
 
     attack: str = param("pgd")
     eps: list[float] = param(LINF_EPS, ge=0, nonempty=True, distinct=True)
     norm: str = param("linf", choices=NORMS)
     loss: str = param("ce", choices=LOSSES)
     options: dict[str, Any] = param({})
+    sweep: str = param("nested", choices=SWEEPS)
+    top5: bool = param(False)
 
     def __post_init__(self) -> None:
         attacks = registry("attack")
@@ -478,13 +606,24 @@ class AttackTaskParams(AttackParams):
                              f"(it has: {', '.join(sorted(own)) or 'none'})")
 
 
-@register_task("attack", params=AttackTaskParams, version=1)
+def _early_stop_option(attack: str, options: dict[str, Any]) -> bool:
+    """Whether registered `attack` stops early with `options`: its `early_stop` option, else
+    its own default; false for an attack without one."""
+    if "early_stop" in options:
+        return bool(options["early_stop"])
+    default = inspect.signature(registry("attack").get(attack)).parameters.get("early_stop")
+    return default is not None and default.default is True
+
+
+@register_task("attack", params=AttackTaskParams, version=2)
 def attack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Any registered fixed-budget attack: top-1/top-5 error per eps, white-box, true labels."""
     spec = _GradientSpec(params["attack"], [float(v) for v in params["eps"]], params["space"],
                          params["loss"], params["norm"], dict(params["options"]))
     return _fixed_budget(ctx, "attack", spec, params["limit"], compare_fgsm=False,
-                         extra={"attack": params["attack"]})
+                         extra={"attack": params["attack"]}, sweep=params["sweep"],
+                         early_stop=_early_stop_option(params["attack"], params["options"]),
+                         top5=params["top5"])
 
 
 # ---------------------------------------------------------------- minimal-perturbation attacks

@@ -77,10 +77,10 @@ from tqdm.auto import tqdm
 from benchmark.data import EvalData, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.inputs import HeldoutSplit, InputRequest
+from benchmark.names import ID_SET, MEAN_SET
 from benchmark.params import NO_SPLIT, param
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.records import Records
-from benchmark.reductions.ood import ID_SET, MEAN_SET
 from benchmark.registry import registry
 from benchmark.tasks.registry import (
     TaskContext,

@@ -41,6 +41,9 @@ class TaskContext:
     ckpt_dir: Path | None = None  # where relative checkpoint paths (e.g. a surrogate) resolve
     trust_checkpoints: bool = False  # for checkpoints a task loads itself
     data_id: str = ""  # hash of the evaluated examples: a key for caches shared across models
+    # A folder for the running unit's partial progress (a re-run after a kill resumes from it;
+    # the runner removes it once the unit is stored); None: the task cannot resume.
+    scratch: Path | None = None
     requests: dict[str, InputRequest] = field(default_factory=dict)  # the running task's inputs
     cache: InputCache = field(default_factory=InputCache, repr=False)  # the run's one cache
     _clean_logits: torch.Tensor | None = field(default=None, repr=False)
