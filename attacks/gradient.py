@@ -218,9 +218,11 @@ def _pgd_early_stop(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, eps: fl
                 logits = model(x_adv)
                 wrong, value = logits.argmax(dim=1) != y[rows], attack_loss(logits, y[rows], loss)
             was_wrong = best_wrong[rows]
-            better = (wrong & ~was_wrong) | ((wrong == was_wrong) & (value > best_loss[rows]))
+            out = ~in_topk(logits, y[rows], topk)  # broken at its end: kept, attacked no more
+            better = out | (wrong & ~was_wrong) | ((wrong == was_wrong)
+                                                  & (value > best_loss[rows]))
             best[rows[better]] = x_adv[better]
             best_loss[rows[better]] = value[better]
             best_wrong[rows[better]] = wrong[better]
-            done[rows[~in_topk(logits, y[rows], topk)]] = True
+            done[rows[out]] = True
     return best

@@ -109,14 +109,18 @@ def robustbench_cards(out_dir: Path, folder: Path) -> list[Path]:
         raise RubenchError(f"{out_dir}: the autoattack results are of ensemble(s) {found}; "
                            "RobustBench's numbers are AutoAttack's version = 'standard'")
     written = []
-    for (checkpoint, norm), group in standard.groupby(["checkpoint", "norm"], sort=True):
+    for (checkpoint, dataset, norm), group in standard.groupby(["checkpoint", "dataset", "norm"],
+                                                               sort=True):
         if norm not in ROBUSTBENCH_THREATS:
             raise RubenchError(f"{checkpoint}: RobustBench has no {norm} threat model "
                                f"(it has {', '.join(ROBUSTBENCH_THREATS)})")
         robust = group[group["metric"] == "top1_err"]
-        if robust["eps"].nunique() != 1:
-            raise RubenchError(f"{checkpoint}: autoattack ran at {robust['eps'].nunique()} "
-                               f"{norm} budgets; a RobustBench card holds one (evaluate one eps)")
+        if len(robust) != 1:
+            found = ", ".join(f"{task} at eps {eps:g}" for task, eps
+                              in zip(robust["task"], robust["eps"], strict=True))
+            raise RubenchError(f"{checkpoint}: {len(robust)} standard AutoAttack results on "
+                               f"{dataset} {norm} ({found}); a RobustBench card holds one "
+                               "(evaluate one eps in one task)")
         (clean,) = group.loc[group["metric"] == "clean_err", "value"]
         row = robust.iloc[0]
         card = dict.fromkeys(MODEL_INFO)

@@ -421,3 +421,19 @@ def test_top5_is_asked_for_and_stopping_at_top1_costs_far_less(model, digits):
     assert all("correct_top5" not in t.columns for t in top1_records)
     assert {m.conditions["eps"] for m in top5 if m.metric == "top5_err"} == set(eps)
     assert top1_passes < 0.9 * top5_passes
+
+
+def test_top5_errors_are_never_below_attacking_every_point(model, digits):
+    """With `top5`, a clean top-1 mistake still in the top-5 is attacked too: the task's
+    top-5 error (nested, early stop) is >= that of PGD run on every point at every eps."""
+    x, y = tensors(digits)
+    eps = [0.05, 0.1, 0.15]
+    _, metrics = measure(model, digits, "pgd", eps=eps, steps=5, top5=True)
+    with torch.no_grad():
+        clean_in = in_topk(model(x), y, 5)
+        assert (clean_in & (model(x).argmax(1) != y)).any()  # such points exist here
+    for e in eps:
+        with torch.no_grad():
+            adv_in = in_topk(model(pgd(model, x, y, e, steps=5, seed=0)), y, 5)
+        full = 100 * (~(clean_in & adv_in)).double().mean().item()
+        assert table(metrics)[("top5_err", e)] >= full - 1e-9, e

@@ -91,6 +91,31 @@ def test_custom_l2_equals_pyautoattack(net, digits):
     np.testing.assert_array_equal(table["pred"][~robust], y_adv[~robust])
 
 
+def test_l1_standard_equals_pyautoattack(net, few):
+    """L1, within the L1 budget check (relative float32 slack): the same points broken."""
+    records, _ = run(context(net, few, batch_size=32), norm="l1", eps=[0.75], version="custom",
+                     attacks=["apgd-ce", "apgd-t"])
+    y_adv, robust = direct(net, few, 0.75, norm="L1", version="custom",
+                           attacks=["apgd-ce", "apgd-t"])
+    table = records.one(eps=0.75, space="pixel", norm="l1", ensemble="apgd-ce+apgd-t")
+    np.testing.assert_array_equal(table["correct"], robust)
+    np.testing.assert_array_equal(table["pred"][~robust], y_adv[~robust])
+    assert 0 < (~robust).sum() < len(robust)
+
+
+def test_progress_of_another_batch_size_is_not_resumed(net, few, monkeypatch, tmp_path):
+    options = {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "eps": [0.1]}
+    run(context(net, few, batch_size=32, scratch=tmp_path / "unit"), **options)
+    calls: list[str] = []
+    original = engine.Ensemble.stage
+    monkeypatch.setattr(engine.Ensemble, "stage", lambda self, attack, *args: (
+        calls.append(attack), original(self, attack, *args))[1])
+    run(context(net, few, batch_size=32, scratch=tmp_path / "unit"), **options)
+    assert calls == []  # every stage was kept
+    run(context(net, few, batch_size=16, scratch=tmp_path / "unit"), **options)
+    assert calls == ["apgd-ce", "apgd-dlr"]  # other batches, other random starts: afresh
+
+
 def test_nested_sweep_is_monotone_and_starts_as_the_independent_one(net, few):
     """Nested >= independent holds image by image only for attacks whose randomness is per
     image (rubench's PGD); pyautoattack seeds per batch, so at a larger eps the nested run's

@@ -4,7 +4,9 @@
 - per eps: `top1_err`, the robust error (worst case over the ensemble, clean mistakes included);
   `attack_err` per (eps, `attack`): the error after each stage in order (cumulative, so the last
   stage's equals `top1_err`); `flag_square` (AutoAttack's check: Square, black-box, lowered the
-  robust accuracy by more than 0.2 points below the gradient stages').
+  robust accuracy by more than 0.2 points below the gradient stages'; with a nested sweep, at a
+  larger eps the points carried from a smaller one keep the stage that broke them there, so
+  `attack_err` and this flag count them too).
 - `flag_not_monotone` (an independent sweep whose error drops as eps grows), `flag_dynamic`
   (AutoAttack's check: the forward pass computes gradients), and the model flags of every attack
   task (`flag_randomized`, `flag_softmax_output`, `zero_grad_rate`, `flag_zero_grad`).

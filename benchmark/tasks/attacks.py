@@ -26,31 +26,32 @@ Conventions (each a parameter with a named default):
 
 Attack compute goes only where it can change the answer (fixed-budget tasks fgsm, ifgsm, pgd,
 attack; not transfer, which crafts on its surrogate):
-- A point misclassified when clean (top-1, by the shared clean pass) is never attacked in any
-  attack run (the task's own or the FGSM comparison): it is an error at every eps anyway. Its
-  rows keep `correct` false, and its `adv_correct`, `pred` and `confidence` are the clean
-  pass's (so `adv_correct` false, and `correct_top5` its clean top-5 hit). Hence the errors on
-  the adversarial inputs alone are never below the clean error: `flag_below_clean` stays 0
-  for these tasks (it can fire for transfer).
 - `top5` (default false): also report `top5_err` (Mixup's ImageNet tables), with more than 5
   classes. "Broken" below means: the label left the model's top-k, k = 5 with `top5`, else 1.
-  So with `top5` a point misclassified but still top-5 correct is attacked on, and neither
-  reported error can fall below the full run's; without it the attacks stop at the first top-1
-  miss (far cheaper) and the records hold no top-5 column.
+  Without `top5` the attacks stop at the first top-1 miss (far cheaper) and the records hold
+  no top-5 column; with it, a point misclassified but still in the top-5 is attacked on, so no
+  reported error can fall below the full run's.
+- A point broken when clean (by the shared clean pass) is never attacked in any attack run
+  (the task's own or the FGSM comparison): it is an error at every eps anyway. Its rows keep
+  `correct` false, and its `adv_correct`, `pred` and `confidence` (and `correct_top5`) are the
+  clean pass's. So the error on the adversarial inputs alone is not below the clean error:
+  `flag_below_clean` stays 0 for these tasks (it can fire for transfer).
 - `sweep` (fgsm, ifgsm, pgd, attack): `nested` (default) runs the eps list from the smallest up
   and, in each attack run on its own (the FGSM comparison too), attacks at a larger eps only
   the points not broken at every smaller eps. A broken point's rows at larger eps repeat the
   eps that broke it (its example lies inside the larger ball); a point attacked on keeps the
-  smaller eps's example where that one misclassified it and the new one does not. Both errors
+  smaller eps's example where that one misclassified it and the new one does not. The errors
   are thus monotone in eps by construction (`flag_not_monotone` cannot fire) and, on the same
-  seed, >= the independent sweep's at every eps. `independent` attacks every (clean-correct)
-  point at every eps on its own, as before the option existed.
+  seed, >= the independent sweep's at every eps. `independent` attacks every point not broken
+  when clean at every eps on its own.
 - `early_stop` (ifgsm, pgd; default true): each point keeps its first broken iterate and is
   attacked no further; with restarts, a point broken by one restart is not attacked again
-  (`attacks.gradient`). The errors can only be >= the full run's; `early_stop = false` gives
-  the full run's adversarial examples bit for bit. The generic `attack` task passes
-  `early_stop` to an attack only through its `options` (its registered pgd and ifgsm default
-  to false).
+  (`attacks.gradient`). The errors can only be >= the full run's. `early_stop = false` with
+  `sweep = "independent"` gives the errors of the runs before these options existed; the
+  attack functions give their adversarial examples bit for bit, while the tasks now take a
+  clean mistake's columns from the clean pass, and on a GPU a batch without the clean mistakes
+  may round a point's floats differently. The generic `attack` task passes `early_stop` to an
+  attack through its `options` (its registered pgd and ifgsm default to false).
 - Both choices are named in the records' facts, `sweep` and `early_stop` (false for an attack
   without early stop, e.g. FGSM); they are parameters, not conditions: the metric rows, their
   conditions and the leaderboard's columns are the same whichever is chosen.
@@ -476,11 +477,11 @@ def _reported_topk(selection: _Selection, top5: bool) -> int:
     return 5 if top5 and selection.clean_logits.shape[1] > 5 else 1
 
 
-def _with_topk(spec: _GradientSpec, topk: int) -> _GradientSpec:
-    """`spec` told to stop a point only once its label leaves the top-`topk` (attacks whose
-    `early_stop` is on and that take `topk`)."""
+def _with_topk(spec: _GradientSpec, topk: int, early_stop: bool) -> _GradientSpec:
+    """`spec` told to stop a point only once its label leaves the top-`topk` (attacks that stop
+    early, by option or by default, and take `topk`)."""
     takes = "topk" in inspect.signature(registry("attack").get(spec.attack)).parameters
-    if not spec.options.get("early_stop") or not takes:
+    if not early_stop or not takes:
         return spec
     return replace(spec, options={**spec.options, "topk": topk})
 
@@ -508,7 +509,8 @@ def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
     topk = _reported_topk(selection, top5)
     runs = [("fgsm", _GradientSpec("fgsm", spec.eps, spec.space, spec.loss, spec.norm))] \
         if compare_fgsm else []
-    runs.append((spec.attack, _with_topk(spec, topk)))
+    runs.append((spec.attack, _with_topk(spec, topk, _early_stop_option(spec.attack,
+                                                                          spec.options))))
     for x, y, index, rows in selection.batches(ctx, task):
         adv_space = _space(ctx, task, spec.space, x)
         logits, grad = loss_gradient(adv_space.model, adv_space.x, y, spec.loss)
@@ -518,7 +520,10 @@ def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
         # per attack run: the outputs each point is judged by (clean for a clean mistake) and,
         # in a nested sweep, the points still robust at every eps so far
         outputs = {name: clean.clone() for name, _ in runs}
-        robust = {name: ~seen.wrong1[rows] for name, _ in runs}
+        # not attacked: a clean mistake (top-1; with top5, a clean top-5 miss: a clean top-1
+        # mistake still in the top-5 can be pushed out of it)
+        start = ~(seen.wrong5 if topk == 5 else seen.wrong1)[rows]
+        robust = {name: start.clone() for name, _ in runs}
         for eps in sorted(spec.eps):  # smallest first: what `nested` needs
             for name, run in runs:
                 if sweep == "independent":

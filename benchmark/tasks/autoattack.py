@@ -2,9 +2,10 @@
 
 Parameters (validated when the suite loads):
 - `version`: `standard` (APGD-CE, APGD-T with 9 target classes, FAB-T with 9, Square with 5,000
-  queries: RobustBench's protocol), `plus`, `rand` (APGD-CE and APGD-DLR with EOT over 20 draws,
-  for randomized models) or `custom` with `attacks` (a list among apgd-ce, apgd-dlr, fab,
-  square, apgd-t, fab-t, run in that list's order).
+  queries: RobustBench's protocol; in L1, pyautoattack's L1 settings: APGD with 5 restarts and
+  its large-eps schedule, 5 target classes), `plus`, `rand` (APGD-CE and APGD-DLR with EOT
+  over 20 draws, for randomized models) or `custom` with `attacks` (a list among apgd-ce,
+  apgd-dlr, fab, square, apgd-t, fab-t, run in that list's order).
 - `norm` (`linf`, `l2`, `l1`), `eps` (a list, in [0, 1] pixel units: the model normalizes
   inside, so the budget is never in normalized units by mistake), `limit` (a seeded stratified
   subset, 0 = all), `seed` (the attacks' seed; unset: the run's seed; never time-based).
@@ -42,7 +43,7 @@ a re-run after a kill resumes after the last finished stage.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ class _Progress:
     pred: torch.Tensor  # int64
     confidence: torch.Tensor  # float32
     stages: int = 0
+    warnings: list[str] = field(default_factory=list)  # what pyautoattack warned about
 
     def copy(self, eps: float) -> _Progress:
         """The same points at budget `eps`, no stage run yet (the nested sweep's start)."""
@@ -126,10 +128,12 @@ class _Progress:
 
 
 class _Resume:
-    """Each budget's progress kept in the unit's scratch folder after every finished stage."""
+    """Each budget's progress kept in the unit's scratch folder after every finished stage,
+    with what else decides the attacks' results (points, batch size, device, engine), so a
+    re-run with another setting starts afresh rather than mixing two runs."""
 
-    def __init__(self, folder: Path | None, index: np.ndarray) -> None:
-        self.folder, self.index = folder, index
+    def __init__(self, folder: Path | None, index: np.ndarray, setting: str) -> None:
+        self.folder, self.index, self.setting = folder, index, setting
 
     def _path(self, position: int) -> Path:
         assert self.folder is not None
@@ -140,12 +144,14 @@ class _Resume:
         if self.folder is None or not self._path(position).exists():
             return None
         with np.load(self._path(position)) as saved:
-            if float(saved["eps"]) != eps or not np.array_equal(saved["index"], self.index):
+            if float(saved["eps"]) != eps or str(saved["setting"]) != self.setting \
+                    or not np.array_equal(saved["index"], self.index):
                 return None
             return _Progress(eps, torch.from_numpy(saved["robust"]),
                              torch.from_numpy(saved["broken_by"]),
                              torch.from_numpy(saved["pred"]),
-                             torch.from_numpy(saved["confidence"]), int(saved["stages"]))
+                             torch.from_numpy(saved["confidence"]), int(saved["stages"]),
+                             [str(w) for w in saved["warnings"]])
 
     def save(self, position: int, progress: _Progress) -> None:
         """Write the progress atomically (a kill mid-write leaves the previous one)."""
@@ -154,9 +160,10 @@ class _Resume:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(position)
         partial = path.with_suffix(".part.npz")
-        np.savez(partial, eps=progress.eps, index=self.index, robust=progress.robust.numpy(),
-                 broken_by=progress.broken_by.numpy(), pred=progress.pred.numpy(),
-                 confidence=progress.confidence.numpy(), stages=progress.stages)
+        np.savez(partial, eps=progress.eps, index=self.index, setting=self.setting,
+                 robust=progress.robust.numpy(), broken_by=progress.broken_by.numpy(),
+                 pred=progress.pred.numpy(), confidence=progress.confidence.numpy(),
+                 stages=progress.stages, warnings=np.array(progress.warnings, dtype=str))
         os.replace(partial, path)
 
 
@@ -203,7 +210,8 @@ def autoattack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     clean_pred = selection.clean_logits.argmax(dim=1)
     start = _Progress(0.0, ~seen.wrong1, torch.where(seen.wrong1, 0, -1).to(torch.int8),
                       clean_pred, torch.softmax(selection.clean_logits, dim=1).amax(dim=1))
-    resume = _Resume(ctx.scratch, selection.index)
+    resume = _Resume(ctx.scratch, selection.index,
+                     f"{engine_version()}, batch {ctx.batch_size}, {ctx.device.type}")
     done: dict[float, _Progress] = {}
     attacks: list[str] = []
     warnings: set[str] = set()
@@ -217,13 +225,15 @@ def autoattack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
                                                 leave=False, disable=not ctx.progress),
                                            start=1):
                 if stage <= progress.stages:
+                    if attack == "fab-t":  # pyautoattack leaves FAB at one restart after it
+                        ensemble.engine.fab.n_restarts = 1
                     continue
                 points = torch.nonzero(progress.robust).flatten()
                 if len(points):
                     with captured_warnings() as messages:
                         found = ensemble.stage(attack, images[points], labels[points],
                                                ctx.batch_size, f"task {TASK}")
-                    warnings.update(messages)
+                    progress.warnings += [m for m in messages if m not in progress.warnings]
                     hit = points[found.broken]
                     progress.robust[hit] = False
                     progress.broken_by[hit] = stage
@@ -232,6 +242,7 @@ def autoattack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
                 progress.stages = stage
                 resume.save(position, progress)
             done[eps] = previous = progress
+            warnings.update(progress.warnings)
     base = {"space": "pixel", "norm": norm, "ensemble": ensemble_name(version, attacks)}
     records = Records(facts={"engine": engine_version(), "version": version,
                              "attacks": attacks, "sweep": sweep, "seed": seed,
