@@ -207,7 +207,8 @@ OOD_NOT_SETS = ("mean", "in_distribution")  # `ood_set` values that are not OOD 
 
 def _descriptor(column: Column, group: pd.DataFrame, results: pd.DataFrame) -> str:
     """What a headline column's fixed conditions mean, for its header: an OOD mean says its
-    scorer and over how many sets (`MSP, mean over 7 sets`), ECE its scaling."""
+    scorer and over how many sets (`MSP, mean over 7 sets`), ECE its scaling, AutoAttack a
+    custom ensemble (`not the standard version: apgd-ce+apgd-t`)."""
     if column.where.get("ood_set") == "mean":
         scorer = str(column.where.get("scorer", "?"))
         if not {"ood_set", "scorer"} <= set(results):
@@ -221,6 +222,9 @@ def _descriptor(column: Column, group: pd.DataFrame, results: pd.DataFrame) -> s
         return f"{scorer.upper()}, mean over {count} set{'s' if count != 1 else ''}"
     if column.task == "worst_case" and "attacks" in group:
         return "worst case over: " + "; ".join(sorted(group["attacks"].dropna().unique()))
+    if column.task == "autoattack" and "ensemble" in group:  # only `standard` is RobustBench's
+        ensembles = sorted(set(group["ensemble"].dropna()) - {"standard"})
+        return "; ".join(f"not the standard version: {e}" for e in ensembles)
     if "scaling" in column.where:
         scaling = column.where["scaling"]
         return "no scaling" if scaling == "none" else f"{scaling} scaling"

@@ -345,3 +345,10 @@ def test_robustbench_cards_refuse_a_custom_ensemble(tmp_path, capsys):
     assert main(["export", str(tmp_path / "out"), "--robustbench", "-o",
                  str(tmp_path / "cards")]) == 2
     assert "version = 'standard'" in capsys.readouterr().err
+    import pandas as pd
+
+    from reports.leaderboard import leaderboard
+
+    table = leaderboard(pd.read_csv(tmp_path / "out" / "results.csv"))
+    (header,) = [c for c in table.values.columns if str(c).startswith("AutoAttack err")]
+    assert "not the standard version: apgd-ce" in header  # never shown as RobustBench's number
