@@ -46,6 +46,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often "
                              "fastest for small models on a busy laptop)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="forward-only passes under autocast at this dtype (attacks and "
+                             "ODIN stay float32); refused per checkpoint when its top-1 "
+                             "predictions on the first batch agree with float32 on less than "
+                             "--min-agreement percent")
+    parser.add_argument("--min-agreement", type=float, default=99.5, metavar="PERCENT",
+                        help="the --precision guard's threshold (default 99.5)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_plugin_flag(parser)
 
@@ -232,9 +239,12 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
                           "command line (--seed, --batch-size, --limit)")
     if args.workers < 0:
         raise SuiteError(f"--workers {args.workers}: expected an integer >= 0")
+    if not 0 <= args.min_agreement <= 100:
+        raise SuiteError(f"--min-agreement {args.min_agreement}: expected a percentage 0-100")
     return RunOptions(ckpt_dir=ckpt_dir, out_dir=args.out or Path("rubench-results"),
                       suite=suite, device=args.device, num_workers=args.workers,
-                      progress=not args.no_progress, **run_params, **extra)
+                      progress=not args.no_progress, precision=args.precision,
+                      min_agreement=args.min_agreement, **run_params, **extra)
 
 
 def _finish(summary: RunSummary) -> int:

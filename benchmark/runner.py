@@ -30,6 +30,7 @@ from benchmark.readers import read_image_list
 from benchmark.store import Store, StoredUnit
 from benchmark.suites import Suite, TaskSpec
 from benchmark.tasks import TaskContext, TaskPlaces, get_task
+from benchmark.tasks.registry import inference_model
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class RunOptions:
     progress: bool = True
     allow_class_mismatch: bool = False
     results: str = "all"  # results.csv: "all" current units of the store, or "run" only
+    precision: str = "fp32"  # forward-only passes (`benchmark.tasks.registry.PRECISIONS`)
+    min_agreement: float = 99.5  # percent top-1 agreement with fp32 a precision must reach
 
 
 @dataclass(frozen=True)
@@ -151,16 +154,29 @@ def data_identity(data: EvalData, suite: Suite, limit: int, seed: int) -> str:
 
 
 def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
-                inputs: str | None = None) -> str:
+                inputs: str | None = None, precision: str = "fp32") -> str:
     """Key of one unit's configuration: a change in any part re-runs it. `inputs` is the
-    fingerprint of the files the task reads besides the evaluated data (OOD sets, surrogate)."""
+    fingerprint of the files the task reads besides the evaluated data (OOD sets, surrogate);
+    a `precision` other than fp32 keys it too (fp32 units keep the keys they always had)."""
     definition = get_task(task.task)
     key = {"task": task.task, "task_version": definition.version, "params": task.params,
            "seed": seed, "data": data_id,
            "external_meta": {key: value for key, value, _ in ref.external_meta}}
     if inputs is not None:  # tasks that read no extra files keep the keys they always had
         key["inputs"] = inputs
+    if precision != "fp32":
+        key["precision"] = precision
     return _digest(key)[:16]
+
+
+def precision_agreement(model: torch.nn.Module, data: EvalData, device: torch.device,
+                        batch_size: int, precision: str) -> float:
+    """Percent of the data's first batch whose top-1 prediction at `precision` is float32's."""
+    images, _ = next(iter(data.batches(batch_size, device)))
+    with torch.inference_mode():
+        full = model(images).argmax(dim=1)
+        reduced = inference_model(model, precision)(images).argmax(dim=1)
+    return 100.0 * float((full == reduced).double().mean())
 
 
 def describe_normalization(meta: dict[str, Any], sources: dict[str, str]) -> str:
@@ -325,6 +341,20 @@ class _Session:
                 data, self.opts.suite, self.opts.limit, self.opts.seed))
         return (*self.variants[preprocessing], None)
 
+    def precision_guard(self, model: torch.nn.Module, data: EvalData, path: Path
+                        ) -> dict[str, Any]:
+        """The provenance of a reduced `--precision` (its top-1 agreement with float32 on the
+        first batch), or a CheckpointError when the agreement is below `--min-agreement`."""
+        opts = self.opts
+        agreement = precision_agreement(model, data, self.device, opts.batch_size,
+                                        opts.precision)
+        if agreement < opts.min_agreement:
+            raise CheckpointError(
+                f"{path}: --precision {opts.precision} agrees with float32 on {agreement:.2f} % "
+                f"of the first batch's top-1 predictions, below --min-agreement "
+                f"{opts.min_agreement:g} %: evaluate it in fp32 (or lower --min-agreement)")
+        return {"precision": opts.precision, "precision_agreement": round(agreement, 4)}
+
     def evaluate(self, path: Path) -> None:
         """Run the suite's pending tasks on one checkpoint, storing each as it finishes."""
         opts = self.opts
@@ -346,7 +376,8 @@ class _Session:
         except RubenchError as exc:
             self.fail(ref.name, path, ref.sha256, None, exc)
             return
-        units = [(task, config_hash(task, ref, data_id, opts.seed, self.inputs(task)))
+        units = [(task, config_hash(task, ref, data_id, opts.seed, self.inputs(task),
+                                    opts.precision))
                  for task in opts.suite.tasks]
         self.keys.extend((ref.name, ref.sha256, task.name, digest) for task, digest in units)
         pending = [(task, digest) for task, digest in units
@@ -360,6 +391,8 @@ class _Session:
             model = loaded.model.to(self.device)
             check_model(model, data, loaded.meta, path, self.device,
                         opts.allow_class_mismatch)
+            precision = {} if opts.precision == "fp32" else self.precision_guard(model, data,
+                                                                                 path)
         except RubenchError as exc:
             self.fail(ref.name, path, ref.sha256, None, exc)
             self.advance(len(pending))
@@ -376,7 +409,7 @@ class _Session:
                           batch_size=opts.batch_size, num_workers=opts.num_workers,
                           progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
                           ckpt_dir=opts.ckpt_dir, trust_checkpoints=opts.trust_checkpoints,
-                          data_id=data_id, cache=self.cache)
+                          data_id=data_id, cache=self.cache, precision=opts.precision)
         for task, digest in pending:
             start = time.perf_counter()
             if self.bar is not None:
@@ -386,7 +419,7 @@ class _Session:
                           **({"timm_preprocessing": f"{timm['interpolation']}, crop "
                                                     f"{timm['crop_pct']:g}"} if timm else {}),
                           **({"preprocessing": data.preprocessing.describe()}
-                             if data.preprocessing is not None else {})}
+                             if data.preprocessing is not None else {}), **precision}
             # the samples' identity pairs records image by image: the same images whatever
             # the preprocessing, so a timm checkpoint's records pair with the others'
             identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]

@@ -78,3 +78,13 @@ def pooled_cnn(num_classes: int = 10) -> nn.Module:
     """conv 3x3 (4 maps) on RGB -> ReLU -> global average pool -> linear: any image size."""
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                          nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def bf16_fragile(num_classes: int = 10) -> nn.Module:
+    """A linear model whose logits differ by 1e-3 around 100: float32 ranks the last class
+    first, bfloat16 (8 bits of mantissa) rounds them equal, so its top-1 is the first class."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+    with torch.no_grad():
+        net[1].weight.fill_(1.0 / 64)
+        net[1].bias.copy_(100.0 + 1e-3 * torch.arange(num_classes, dtype=torch.float32))
+    return net

@@ -323,7 +323,7 @@ def passes_bar(model: nn.Module, desc: str, enabled: bool) -> Iterator[None]:
 def _select(ctx: TaskContext, task: str, limit: int) -> _Selection:
     if len(ctx.data) == 0:
         raise _fail(task, "the evaluated data set holds no image")
-    logits = ctx.clean_logits()
+    logits = ctx.clean_logits(full_precision=True)  # attacks run in float32
     if limit == 0 or limit >= len(ctx.data):
         index = np.arange(len(ctx.data))
         return _Selection(index, ctx.data, logits, ctx.labels())

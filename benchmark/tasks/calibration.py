@@ -94,8 +94,8 @@ def calibration(ctx: TaskContext, params: dict[str, Any]) -> Records:
     if split == NO_SPLIT:
         return records
     heldout = ctx.input("heldout")
-    heldout_logits = predict(ctx.model, heldout, ctx.device, ctx.batch_size, ctx.num_workers,
-                             ctx.progress)
+    heldout_logits = predict(ctx.inference_model, heldout, ctx.device, ctx.batch_size,
+                             ctx.num_workers, ctx.progress)
     temperature = fit_temperature(heldout_logits.double().numpy(), heldout.labels)
     records.facts.update(temperature=temperature, temperature_n=len(heldout))
     records.add({"scaling": "temperature"},

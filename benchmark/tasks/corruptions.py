@@ -220,7 +220,7 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     for corruption, severity in tqdm(pairs, desc="corruptions", leave=False,
                                      disable=not ctx.progress):
         data, index, images = _checked(lambda c=corruption, s=severity: sets(c, s))
-        logits = _checked(lambda d=data: predict(ctx.model, d, ctx.device, ctx.batch_size,
+        logits = _checked(lambda d=data: predict(ctx.inference_model, d, ctx.device, ctx.batch_size,
                                                  ctx.num_workers))
         records.add(cell_conditions(corruption, severity, source), index=index,
                     **classification_columns(logits, torch.as_tensor(data.labels)),

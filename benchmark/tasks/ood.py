@@ -398,7 +398,7 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
     ood_scores: dict[str, dict[str, np.ndarray]] = {}
     for name, loaded in sets.items():
         data = _as_data(loaded.made, ctx.data.num_classes)
-        logits = predict(ctx.model, data, ctx.device, ctx.batch_size, ctx.num_workers,
+        logits = predict(ctx.inference_model, data, ctx.device, ctx.batch_size, ctx.num_workers,
                          ctx.progress).double().numpy()
         ood_scores[name] = {s: logit_scores(s, logits, params) for s in id_scores}
     records = Records()

@@ -137,11 +137,12 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> Records:
                 kind[mode, frac] = "pass"
                 passes.setdefault((mode, box), frac)
     parts: dict[tuple[str, tuple[int, int, int, int]], list[Columns]] = {key: [] for key in passes}
+    model = ctx.inference_model  # autocast at --precision
     with torch.inference_mode():
         if "pass" in kind.values():
             for images, targets in _batches(ctx, "occlusion"):
                 for (mode, box), frac in passes.items():
-                    parts[mode, box].append(_outcomes(ctx.model(occlude(images, frac, mode, fill)),
+                    parts[mode, box].append(_outcomes(model(occlude(images, frac, mode, fill)),
                                                       targets))
         clean = (classification_columns(ctx.clean_logits(), labels)
                  if "clean" in kind.values() else None)
@@ -150,7 +151,7 @@ def occlusion(ctx: TaskContext, params: dict[str, Any]) -> Records:
             blank = occlude(torch.zeros((1, channels, height, width), device=ctx.device), 1.0,
                             "center", fill)
             constant = classification_columns(
-                require_finite(ctx.model(blank), "on an all-fill image"), labels)
+                require_finite(model(blank), "on an all-fill image"), labels)
     passed = {key: _joined(columns) for key, columns in parts.items()}
     records = Records()
     index = np.arange(len(labels), dtype=np.int64)
@@ -199,12 +200,13 @@ def affine_deformations(ctx: TaskContext, params: dict[str, Any]) -> Records:
     drawn = {s: affine_params(*s, everyone, ctx.seed, convention) for s in sets}
     parts: dict[tuple[str, float], list[Columns]] = {s: [] for s in sets}
     offset = 0
+    model = ctx.inference_model  # autocast at --precision
     with torch.inference_mode():
         for images, targets in _batches(ctx, "affine"):
             part = slice(offset, offset + len(targets))
             for s in sets:
                 angle, scale, shear = (v[part] for v in drawn[s])
-                parts[s].append(_outcomes(ctx.model(affine(images, angle, scale, shear)),
+                parts[s].append(_outcomes(model(affine(images, angle, scale, shear)),
                                           targets))
             offset += len(targets)
     records = Records()
@@ -251,12 +253,13 @@ def inbetween(ctx: TaskContext, params: dict[str, Any]) -> Records:
     parts: dict[tuple[str, float], list[Columns]] = {key: [] for key in source.values()}
     second = ctx.data.subset(partner).batches(ctx.batch_size, ctx.device, ctx.num_workers)
     offset = 0
+    model = ctx.inference_model  # autocast at --precision
     with torch.inference_mode():
         for (x1, y1), (x2, y2) in zip(_batches(ctx, "inbetween"), second, strict=True):
             part = slice(offset, offset + len(y1))
             for mix, lam in parts:
                 mixed = mixup(x1, x2, lam) if mix == "mixup" else cutmix(x1, x2, boxes[lam][part])
-                logits = require_finite(ctx.model(mixed), "on mixed images").float().cpu()
+                logits = require_finite(model(mixed), "on mixed images").float().cpu()
                 pred, y1_cpu, y2_cpu = logits.argmax(dim=1), y1.cpu(), y2.cpu()
                 parts[mix, lam].append({
                     "pred": pred.to(torch.int32).numpy(),

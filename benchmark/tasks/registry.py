@@ -21,12 +21,37 @@ from benchmark.reductions import reduce_records
 from benchmark.registry import UnknownName, registry
 from benchmark.stats import Metric
 
+# `--precision`: the autocast dtype of forward-only passes (None: float32 throughout).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16,
+                                              "fp16": torch.float16}
+
+
+class Autocast(torch.nn.Module):
+    """`model` run under autocast at `dtype`, its logits returned in float32: what forward-only
+    passes use at a reduced `--precision` (attacks and ODIN keep the float32 model)."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+def inference_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The model forward-only passes run: itself at fp32, else wrapped in `Autocast`."""
+    dtype = PRECISIONS[precision]
+    return model if dtype is None else Autocast(model, dtype)
+
 
 @dataclass
 class TaskContext:
     """What a task may use: the model ([0, 1] in, logits out), the data, the seed, the device.
 
     Forward passes over the clean data are shared: `clean_logits()` runs once per context.
+    Forward-only passes use `inference_model` (autocast at `precision`); gradients (attacks,
+    ODIN) use `model`, always float32.
     """
 
     model: torch.nn.Module
@@ -44,9 +69,16 @@ class TaskContext:
     # A folder for the running unit's partial progress (a re-run after a kill resumes from it;
     # the runner removes it once the unit is stored); None: the task cannot resume.
     scratch: Path | None = None
+    precision: str = "fp32"  # forward-only passes (`PRECISIONS`)
     requests: dict[str, InputRequest] = field(default_factory=dict)  # the running task's inputs
     cache: InputCache = field(default_factory=InputCache, repr=False)  # the run's one cache
     _clean_logits: torch.Tensor | None = field(default=None, repr=False)
+    _clean_logits_fp32: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """The model of forward-only passes: `model` under autocast at `precision`."""
+        return inference_model(self.model, self.precision)
 
     def input(self, name: str) -> Any:
         """The running task's declared input `name`, loaded once per run (`benchmark.inputs`)."""
@@ -56,11 +88,19 @@ class TaskContext:
         request = self.requests[name]
         return self.cache.get(request.key(self), lambda: request.load(self))
 
-    def clean_logits(self) -> torch.Tensor:
-        """Logits of the model on the clean data, float32 on the CPU, in data order (memoized)."""
+    def clean_logits(self, full_precision: bool = False) -> torch.Tensor:
+        """Logits of the model on the clean data, float32 on the CPU, in data order (memoized):
+        computed at the run's `precision`, or in float32 with `full_precision` (the attacks',
+        whose clean mistakes must be the float32 model's)."""
+        if full_precision and PRECISIONS[self.precision] is not None:
+            if self._clean_logits_fp32 is None:
+                self._clean_logits_fp32 = predict(self.model, self.data, self.device,
+                                                  self.batch_size, self.num_workers,
+                                                  self.progress)
+            return self._clean_logits_fp32
         if self._clean_logits is None:
-            self._clean_logits = predict(self.model, self.data, self.device, self.batch_size,
-                                         self.num_workers, self.progress)
+            self._clean_logits = predict(self.inference_model, self.data, self.device,
+                                         self.batch_size, self.num_workers, self.progress)
         return self._clean_logits
 
     def labels(self) -> torch.Tensor:
