@@ -35,7 +35,7 @@ details{margin:.3em 0}summary{cursor:pointer}
 
 # Families of task types, in page order; task types not listed go to OTHER.
 FAMILIES = (
-    ("clean", "Clean & calibration", ("clean", "calibration")),
+    ("clean", "Clean & calibration", ("clean", "calibration", "selective")),
     ("corruptions", "Corruptions", ("corruptions",)),
     ("perturbations", "Occlusion, affine & in-between", ("occlusion", "affine", "inbetween")),
     ("adversarial", "Adversarial", ("fgsm", "ifgsm", "pgd", "attack", "autoattack", "deepfool",

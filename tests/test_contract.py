@@ -28,6 +28,7 @@ FAST = {
     "corruptions": 'generate = true\ncorruptions = ["gaussian_noise", "contrast"]\n'
                    "severities = [1, 3]",
     "ood": "ood_limit = 100\nbootstrap = 200\nsets = {uniform = \"uniform\"}",
+    "selective": 'scorers = ["msp", "energy"]\nbootstrap = 200',
     "fgsm": "eps = [0.1]",
     "ifgsm": "eps = [0.1]\nsteps = 3",
     "pgd": "eps = [0.1]\nsteps = 3",

@@ -9,6 +9,7 @@ from benchmark.reductions import (
     corruptions,
     ood,
     perturbations,
+    selective,
 )
 from benchmark.reductions.core import (
     METRICS,
@@ -21,4 +22,4 @@ from benchmark.reductions.core import (
 
 __all__ = ["METRICS", "MetricFn", "NoMetrics", "attacks", "autoattack", "calibration", "clean",
            "corruptions", "metric_functions", "ood", "perturbations", "reduce_records",
-           "register_metric"]
+           "register_metric", "selective"]

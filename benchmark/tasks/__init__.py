@@ -1,6 +1,15 @@
 """Registered evaluation tasks (importing this package registers them all)."""
 
-from benchmark.tasks import attacks, autoattack, calibration, clean, corruptions, ood, perturbations
+from benchmark.tasks import (
+    attacks,
+    autoattack,
+    calibration,
+    clean,
+    corruptions,
+    ood,
+    perturbations,
+    selective,
+)
 from benchmark.tasks.registry import (
     TaskContext,
     TaskDef,
@@ -14,4 +23,4 @@ from benchmark.tasks.registry import (
 
 __all__ = ["TaskContext", "TaskDef", "TaskPlaces", "attacks", "autoattack", "calibration", "clean",
            "corruptions", "get_task", "list_tasks", "ood", "perturbations", "predict",
-           "register_task", "resolve_params"]
+           "register_task", "resolve_params", "selective"]
