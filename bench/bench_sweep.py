@@ -4,8 +4,8 @@ The naive loop is what the attack tasks did before issue #14: full PGD-10 (seede
 random start, step 2.5 * eps / 10) on every point at every eps, then one evaluation pass. The
 nested, early-stopped sweep is the generic `attack` task running `pgd` (steps 10, `early_stop`
 true, `sweep` "nested": clean mistakes never attacked, a point broken at a smaller eps not
-attacked at a larger one, a point's attack ended at its first broken iterate — "broken" being
-out of the top-5, since the tasks report `top5_err` on these 10-class sets). Beside
+attacked at a larger one, a point's attack ended at its first misclassified iterate: the
+default, `top5 = false`; with `top5 = true` a point is broken only once out of the top-5). Beside
 them, the same task with `sweep = "independent"`, `early_stop = false` (only clean mistakes
 skipped), and the `pgd` task (which adds the FGSM comparison run) both ways. Every row prints
 its median wall time over `--reps` (interleaved, so drift hits all alike), its median ratio to

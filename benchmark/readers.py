@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from benchmark.data import EvalData, ImageList, Preprocessing
 from benchmark.errors import DataError
@@ -241,11 +240,6 @@ def _package_folders(name: str) -> list[str]:
     except (ImportError, ValueError):
         return []
     return list(spec.submodule_search_locations or []) if spec is not None else []
-
-
-def imagenet_eval_transform() -> transforms.Compose:
-    """The standard ImageNet eval transform: Resize(256) -> CenterCrop(224) -> [0, 1] tensor."""
-    return IMAGENET_EVAL.transform()
 
 
 class ImageFiles(Dataset):

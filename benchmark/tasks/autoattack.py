@@ -213,12 +213,11 @@ def autoattack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     resume = _Resume(ctx.scratch, selection.index,
                      f"{engine_version()}, batch {ctx.batch_size}, {ctx.device.type}")
     done: dict[float, _Progress] = {}
-    attacks: list[str] = []
+    attacks = ensembles[0].attacks  # every budget's ensemble runs the same stages
     warnings: set[str] = set()
     previous = start
     with passes_bar(ctx.model, TASK, ctx.progress):
         for position, (eps, ensemble) in enumerate(zip(order, ensembles, strict=True)):
-            attacks = ensemble.attacks
             base = previous if sweep == "nested" else start
             progress = resume.load(position, eps) or base.copy(eps)
             for stage, attack in enumerate(tqdm(attacks, desc=f"{TASK} eps={eps:g}",
