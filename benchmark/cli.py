@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,15 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.replace(",", " ").split()]
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer or auto") from None
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.replace(",", " ").replace("x", " ").split()]
 
@@ -37,12 +47,31 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the suite; default None means 'not set', so the suite's value stays."""
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=_batch_size, default=None,
+                        help="images per batch, or auto: start at 1024 and halve on "
+                             "out-of-memory errors (any batch size that does not fit is halved "
+                             "and the unit measured again; the size used is in the provenance)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate a seeded class-stratified subset of N images (0 = all)")
     parser.add_argument("--tasks", default=None, help="comma-separated task names of the suite")
-    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data loader processes for data sets read from image files "
+                             "(default: min(8, CPU cores))")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: this process, one unit after another; ray: Ray tasks on "
+                             "a local Ray, or on the cluster of --ray-address (workers must "
+                             "see the checkpoints and --data-root at the same paths)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="the Ray cluster to use: auto (the one this machine is part of) "
+                             "or host:port (default: start a local Ray)")
+    parser.add_argument("--gpus-per-unit", type=float, default=0.0, metavar="N",
+                        help="GPUs Ray reserves for each job (fractions share a GPU between "
+                             "small models' jobs)")
+    parser.add_argument("--shard-size", type=int, default=0, metavar="N",
+                        help="split clean, attack and corruption units into shards of about N "
+                             "images, computed apart and merged (0: do not split); the results "
+                             "are the same")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; 1 is often "
                              "fastest for small models on a busy laptop)")
@@ -101,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="checkpoint the `transfer` task crafts its examples on")
     evaluate.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
                           help="OOD set for the `ood` task (repeatable; replaces the suite's sets)")
+    evaluate.add_argument("--dry-run", action="store_true",
+                          help="compute nothing: list the units (stored or not, shards), their "
+                               "forward and backward image passes and estimated time, measured "
+                               "on 100 images per task and architecture")
     evaluate.add_argument("--subset-file", type=Path, default=None, metavar="FILE",
                           help="evaluate exactly the images this text file lists (one path per "
                                "line, relative to the ImageNet val folder, e.g. "
@@ -233,18 +266,38 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
         suite = suite.with_params("transfer", "--surrogate",
                                   surrogate=str(args.surrogate.resolve()))
 
-    flags = {"batch_size": args.batch_size, "seed": args.seed, "limit": args.limit}
+    auto_batch = args.batch_size == "auto"
+    flags = {"batch_size": None if auto_batch else args.batch_size, "seed": args.seed,
+             "limit": args.limit}
     run_params = validate(RunParams, {**suite.run, **{k: v for k, v in flags.items()
                                                       if v is not None}},
                           "command line (--seed, --batch-size, --limit)")
-    if args.workers < 0:
-        raise SuiteError(f"--workers {args.workers}: expected an integer >= 0")
+    workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
+    for flag, value, least in (("--workers", workers, 0), ("--shard-size", args.shard_size, 0),
+                               ("--gpus-per-unit", args.gpus_per_unit, 0)):
+        if value < least:
+            raise SuiteError(f"{flag} {value}: expected a number >= {least}")
+    if args.executor == "local" and (args.ray_address is not None or args.gpus_per_unit):
+        raise SuiteError("--ray-address and --gpus-per-unit are for --executor ray")
+    if args.executor == "ray" and args.device.startswith("cuda") and not args.gpus_per_unit:
+        raise SuiteError(f"--device {args.device} with --executor ray needs --gpus-per-unit: "
+                         "Ray shows no GPU to a job that reserves none")
     if not 0 <= args.min_agreement <= 100:
         raise SuiteError(f"--min-agreement {args.min_agreement}: expected a percentage 0-100")
-    return RunOptions(ckpt_dir=ckpt_dir, out_dir=args.out or Path("rubench-results"),
-                      suite=suite, device=args.device, num_workers=args.workers,
+    # absolute paths: Ray workers do not share this process's working directory
+    if extra.get("data_root") is not None:
+        extra["data_root"] = extra["data_root"].expanduser().resolve()
+    plugins = tuple(str(Path(spec).resolve()) if spec.endswith(".py") else spec
+                    for spec in getattr(args, "plugin", []))
+    return RunOptions(ckpt_dir=ckpt_dir.expanduser().resolve(),
+                      out_dir=args.out or Path("rubench-results"),
+                      suite=suite, device=args.device, num_workers=workers,
                       progress=not args.no_progress, precision=args.precision,
-                      min_agreement=args.min_agreement, **run_params, **extra)
+                      min_agreement=args.min_agreement, auto_batch=auto_batch,
+                      executor=args.executor, ray_address=args.ray_address,
+                      gpus_per_unit=args.gpus_per_unit, shard_size=args.shard_size,
+                      threads=args.threads, plugins=plugins,
+                      **run_params, **extra)
 
 
 def _finish(summary: RunSummary) -> int:
@@ -409,6 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             trust_checkpoints=args.trust_checkpoints, cli_meta=cli_meta,
                             allow_class_mismatch=args.allow_class_mismatch,
                             results=args.results)
+            if args.dry_run:
+                from benchmark.plan import describe, dry_run
+
+                planned, failed = dry_run(opts)
+                print(describe(planned, failed))
+                return 1 if failed else 0
             return _finish(run(opts))
         from benchmark.corrupt import materialize
         from benchmark.zoo import build_zoo

@@ -13,12 +13,15 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
+
+from benchmark.errors import RubenchError
 
 # timm's interpolation names (its `str_to_interp_mode`) and torchvision's other one
 INTERPOLATIONS = {
@@ -92,6 +95,26 @@ class ImageList:
         return f"{self.name} ({len(self.entries)})"
 
 
+@runtime_checkable
+class BatchDecoding(Protocol):
+    """A dataset of encoded image files decoded a batch at a time (e.g.
+    `corruptions.released.ImageFileDataset`): the loader's workers read the bytes (`encoded`);
+    `decode_batch` runs in the workers for the CPU, after them for another device."""
+
+    def encoded(self, index: int) -> tuple[torch.Tensor, int]:
+        """Item `index`'s file bytes (1-D uint8) and label."""
+
+    def decode_device(self, device: torch.device | str) -> torch.device:
+        """Where a batch bound for `device` is decoded."""
+
+    def decode_batch(self, data: list[torch.Tensor], indices: list[int],
+                     device: torch.device | str) -> torch.Tensor:
+        """uint8 (k, C, H, W) images on `device` from the bytes `data` of items `indices`."""
+
+    def decoder_name(self, device: torch.device | str) -> str:
+        """What decodes the images of a run on `device`, for the provenance."""
+
+
 @dataclass(frozen=True)
 class EvalData:
     """A labelled evaluation set whose images are float tensors in [0, 1], shape (C, H, W).
@@ -163,12 +186,87 @@ class EvalData:
                 yield (_to_unit(self.images[start:stop].to(device, non_blocking=True)),
                        labels[start:stop].to(device, non_blocking=True))
             return
-        loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=False,
-                            num_workers=num_workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False)
-        for images, targets in loader:
+        base, indices = _unwrap(self.dataset)
+        decoding = isinstance(base, BatchDecoding)
+        decode_on = base.decode_device(device) if decoding else None
+        loader = DataLoader(_Encoded(base, indices) if decoding else self.dataset,
+                            batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=_DecodeOn(base, decode_on) if decoding else None,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        for images, targets in _own_errors(loader):
+            if not isinstance(images, torch.Tensor):  # encoded, for `decode_on` (CUDA)
+                images = base.decode_batch(*images, decode_on)
             yield (_to_unit(images.to(device, non_blocking=True)),
                    targets.to(device, non_blocking=True))
+
+
+def _own_errors(loader: DataLoader) -> Iterator[tuple]:
+    """`loader`'s batches; a data error raised in a loader worker (an unreadable file, a
+    RubenchError) re-raised with its own message, without the worker's traceback that torch
+    prefixes to it, so it reads as it would without workers. Other errors (bugs) keep it."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (RubenchError, ValueError, OSError) as exc:
+            message = str(exc)
+            _, found, own = message.rpartition(f"{type(exc).__name__}: ")
+            if not (message.startswith("Caught ") and found):
+                raise
+            raise type(exc)(own.strip()) from None
+        yield batch
+
+
+def decoder_name(data: EvalData, device: torch.device | str) -> str | None:
+    """What decodes `data`'s image files in a run on `device`, for the provenance (e.g.
+    'torchvision.io.decode_jpeg (cuda)', 'PIL'); None if nothing is decoded as it is read."""
+    if data.dataset is None:
+        return None
+    name = getattr(_unwrap(data.dataset)[0], "decoder_name", None)
+    return name(device) if callable(name) else None
+
+
+def _unwrap(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The dataset inside any Subsets of `dataset`, and the indices into it of its items."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
+class _Encoded(Dataset):
+    """Items `indices` of a `BatchDecoding` dataset as stored: (bytes, label, index)."""
+
+    def __init__(self, dataset: BatchDecoding, indices: list[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        index = self.indices[position]
+        return (*self.dataset.encoded(index), index)
+
+
+@dataclass(frozen=True)
+class _DecodeOn:
+    """Collates `_Encoded` items: decoded here (in the loader's workers) when `device` is the
+    CPU, else left encoded as (bytes list, indices) for `decode_batch` on `device`."""
+
+    dataset: BatchDecoding
+    device: torch.device
+
+    def __call__(self, items: list[tuple[torch.Tensor, int, int]]
+                 ) -> tuple[torch.Tensor | tuple[list[torch.Tensor], list[int]], torch.Tensor]:
+        data, labels, indices = (list(column) for column in zip(*items, strict=True))
+        targets = torch.tensor(labels, dtype=torch.int64)
+        if self.device.type == "cpu":
+            return self.dataset.decode_batch(data, indices, self.device), targets
+        return (data, indices), targets
 
 
 def _with_transform(dataset: Dataset, transform: transforms.Compose) -> Dataset:

@@ -6,10 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
-import time
-import traceback
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +15,31 @@ import torch
 from tqdm.auto import tqdm
 
 import benchmark
-from benchmark.archs import list_archs
-from benchmark.archs.timm_models import is_timm, timm_eval_preprocessing
-from benchmark.checkpoints import CheckpointRef, LoadedModel, discover, load_model, make_ref
+from benchmark.archs.timm_models import is_timm
+from benchmark.checkpoints import CheckpointRef, discover, make_ref
 from benchmark.data import EvalData, Preprocessing, stratified_subset
 from benchmark.datasets import DATASETS, load_dataset
-from benchmark.errors import CheckpointError, DataError, RubenchError, StoreError
+from benchmark.errors import CheckpointError, RubenchError, StoreError
+from benchmark.executors import Executor, LocalExecutor, RayExecutor
 from benchmark.fingerprint import fingerprint
-from benchmark.inputs import InputCache, InputRequest
+from benchmark.inputs import InputRequest
 from benchmark.readers import read_image_list
+from benchmark.records import Records, concat
 from benchmark.store import Store, StoredUnit
 from benchmark.suites import Suite, TaskSpec
-from benchmark.tasks import TaskContext, TaskPlaces, get_task
-from benchmark.tasks.registry import inference_model
+from benchmark.tasks import TaskPlaces, get_task
+from benchmark.tasks.registry import Axis, Shard
+from benchmark.worker import (
+    CheckpointJob,
+    Prepared,
+    UnitJob,
+    UnitOutcome,
+    Worker,
+    describe_error,
+    first_batch_size,
+    resolve_device,
+)
+from reports.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,13 @@ class RunOptions:
     results: str = "all"  # results.csv: "all" current units of the store, or "run" only
     precision: str = "fp32"  # forward-only passes (`benchmark.tasks.registry.PRECISIONS`)
     min_agreement: float = 99.5  # percent top-1 agreement with fp32 a precision must reach
+    auto_batch: bool = False  # --batch-size auto: start large, halve on out-of-memory
+    executor: str = "local"  # `benchmark.executors.EXECUTORS`
+    ray_address: str | None = None  # None: a local Ray (or the one this process started)
+    gpus_per_unit: float = 0.0  # Ray resources of one job
+    shard_size: int = 0  # split sample-decomposable units into shards of ~N images (0: not)
+    threads: int | None = None  # torch CPU threads (workers set it too)
+    plugins: tuple[str, ...] = ()  # --plugin specs (Ray workers import them too)
 
 
 @dataclass(frozen=True)
@@ -84,25 +100,6 @@ class RunSummary:
 
 # Under --out: units' partial progress (`TaskContext.scratch`), kept until the unit is stored.
 PARTIAL = "partial"
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cpu` / `cuda[:N]` as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise RubenchError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RubenchError("--device cuda was asked for, but torch sees no CUDA device")
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise RubenchError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA "
-                           "device(s)")
-    return device
 
 
 def _digest(payload: Any) -> str:
@@ -169,16 +166,6 @@ def config_hash(task: TaskSpec, ref: CheckpointRef, data_id: str, seed: int,
     return _digest(key)[:16]
 
 
-def precision_agreement(model: torch.nn.Module, data: EvalData, device: torch.device,
-                        batch_size: int, precision: str) -> float:
-    """Percent of the data's first batch whose top-1 prediction at `precision` is float32's."""
-    images, _ = next(iter(data.batches(batch_size, device)))
-    with torch.inference_mode():
-        full = model(images).argmax(dim=1)
-        reduced = inference_model(model, precision)(images).argmax(dim=1)
-    return 100.0 * float((full == reduced).double().mean())
-
-
 def describe_normalization(meta: dict[str, Any], sources: dict[str, str]) -> str:
     """The mean / std a checkpoint is evaluated with and where they came from, in one line."""
     def numbers(values: list[float]) -> str:
@@ -188,62 +175,22 @@ def describe_normalization(meta: dict[str, Any], sources: dict[str, str]) -> str
     return f"mean={numbers(meta['mean'])} std={numbers(meta['std'])} ({' / '.join(where)})"
 
 
-def check_model(model: torch.nn.Module, data: EvalData, meta: dict[str, Any], path: Path,
-                device: torch.device, allow_class_mismatch: bool = False) -> None:
-    """Fail early, with a clear message, when the model cannot take this data's images."""
-    channels, height, width = data.image_shape()
-    if "input_size" in meta and list(meta["input_size"]) != [height, width]:
-        raise CheckpointError(f"{path}: model input size {meta['input_size']} does not match the "
-                              f"data's {height}x{width} images (set `input_size` in a sidecar "
-                              "TOML if the model was trained at the data's size)")
-    if len(meta["mean"]) != channels:
-        raise CheckpointError(f"{path}: mean/std have {len(meta['mean'])} channels, the data "
-                              f"has {channels}")
-    probe = torch.zeros((1, channels, height, width), device=device)
-    try:
-        with torch.inference_mode():
-            shape = tuple(model(probe).shape)
-    except Exception as exc:  # the model's own code: any failure is this checkpoint's
-        hint = ""
-        if f"{meta['arch']}_64" in list_archs(f"{meta['arch']}_64")["rubench"]:
-            hint = (f" For {height}x{width} inputs the Manifold-Mixup / PatchUp networks use a "
-                    f"stride-2 stem: arch {meta['arch']}_64.")
-        raise CheckpointError(f"{path}: forward pass on a {channels}x{height}x{width} image "
-                              f"failed: {type(exc).__name__}: {exc}.{hint}") from exc
-    if shape != (1, meta["num_classes"]):
-        raise CheckpointError(f"{path}: model outputs shape {shape} for one image, expected "
-                              f"(1, {meta['num_classes']}) logits")
-    if meta["num_classes"] != data.num_classes and not allow_class_mismatch:
-        raise CheckpointError(
-            f"{path}: the model has {meta['num_classes']} classes, the data set "
-            f"{data.name} {data.num_classes}: wrong suite or wrong checkpoint? (Labels index "
-            "the first outputs; --allow-class-mismatch evaluates it anyway.)")
+class Driver:
+    """One run's driver: plans each checkpoint's units, hands jobs to the executor, merges
+    shards, reduces and commits each unit as it completes (the only writer of the store)."""
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, RubenchError):
-        return str(exc)
-    return "".join(traceback.format_exception(exc)).strip()
-
-
-class _Session:
-    """One run's state: the store, the shared data, and what was computed, reused or failed."""
-
-    def __init__(self, opts: RunOptions, store: Store, data: EvalData, data_id: str,
-                 device: torch.device) -> None:
-        self.opts, self.store, self.data, self.data_id, self.device = (
-            opts, store, data, data_id, device)
+    def __init__(self, opts: RunOptions, store: Store, data: EvalData, data_id: str) -> None:
+        self.opts, self.store, self.data, self.data_id = opts, store, data, data_id
         suite = opts.suite
         self.provenance = {
             "suite": suite.name, "suite_version": suite.version, "seed": opts.seed,
             "dataset": suite.dataset["name"], "split": suite.dataset["split"],
-            "n_data": len(data), "limit": opts.limit, "device": device.type,
+            "n_data": len(data), "limit": opts.limit,
             "rubench_version": benchmark.__version__, "torch_version": torch.__version__,
             "git_hash": git_hash(),
             **({"subset": data.image_list.describe()} if data.image_list is not None else {}),
         }
-        # the run's data read with a checkpoint's own preprocessing (timm's), built once each
-        self.variants: dict[Preprocessing, tuple[EvalData, str]] = {}
+        self.data_ids: dict[Preprocessing, str] = {}  # of the data read with timm's
         self.computed = self.reused = 0
         self.failures: list[Failure] = []
         self.keys: list[tuple[str, str, str, str]] = []  # (name, sha256, task, config hash)
@@ -251,7 +198,12 @@ class _Session:
         self.warnings: list[str] = []
         self.names_seen: dict[str, Path] = {}
         self.fingerprints: dict[tuple[Path, ...], str] = {}
-        self.cache = InputCache()  # inputs shared by every checkpoint and task of the run
+        self.units: dict[tuple[str, str, str], _Unit] = {}  # (sha256, task, digest): open
+        self.queue: list[Path] = []
+        # whether the workers see --out (this machine's): they may keep partial progress there
+        self.shared_out = opts.executor == "local" or opts.ray_address is None
+        self.planned: dict[str, list[tuple[TaskSpec, str]]] = {}  # sha256: pending units
+        self.executor: Executor | None = None
         self.bar: tqdm | None = None  # one step per (checkpoint, task), named as it runs
         self.done = self.total = 0
 
@@ -264,10 +216,16 @@ class _Session:
         if unit is not None and not self.opts.progress:
             print(f"[{self.done}/{self.total}] {unit}: {seconds:.2f} s", flush=True)
 
+    def announce(self, job: CheckpointJob | UnitJob) -> None:
+        """Name the job starting on the bar (local executor)."""
+        if self.bar is not None:
+            what = "loading" if isinstance(job, CheckpointJob) else job.task.name
+            self.bar.set_postfix_str(f"{job.ref.name} / {what}")
+
     def fail(self, name: str, path: Path, sha256: str | None, task: str | None,
              error: BaseException | str) -> None:
         """Record a failed checkpoint (task None) or task; the next run retries it."""
-        message = error if isinstance(error, str) else _describe(error)
+        message = error if isinstance(error, str) else describe_error(error)
         self.failures.append(Failure(name, str(path), task, message))
         self.store.record_failure(checkpoint=name, path=str(path), sha256=sha256, task=task,
                                   error=message)
@@ -314,68 +272,20 @@ class _Session:
         return self.data.preprocessing is None or (arch is not None
                                                    and not is_timm(str(arch[0])))
 
-    def data_for(self, loaded: LoadedModel | None) -> tuple[EvalData, str, str | None]:
-        """(data, data identity, note) a checkpoint is evaluated on: the run's data, or for a
-        timm architecture on data read from image files, the same images read with timm's
-        evaluation preprocessing (built once per distinct preprocessing); the note says why
-        timm's could not be applied, where it could not."""
-        timm = loaded.meta.get("timm_preprocessing") if loaded is not None else None
-        if self.data.preprocessing is None or timm is None:
-            return self.data, self.data_id, None
-        try:
-            preprocessing, note = timm_eval_preprocessing(timm, loaded.meta["input_size"])
-        except ValueError as exc:
-            raise CheckpointError(f"{loaded.meta['arch']}: {exc}") from exc
+    def data_id_for(self, preprocessing: Preprocessing | None) -> str:
+        """The identity of the run's images read with `preprocessing` (None: as the run's)."""
         if preprocessing is None:
-            return self.data, self.data_id, (
-                f"{loaded.meta['arch']}: {note}; evaluated with the suite's "
-                f"{self.data.preprocessing.describe()}, so its numbers may differ from timm's")
-        if preprocessing == self.data.preprocessing:
-            return self.data, self.data_id, None
-        if preprocessing not in self.variants:
-            try:
-                data = self.data.with_preprocessing(preprocessing)
-            except ValueError as exc:
-                raise DataError(str(exc)) from exc
-            self.variants[preprocessing] = (data, data_identity(
-                data, self.opts.suite, self.opts.limit, self.opts.seed))
-        return (*self.variants[preprocessing], None)
+            return self.data_id
+        if preprocessing not in self.data_ids:
+            self.data_ids[preprocessing] = data_identity(
+                self.data.with_preprocessing(preprocessing), self.opts.suite, self.opts.limit,
+                self.opts.seed)
+        return self.data_ids[preprocessing]
 
-    def precision_guard(self, model: torch.nn.Module, data: EvalData, path: Path
-                        ) -> dict[str, Any]:
-        """The provenance of a reduced `--precision` (its top-1 agreement with float32 on the
-        first batch), or a CheckpointError when the agreement is below `--min-agreement`."""
+    def pending(self, ref: CheckpointRef, data_id: str) -> list[tuple[TaskSpec, str]]:
+        """Key `ref`'s units (in plan order, for results.csv) and return those not stored
+        yet; the stored ones count as reused."""
         opts = self.opts
-        agreement = precision_agreement(model, data, self.device, opts.batch_size,
-                                        opts.precision)
-        if agreement < opts.min_agreement:
-            raise CheckpointError(
-                f"{path}: --precision {opts.precision} agrees with float32 on {agreement:.2f} % "
-                f"of the first batch's top-1 predictions, below --min-agreement "
-                f"{opts.min_agreement:g} %: evaluate it in fp32 (or lower --min-agreement)")
-        return {"precision": opts.precision, "precision_agreement": round(agreement, 4)}
-
-    def evaluate(self, path: Path) -> None:
-        """Run the suite's pending tasks on one checkpoint, storing each as it finishes."""
-        opts = self.opts
-        try:
-            ref = make_ref(path, opts.ckpt_dir, opts.cli_meta, opts.suite.model_defaults)
-        except RubenchError as exc:
-            self.fail(str(path), path, None, None, exc)
-            return
-        if ref.name in self.names_seen:
-            self.fail(ref.name, path, ref.sha256, None,
-                      f"{path}: its name {ref.name!r} is already taken by "
-                      f"{self.names_seen[ref.name]}; give one of them a `name` in a sidecar TOML")
-            return
-        self.names_seen[ref.name] = path
-        try:  # where timm's configuration or the file's own keys decide the data, load first
-            loaded = None if self.preprocessing_settled(ref) else load_model(
-                ref, trust=opts.trust_checkpoints)
-            data, data_id, note = self.data_for(loaded)
-        except RubenchError as exc:
-            self.fail(ref.name, path, ref.sha256, None, exc)
-            return
         units = [(task, config_hash(task, ref, data_id, opts.seed, self.inputs(task),
                                     opts.precision))
                  for task in opts.suite.tasks]
@@ -384,88 +294,269 @@ class _Session:
                    if not self.store.is_done(ref.sha256, task.name, digest)]
         self.reused += len(units) - len(pending)
         self.advance(len(units) - len(pending))
+        return pending
+
+    def next_checkpoint(self) -> None:
+        """Submit the next checkpoint with work left to load and check (its units follow
+        once it is prepared, so a local run evaluates one checkpoint after another)."""
+        opts = self.opts
+        while self.queue:
+            path = self.queue.pop(0)
+            try:
+                ref = make_ref(path, opts.ckpt_dir, opts.cli_meta, opts.suite.model_defaults)
+            except RubenchError as exc:
+                self.fail(str(path), path, None, None, exc)
+                self.advance(len(opts.suite.tasks))
+                continue
+            if ref.name in self.names_seen:
+                self.fail(ref.name, path, ref.sha256, None,
+                          f"{path}: its name {ref.name!r} is already taken by "
+                          f"{self.names_seen[ref.name]}; give one of them a `name` in a "
+                          "sidecar TOML")
+                self.advance(len(opts.suite.tasks))
+                continue
+            self.names_seen[ref.name] = path
+            # where timm's configuration or the file's own keys decide the data, load first
+            if self.preprocessing_settled(ref):
+                self.planned[ref.sha256] = self.pending(ref, self.data_id)
+                if not self.planned[ref.sha256]:
+                    continue
+            self.executor.submit(CheckpointJob(ref))
+            return
+
+    def prepared(self, result: Prepared) -> None:
+        """Plan the units of a loaded, checked checkpoint (or record why it failed)."""
+        ref = result.ref
+        planned = self.planned.pop(ref.sha256, None)  # keyed before loading, where settled
+        if result.error is not None:
+            self.fail(ref.name, ref.path, ref.sha256, None, result.error)
+            self.advance(len(self.opts.suite.tasks) if planned is None else len(planned))
+            return
+        data_id = self.data_id_for(result.preprocessing)
+        pending = planned if planned is not None else self.pending(ref, data_id)
+        # a byte-identical file (same sha256) planned before: its units are stored or on the
+        # way, under the same keys; they count as reused here
+        again = [(task, digest) for task, digest in pending
+                 if (ref.sha256, task.name, digest) in self.units
+                 or self.store.is_done(ref.sha256, task.name, digest)]
+        self.reused += len(again)
+        self.advance(len(again))
+        pending = [unit for unit in pending if unit not in again]
         if not pending:
             return
-        try:
-            loaded = loaded or load_model(ref, trust=opts.trust_checkpoints)
-            model = loaded.model.to(self.device)
-            check_model(model, data, loaded.meta, path, self.device,
-                        opts.allow_class_mismatch)
-            precision = {} if opts.precision == "fp32" else self.precision_guard(model, data,
-                                                                                 path)
-        except RubenchError as exc:
-            self.fail(ref.name, path, ref.sha256, None, exc)
-            self.advance(len(pending))
-            return
-        self.store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(path),
-                                   meta=loaded.meta, meta_sources=loaded.meta_sources)
-        normalization = describe_normalization(loaded.meta, loaded.meta_sources)
+        self.store.save_checkpoint(checkpoint=ref.name, sha256=ref.sha256, path=str(ref.path),
+                                   meta=result.meta, meta_sources=result.meta_sources)
+        normalization = describe_normalization(result.meta, result.meta_sources)
         self.normalization.append((ref.name, normalization,
-                                   loaded.meta_sources.get("mean") == "suite defaults"))
-        timm = loaded.meta.get("timm_preprocessing")
-        if note is not None:
-            self.warnings.append(f"{ref.name}: {note}")
-        ctx = TaskContext(model=model, data=data, seed=opts.seed, device=self.device,
-                          batch_size=opts.batch_size, num_workers=opts.num_workers,
-                          progress=opts.progress, meta=loaded.meta, data_root=opts.data_root,
-                          ckpt_dir=opts.ckpt_dir, trust_checkpoints=opts.trust_checkpoints,
-                          data_id=data_id, cache=self.cache, precision=opts.precision)
+                                   result.meta_sources.get("mean") == "suite defaults"))
+        if result.note is not None:
+            self.warnings.append(f"{ref.name}: {result.note}")
+        timm = result.meta.get("timm_preprocessing")
+        data = self.data if result.preprocessing is None else \
+            self.data.with_preprocessing(result.preprocessing)
+        provenance = {**self.provenance, "arch": result.meta["arch"],
+                      "normalization": normalization,
+                      **({"timm_preprocessing": f"{timm['interpolation']}, crop "
+                                                f"{timm['crop_pct']:g}"} if timm else {}),
+                      **({"preprocessing": data.preprocessing.describe()}
+                         if data.preprocessing is not None else {}),
+                      **({"decoder": result.decoder} if result.decoder else {}),
+                      **result.precision}
+        opts = self.opts
         for task, digest in pending:
-            start = time.perf_counter()
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"{ref.name} / {task.name}")
-            provenance = {**self.provenance, "task_type": task.task, "arch": loaded.meta["arch"],
-                          "normalization": normalization,
-                          **({"timm_preprocessing": f"{timm['interpolation']}, crop "
-                                                    f"{timm['crop_pct']:g}"} if timm else {}),
-                          **({"preprocessing": data.preprocessing.describe()}
-                             if data.preprocessing is not None else {}), **precision}
-            # the samples' identity pairs records image by image: the same images whatever
-            # the preprocessing, so a timm checkpoint's records pair with the others'
-            identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]
-            ctx.scratch = self.store.out_dir / PARTIAL / f"{ref.sha256[:16]}-{digest}"
+            scratch = self.store.out_dir / PARTIAL / f"{ref.sha256[:16]}-{digest}"
+            definition = get_task(task.task)
             try:
-                torch.manual_seed(opts.seed)
-                reducing = None if self.bar is None else partial(
-                    self.bar.set_postfix_str, f"{ref.name} / {task.name}: metrics and intervals")
-                records, metrics = get_task(task.task).run(ctx, task.params, reducing)
-                self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
-                                config_hash=digest, metrics=metrics, provenance=provenance,
-                                elapsed_s=time.perf_counter() - start, records=records,
-                                unit=StoredUnit(task.task, task.params, opts.seed, identity))
-                shutil.rmtree(ctx.scratch, ignore_errors=True)  # stored: nothing to resume
-            except StoreError:  # the store itself failed: nothing more can be kept
-                raise
-            except Exception as exc:  # one task's failure must not stop the others
-                self.fail(ref.name, path, ref.sha256, task.name, exc)
+                axis = None if definition.axis is None else definition.axis(task.params,
+                                                                            len(data))
+            except Exception as exc:  # a task's own (plugin) code: its unit fails alone
+                self.fail(ref.name, ref.path, ref.sha256, task.name, exc)
                 self.advance(1)
                 continue
-            self.computed += 1
-            self.advance(1, f"{ref.name} / {task.name}", time.perf_counter() - start)
+            unit = _Unit(ref, task, digest, {**provenance, "task_type": task.task},
+                         shards(axis, opts.shard_size, first_batch_size(opts)), scratch)
+            self.units[(ref.sha256, task.name, digest)] = unit
+            for shard in unit.shards:
+                if unit.resume(shard):  # a shard an earlier, interrupted run finished
+                    continue
+                unit.submitted += 1
+                self.executor.submit(UnitJob(ref, task, digest, result.preprocessing, data_id,
+                                             shard, scratch if self.shared_out else None))
+            if unit.complete():  # every shard was stored already
+                self.commit(unit)
+
+    def outcome(self, result: UnitOutcome) -> None:
+        """Keep one unit's (or shard's) records; commit the unit once all its shards are in.
+        A failed shard fails its unit; its sibling shards are still kept for the re-run."""
+        job = result.job
+        key = (job.ref.sha256, job.task.name, job.digest)
+        unit = self.units[key]
+        unit.returned += 1
+        if result.error is not None:
+            if not unit.failed:
+                self.fail(job.ref.name, job.ref.path, job.ref.sha256, job.task.name,
+                          result.error)
+                self.advance(1)
+            unit.failed = True
+        else:
+            costs = (result.elapsed_s, result.batch_size, result.device)
+            unit.add(job.shard, result.records, *costs)
+            if len(unit.shards) > 1:
+                unit.keep(job.shard, result.records, *costs)
+        if unit.failed:
+            if unit.returned == unit.submitted:
+                del self.units[key]
+        elif unit.complete():
+            self.commit(unit)
+
+    def commit(self, unit: _Unit) -> None:
+        """Merge a unit's shards, reduce them to its metrics, store both in one transaction."""
+        ref, task = unit.ref, unit.task
+        del self.units[(ref.sha256, task.name, unit.digest)]
+        opts = self.opts
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{ref.name} / {task.name}: metrics and intervals")
+        try:
+            records = unit.parts[0] if len(unit.parts) == 1 else concat(
+                unit.parts[k] for k in sorted(unit.parts))
+            metrics = get_task(task.task).reduce(records, task.params, opts.seed)
+        except StoreError:
+            raise
+        except Exception as exc:  # the reduction's failure is this unit's
+            self.fail(ref.name, ref.path, ref.sha256, task.name, exc)
+            self.advance(1)
+            return
+        # the samples' identity pairs records image by image: the same images whatever
+        # the preprocessing, so a timm checkpoint's records pair with the others'
+        identity = _digest([self.data_id, self.inputs(task), opts.seed])[:16]
+        provenance = {**unit.provenance, "device": unit.device,
+                      "batch_size": min(unit.batch_sizes)}
+        self.store.save(checkpoint=ref.name, sha256=ref.sha256, task=task.name,
+                        config_hash=unit.digest, metrics=metrics, provenance=provenance,
+                        elapsed_s=unit.elapsed_s, records=records,
+                        unit=StoredUnit(task.task, task.params, opts.seed, identity))
+        shutil.rmtree(unit.scratch, ignore_errors=True)  # stored: nothing to resume
+        self.computed += 1
+        self.advance(1, f"{ref.name} / {task.name}", unit.elapsed_s)
+
+    def drive(self, paths: list[Path], executor: Executor) -> None:
+        """Evaluate `paths` through `executor`: results are handled as they come."""
+        self.queue, self.executor = list(paths), executor
+        self.next_checkpoint()
+        while executor.pending():
+            result = executor.next()
+            if isinstance(result, Prepared):
+                self.prepared(result)
+                self.next_checkpoint()
+            else:
+                self.outcome(result)
+
+
+@dataclass
+class _Unit:
+    """A unit in the making: its shards, the records of those finished, and its costs."""
+
+    ref: CheckpointRef
+    task: TaskSpec
+    digest: str
+    provenance: dict[str, Any]
+    shards: list[Shard | None]
+    scratch: Path
+    parts: dict[int, Records] = field(default_factory=dict)
+    submitted: int = 0  # shard jobs handed to the executor (the others were kept before)
+    returned: int = 0
+    failed: bool = False
+    elapsed_s: float = 0.0
+    batch_sizes: set[int] = field(default_factory=set)
+    device: str = ""
+
+    def complete(self) -> bool:
+        """Whether every shard's records are in."""
+        return len(self.parts) == len(self.shards)
+
+    def _file(self, shard: Shard, suffix: str = ".npz") -> Path:
+        return self.scratch / f"shard-{shard.start}-{shard.stop}{suffix}"
+
+    def add(self, shard: Shard | None, records: Records, elapsed_s: float, batch_size: int,
+            device: str) -> None:
+        """Take in one shard's records and what it cost."""
+        self.parts[0 if shard is None else shard.part] = records
+        self.elapsed_s += elapsed_s
+        self.batch_sizes.add(batch_size)
+        self.device = device
+
+    def keep(self, shard: Shard, records: Records, elapsed_s: float, batch_size: int,
+             device: str) -> None:
+        """Save a finished shard under the unit's scratch folder, so a re-run after a kill
+        of the driver computes only the shards still missing."""
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        blob = records.encode()
+        costs = json.dumps({"elapsed_s": elapsed_s, "batch_size": batch_size,
+                            "device": device}).encode()
+        write_atomic(self._file(shard, ".json"), lambda path: path.write_bytes(costs))
+        write_atomic(self._file(shard), lambda path: path.write_bytes(blob))
+
+    def resume(self, shard: Shard | None) -> bool:
+        """Take in the shard an earlier run kept, if it did (and it reads back whole)."""
+        if shard is None or not self._file(shard).is_file():
+            return False
+        try:
+            records = Records.decode(self._file(shard).read_bytes())
+            costs = json.loads(self._file(shard, ".json").read_text())
+            self.add(shard, records, float(costs["elapsed_s"]), int(costs["batch_size"]),
+                     str(costs["device"]))
+        except (OSError, ValueError, KeyError):
+            return False
+        return True
+
+
+def shards(axis: Axis | None, shard_size: int, batch_size: int) -> list[Shard | None]:
+    """A unit's shards along its task's `axis` of about `shard_size` images each (aligned
+    axes: a multiple of the batch size); [None] (one unsplit unit) without an axis or size."""
+    if axis is None or shard_size <= 0:
+        return [None]
+    if axis.aligned:
+        step = -(-shard_size // batch_size) * batch_size
+    else:
+        step = max(1, shard_size // max(1, axis.images))
+    if step >= axis.length:
+        return [None]
+    starts = range(0, axis.length, step)
+    return [Shard(start, min(start + step, axis.length), part, len(starts))
+            for part, start in enumerate(starts)]
+
+
+def make_executor(opts: RunOptions, driver: Driver) -> Executor:
+    """The run's executor: this process (`local`), or Ray's workers (`ray`)."""
+    if opts.executor == "ray":
+        return RayExecutor(opts, driver.data_id, opts.ray_address, opts.gpus_per_unit)
+    worker = Worker(opts, resolve_device(opts.device), driver.data, driver.data_id)
+    return LocalExecutor(worker, driver.announce)
 
 
 def run(opts: RunOptions) -> RunSummary:
     """Evaluate every checkpoint under `opts.ckpt_dir` on every task of the suite."""
-    device = resolve_device(opts.device)
+    if opts.executor == "local":
+        resolve_device(opts.device)  # a bad --device is refused before any work
     data = prepare_data(opts.suite, opts.data_root, opts.limit, opts.seed)
     store = Store(opts.out_dir)
-    session = _Session(opts, store, data, data_identity(data, opts.suite, opts.limit, opts.seed),
-                       device)
+    driver = Driver(opts, store, data, data_identity(data, opts.suite, opts.limit, opts.seed))
+    executor = None
     try:
         paths = discover(opts.ckpt_dir)
         if not paths:
             raise CheckpointError(f"{opts.ckpt_dir}: no checkpoint files "
                                   "(.pt, .pth, .pth.tar, .ckpt, .safetensors) found")
-        per_checkpoint = len(opts.suite.tasks)
-        session.total = len(paths) * per_checkpoint
-        session.bar = tqdm(total=session.total, desc="evaluate", unit="task",
-                           disable=not opts.progress)
-        for done, path in enumerate(paths, start=1):
-            session.evaluate(path)
-            session.advance(done * per_checkpoint - session.done)  # units it never ran
-        session.bar.close()
+        driver.total = len(paths) * len(opts.suite.tasks)
+        driver.bar = tqdm(total=driver.total, desc="evaluate", unit="task",
+                          disable=not opts.progress)
+        executor = make_executor(opts, driver)
+        driver.drive(paths, executor)
+        driver.bar.close()
     finally:
-        csv_path = store.export(session.keys, everything=opts.results == "all")
+        if executor is not None:
+            executor.close()
+        csv_path = store.export(driver.keys, everything=opts.results == "all")
         store.close()
-    return RunSummary(session.computed, session.reused, tuple(session.failures), csv_path,
-                      tuple(session.normalization), tuple(session.warnings))
+    return RunSummary(driver.computed, driver.reused, tuple(driver.failures), csv_path,
+                      tuple(driver.normalization), tuple(driver.warnings))

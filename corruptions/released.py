@@ -8,23 +8,28 @@ Two layouts (PROTOCOLS.md §3):
 - JPEG tree (Tiny-ImageNet-C, ImageNet-C, generated sets of large images):
   `<corruption>/<severity>/<wnid>/*.JPEG`, images read as stored (ImageNet-C is already 224x224:
   no resize). Labels come from a given class list, so extra wnid folders (the 1000-folder `frost`
-  of one Tiny-ImageNet-C release) are ignored instead of shifting every label.
+  of one Tiny-ImageNet-C release) are ignored instead of shifting every label. JPEGs are decoded a
+  batch at a time by torchvision's `decode_jpeg` (see `ImageFileDataset`).
 Every problem raises `CorruptedSetError` naming the file or folder at fault.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from corruptions.catalog import SEVERITIES
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
 LABELS_FILE = "labels.npy"
+JPEG_START = (0xFF, 0xD8, 0xFF)  # start-of-image marker, then the next marker's 0xFF
 
 
 class CorruptedSetError(ValueError):
@@ -169,28 +174,111 @@ class TreeCorruptions:
 
 
 class ImageFileDataset(Dataset):
-    """Images read as stored (no resize) into uint8 (C, H, W) tensors; the size is checked."""
+    """Images read as stored (no resize) into uint8 (C, H, W) tensors; the size is checked.
 
-    def __init__(self, paths: list[str], labels: np.ndarray, image_shape: tuple[int, int, int]
-                 ) -> None:
+    The loader reads each file's bytes (`encoded`) and decodes a batch at once (`decode_batch`):
+    JPEGs by torchvision's `decode_jpeg`, on the CPU pixel for pixel PIL's (both libjpeg-turbo,
+    tests/test_decode.py); other files (PNG) and every image of a grey (C = 1) set by PIL.
+    `gpu_decode`: batches bound for CUDA are decoded there by nvJPEG, faster but not PIL's
+    pixels (a CUDA run would not reproduce a CPU run's numbers), hence off by default.
+    """
+
+    def __init__(self, paths: list[str], labels: np.ndarray, image_shape: tuple[int, int, int],
+                 gpu_decode: bool = False) -> None:
         self.paths = paths
         self.labels = labels
         self.image_shape = tuple(image_shape)  # (C, H, W)
+        self.gpu_decode = gpu_decode
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        data, label = self.encoded(index)
+        return self.decode_batch([data], [index], "cpu")[0], label
+
+    def encoded(self, index: int) -> tuple[torch.Tensor, int]:
+        """Item `index` as stored: the file's bytes (a 1-D uint8 tensor) and its label."""
         path = self.paths[index]
-        channels, height, width = self.image_shape
         try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
             raise CorruptedSetError(f"{path}: unreadable image ({exc})") from exc
-        if pixels.shape[:2] != (height, width):
-            raise CorruptedSetError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, "
-                                    f"expected {width}x{height} (corrupted sets are not resized)")
-        pixels = pixels.reshape(height, width, channels)
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), \
-            int(self.labels[index])
+        return torch.from_numpy(data), int(self.labels[index])
+
+    def decode_device(self, device: torch.device | str) -> torch.device:
+        """Where a batch bound for `device` is decoded: there with `gpu_decode` and CUDA (colour
+        JPEGs only), else on the CPU."""
+        device = torch.device(device)
+        if self.gpu_decode and device.type == "cuda" and self.image_shape[0] == 3:
+            return device
+        return torch.device("cpu")
+
+    def decoder_name(self, device: torch.device | str) -> str:
+        """The decoder of a run on `device`, for the provenance: 'torchvision.io.decode_jpeg
+        (cpu)' or '(cuda)' (other files than JPEGs: PIL), or 'PIL' for a grey set."""
+        if self.image_shape[0] != 3:
+            return "PIL"
+        return f"torchvision.io.decode_jpeg ({self.decode_device(device).type})"
+
+    def decode_batch(self, data: list[torch.Tensor], indices: list[int],
+                     device: torch.device | str) -> torch.Tensor:
+        """uint8 (k, C, H, W) images on `device` from the bytes `data` of items `indices`: the
+        JPEGs by `decode_jpeg` on `device` (CUDA: one nvJPEG call), other files by PIL."""
+        device = torch.device(device)
+        images: list[torch.Tensor | None] = [None] * len(data)
+        jpegs = [k for k, encoded in enumerate(data)
+                 if self.image_shape[0] == 3 and tuple(encoded[:3].tolist()) == JPEG_START]
+        decoded = self._decode_jpegs([data[k] for k in jpegs], [indices[k] for k in jpegs], device)
+        for k, image in zip(jpegs, decoded, strict=True):
+            images[k] = image
+        for k, image in enumerate(images):
+            if image is None:
+                images[k] = self._decode_pil(data[k], indices[k]).to(device)
+        for image, index in zip(images, indices, strict=True):
+            self._check_size(image, index)
+        return torch.stack(images)
+
+    def _decode_jpegs(self, data: list[torch.Tensor], indices: list[int], device: torch.device
+                      ) -> list[torch.Tensor]:
+        """RGB images of the JPEG bytes `data`; on CUDA in one batched call, whose failure is
+        retried image by image to name the file at fault."""
+        if device.type == "cuda" and len(data) > 1:
+            try:
+                return _decode_jpeg(data, device)
+            except RuntimeError:
+                pass  # one bad file fails the whole batch: decode one by one to name it
+        return [self._decode_one(encoded, index, device)
+                for encoded, index in zip(data, indices, strict=True)]
+
+    def _decode_one(self, data: torch.Tensor, index: int, device: torch.device) -> torch.Tensor:
+        try:
+            return _decode_jpeg([data], device)[0]
+        except RuntimeError as exc:
+            raise CorruptedSetError(f"{self.paths[index]}: unreadable image ({exc})") from exc
+
+    def _decode_pil(self, data: torch.Tensor, index: int) -> torch.Tensor:
+        """The (C, H, W) image PIL decodes from the bytes `data` (any format, converted to the
+        set's RGB or L)."""
+        try:
+            with Image.open(io.BytesIO(data.numpy())) as image:
+                pixels = np.asarray(image.convert("RGB" if self.image_shape[0] == 3 else "L"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise CorruptedSetError(f"{self.paths[index]}: unreadable image ({exc})") from exc
+        pixels = pixels.reshape(*pixels.shape[:2], -1)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # writable, contiguous
+
+    def _check_size(self, image: torch.Tensor, index: int) -> None:
+        _, height, width = self.image_shape
+        if tuple(image.shape[1:]) != (height, width):
+            raise CorruptedSetError(
+                f"{self.paths[index]}: image is {image.shape[2]}x{image.shape[1]}, expected "
+                f"{width}x{height} (corrupted sets are not resized)")
+
+
+def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """`decode_jpeg` to RGB on `device`, without the DeprecationWarning torchvision 0.29 gives
+    each call (it points to TorchCodec, not yet a dependency)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)

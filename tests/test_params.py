@@ -122,12 +122,12 @@ def test_fuzzed_suites_load_or_fail_with_a_suite_error(raw):
 
 def test_a_bad_suite_exits_2_before_any_checkpoint_is_loaded(tmp_path, capsys, monkeypatch):
     """The README's promise: unusable input exits 2, and nothing is loaded or written."""
-    import benchmark.runner as runner
+    import benchmark.worker as worker
 
     def never(*args, **kwargs):
         raise AssertionError("a checkpoint was loaded")
 
-    monkeypatch.setattr(runner, "load_model", never)
+    monkeypatch.setattr(worker, "load_model", never)
     (tmp_path / "zoo").mkdir()
     torch.save({}, tmp_path / "zoo" / "m.pth")
     for body, message in [

@@ -133,6 +133,7 @@ from benchmark.params import defaults, param, validate
 from benchmark.records import Records
 from benchmark.registry import registry
 from benchmark.tasks.registry import (
+    Axis,
     TaskContext,
     TaskPlaces,
     classification_columns,
@@ -323,12 +324,19 @@ def passes_bar(model: nn.Module, desc: str, enabled: bool) -> Iterator[None]:
 def _select(ctx: TaskContext, task: str, limit: int) -> _Selection:
     if len(ctx.data) == 0:
         raise _fail(task, "the evaluated data set holds no image")
-    logits = ctx.clean_logits(full_precision=True)  # attacks run in float32
-    if limit == 0 or limit >= len(ctx.data):
-        index = np.arange(len(ctx.data))
-        return _Selection(index, ctx.data, logits, ctx.labels())
-    index = stratified_subset(ctx.data.labels, limit, ctx.seed)
-    return _Selection(index, ctx.data.subset(index), logits[index], ctx.labels()[index])
+    whole = limit == 0 or limit >= len(ctx.data)
+    index = np.arange(len(ctx.data)) if whole else stratified_subset(ctx.data.labels, limit,
+                                                                     ctx.seed)
+    index = index[ctx.part(len(index))]  # a shard's part of the selection
+    logits = ctx.clean_logits_at(index, full_precision=True)  # attacks run in float32
+    data = ctx.data if len(index) == len(ctx.data) else ctx.data.subset(index)
+    return _Selection(index, data, logits, ctx.labels()[index])
+
+
+def _selection_axis(params: dict[str, Any], n: int) -> Axis:
+    """An attack task's shard axis: the attacked points (its `limit` subset, in data order)."""
+    limit = params["limit"]
+    return Axis(n if limit == 0 or limit >= n else limit)
 
 
 def _space(ctx: TaskContext, task: str, space: str, x: torch.Tensor,
@@ -553,19 +561,19 @@ def _fixed_budget(ctx: TaskContext, task: str, spec: _GradientSpec, limit: int,
     return records
 
 
-@register_task("fgsm", params=FgsmParams, version=4)
+@register_task("fgsm", params=FgsmParams, version=4, axis=_selection_axis)
 def fgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """FGSM (Linf, one step) top-1/top-5 error per eps, white-box, true labels."""
     return _gradient_task(ctx, "fgsm", "fgsm", params)
 
 
-@register_task("ifgsm", params=IfgsmParams, version=4)
+@register_task("ifgsm", params=IfgsmParams, version=4, axis=_selection_axis)
 def ifgsm_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """I-FGSM (Linf, no random start, step = step_factor * eps / steps) error per eps."""
     return _gradient_task(ctx, "ifgsm", "ifgsm", params)
 
 
-@register_task("pgd", params=PgdParams, version=4)
+@register_task("pgd", params=PgdParams, version=4, axis=_selection_axis)
 def pgd_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """PGD (Linf or L2; step = step_factor * eps / steps; seeded random start) error per eps."""
     return _gradient_task(ctx, "pgd", "pgd", params)
@@ -620,7 +628,7 @@ def _early_stop_option(attack: str, options: dict[str, Any]) -> bool:
     return default is not None and default.default is True
 
 
-@register_task("attack", params=AttackTaskParams, version=2)
+@register_task("attack", params=AttackTaskParams, version=2, axis=_selection_axis)
 def attack_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Any registered fixed-budget attack: top-1/top-5 error per eps, white-box, true labels."""
     spec = _GradientSpec(params["attack"], [float(v) for v in params["eps"]], params["space"],
@@ -656,7 +664,7 @@ def _minimal_task(ctx: TaskContext, task: str, params: dict[str, Any], norm: str
     return records
 
 
-@register_task("deepfool", params=DeepFoolParams, version=3)
+@register_task("deepfool", params=DeepFoolParams, version=3, axis=_selection_axis)
 def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """DeepFool (L2 or Linf): median perturbation norm, fail rate, top-1 error at eps."""
     norm = params["norm"]
@@ -665,7 +673,7 @@ def deepfool_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         overshoot=float(params["overshoot"]), bounds=s.bounds))
 
 
-@register_task("cw", params=CwParams, version=3)
+@register_task("cw", params=CwParams, version=3, axis=_selection_axis)
 def cw_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Carlini-Wagner L2 (foolbox): median perturbation norm, fail rate, top-1 error at eps."""
     options = {"binary_search_steps": params["binary_search_steps"], "steps": params["steps"],
@@ -676,7 +684,7 @@ def cw_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         s.model, s.x, y, bounds=s.bounds, **options))
 
 
-@register_task("ddn", params=DdnParams, version=3)
+@register_task("ddn", params=DdnParams, version=3, axis=_selection_axis)
 def ddn_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """DDN (foolbox, L2): median perturbation norm, fail rate, top-1 error at eps."""
     steps = params["steps"]

@@ -45,6 +45,28 @@ def inference_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     return model if dtype is None else Autocast(model, dtype)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Positions [start, stop) on a task's shard axis (`Axis`): part `part` of `parts` of one
+    unit, measured apart and merged by concatenating records (`benchmark.records.concat`)."""
+
+    start: int
+    stop: int
+    part: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class Axis:
+    """What a sample-decomposable task can be split along: `length` positions (images, or
+    corruption cells of `images` images each); `aligned` positions are split at multiples of
+    the batch size, so every shard's batches are the unsplit run's batches."""
+
+    length: int
+    images: int = 1
+    aligned: bool = True
+
+
 @dataclass
 class TaskContext:
     """What a task may use: the model ([0, 1] in, logits out), the data, the seed, the device.
@@ -70,6 +92,7 @@ class TaskContext:
     # the runner removes it once the unit is stored); None: the task cannot resume.
     scratch: Path | None = None
     precision: str = "fp32"  # forward-only passes (`PRECISIONS`)
+    shard: Shard | None = None  # the part of the task's `Axis` this unit measures (None: all)
     requests: dict[str, InputRequest] = field(default_factory=dict)  # the running task's inputs
     cache: InputCache = field(default_factory=InputCache, repr=False)  # the run's one cache
     _clean_logits: torch.Tensor | None = field(default=None, repr=False)
@@ -102,6 +125,30 @@ class TaskContext:
             self._clean_logits = predict(self.inference_model, self.data, self.device,
                                          self.batch_size, self.num_workers, self.progress)
         return self._clean_logits
+
+    def part(self, length: int) -> slice:
+        """The positions of a shard axis of `length` this unit measures (all when unsplit)."""
+        if self.shard is None:
+            return slice(0, length)
+        if self.shard.stop > length:
+            raise ValueError(f"shard {self.shard.start}:{self.shard.stop} lies beyond the "
+                             f"task's {length} positions")
+        return slice(self.shard.start, self.shard.stop)
+
+    def clean_logits_at(self, positions: np.ndarray, full_precision: bool = False
+                        ) -> torch.Tensor:
+        """`clean_logits` of the images at `positions` (sorted, distinct): rows of the shared
+        pass over all images, except in a shard that finds it not run, which passes over its
+        own images only (the same batches for a shard of the images themselves; a shard of an
+        attack's `limit` subset batches them apart, equal on the CPU, within rounding of
+        batch-dependent GPU kernels)."""
+        memo = self._clean_logits_fp32 if full_precision and PRECISIONS[self.precision] \
+            is not None else self._clean_logits
+        if self.shard is None or memo is not None or len(positions) == len(self.data):
+            return self.clean_logits(full_precision)[torch.from_numpy(np.asarray(positions))]
+        model = self.model if full_precision else self.inference_model
+        return predict(model, self.data.subset(positions), self.device, self.batch_size,
+                       self.num_workers, self.progress)
 
     def labels(self) -> torch.Tensor:
         """The data's labels as an int64 tensor."""
@@ -174,12 +221,16 @@ class TaskPlaces:
 # loads them with `ctx.input(name)`.
 InputsFn = Callable[[dict[str, Any], TaskPlaces], dict[str, InputRequest]]
 
+# (params, number of evaluated images) -> the axis a sample-decomposable task splits along.
+AxisFn = Callable[[dict[str, Any], int], Axis]
+
 
 @dataclass(frozen=True)
 class TaskDef:
     """A registered task: its measurement `fn`, parameter schema (`benchmark.params`), version
-    (bump when its numbers change), and the input files it reads (`inputs`), which key its
-    stored results with the parameters. Its metrics are registered apart (`reduce`)."""
+    (bump when its numbers change), the input files it reads (`inputs`), which key its
+    stored results with the parameters, and for a sample-decomposable task the `axis` its
+    units may be split along (`--shard-size`). Its metrics are registered apart (`reduce`)."""
 
     name: str
     fn: TaskFn
@@ -187,15 +238,21 @@ class TaskDef:
     version: int
     description: str
     inputs: InputsFn | None = None
+    axis: AxisFn | None = None
+
+    def measure(self, ctx: TaskContext, params: dict[str, Any]) -> Records:
+        """Declare the task's inputs to the context and measure: the unit's (or shard's)
+        per-sample records."""
+        places = TaskPlaces(ctx.data.name, ctx.data_root, ctx.ckpt_dir)
+        ctx.requests = {} if self.inputs is None else self.inputs(params, places)
+        return self.fn(ctx, params)
 
     def run(self, ctx: TaskContext, params: dict[str, Any],
             reducing: Callable[[], object] | None = None) -> tuple[Records, list[Metric]]:
         """Declare the task's inputs to the context, measure, then reduce (after telling
         `reducing`, e.g. a progress bar, that the model's work is done): the unit's records and
         its metrics."""
-        places = TaskPlaces(ctx.data.name, ctx.data_root, ctx.ckpt_dir)
-        ctx.requests = {} if self.inputs is None else self.inputs(params, places)
-        records = self.fn(ctx, params)
+        records = self.measure(ctx, params)
         if reducing is not None:
             reducing()
         return records, self.reduce(records, params, ctx.seed)
@@ -214,15 +271,17 @@ TASKS = registry("task")
 
 
 def register_task(name: str, *, params: type = NoParams, version: int = 1,
-                  inputs: InputsFn | None = None) -> Callable[[TaskFn], TaskFn]:
+                  inputs: InputsFn | None = None, axis: AxisFn | None = None
+                  ) -> Callable[[TaskFn], TaskFn]:
     """Register `fn` as task `name` with its parameter schema (a frozen dataclass, see
     `benchmark.params`); its docstring's first line is the description. Its metrics are
-    registered with `benchmark.reductions.register_metric`."""
+    registered with `benchmark.reductions.register_metric`. A task given an `axis` measures
+    only `ctx.part(...)` of it when the runner splits it into shards."""
 
     def wrap(fn: TaskFn) -> TaskFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         description = doc[0] if doc else ""
-        TASKS.add(name, TaskDef(name, fn, params, version, description, inputs),
+        TASKS.add(name, TaskDef(name, fn, params, version, description, inputs, axis),
                   description)
         return fn
 
