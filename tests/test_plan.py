@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from test_executors import split_suite
+from test_runner import evaluate, make_zoo
 from torch import nn
 
 from benchmark.plan import counting
-from test_executors import split_suite
-from test_runner import evaluate, make_zoo
 
 
 def test_counting_sees_forward_and_gradient_passes():
