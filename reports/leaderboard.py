@@ -65,6 +65,8 @@ HEADLINE = (
     Column("mCE", "corruptions", "mce", "corruption"),
     Column("Corruption err", "corruptions", "mean_corruption_err", "corruption", error=True),
     Column("Affine err", "affine", "mean_err", "affine", error=True),
+    Column("Shift err", "shift", "top1_err", "shift"),  # one column per shift set
+    Column("Shift gap", "shift", "gap_err", "shift", default=False),
     Column("OOD AUROC", "ood", "auroc", "ood", OOD_MEAN),
     Column("OOD TNR@TPR95", "ood", "tnr_at_tpr95", "ood", OOD_MEAN, default=False),
     Column("OOD det. acc", "ood", "detection_acc", "ood", OOD_MEAN, default=False),

@@ -37,6 +37,7 @@ details{margin:.3em 0}summary{cursor:pointer}
 FAMILIES = (
     ("clean", "Clean & calibration", ("clean", "calibration", "selective")),
     ("corruptions", "Corruptions", ("corruptions",)),
+    ("shift", "Natural distribution shift", ("shift",)),
     ("perturbations", "Occlusion, affine & in-between", ("occlusion", "affine", "inbetween")),
     ("adversarial", "Adversarial", ("fgsm", "ifgsm", "pgd", "attack", "autoattack", "deepfool",
                                     "cw", "ddn", "worst_case")),

@@ -29,6 +29,7 @@ FAST = {
                    "severities = [1, 3]",
     "ood": "ood_limit = 100\nbootstrap = 200\nsets = {uniform = \"uniform\"}",
     "selective": 'scorers = ["msp", "energy"]\nbootstrap = 200',
+    "shift": 'sets = {val = {kind = "split", split = "val"}}',
     "fgsm": "eps = [0.1]",
     "ifgsm": "eps = [0.1]\nsteps = 3",
     "pgd": "eps = [0.1]\nsteps = 3",
@@ -60,15 +61,18 @@ def test_same_seed_same_numbers_for_every_task(tmp_path: Path):
     suite.write_text('name = "contract"\nversion = "1"\n[dataset]\nname = "digits"\n'
                      "[model_defaults]\nnum_classes = 10\n[run]\nbatch_size = 100\n" + tables)
 
-    def run(out: str, seed: int) -> pd.DataFrame:
+    def run(out: str, seed: int, *extra: str) -> pd.DataFrame:
         assert main(["evaluate", str(tmp_path / "zoo"), "--suite", str(suite), "--data-root",
                      str(tmp_path / "data"), "--limit", "100", "--seed", str(seed),
-                     "--out", str(tmp_path / out), "--no-progress"]) == 0
+                     "--out", str(tmp_path / out), "--no-progress", *extra]) == 0
         return pd.read_csv(tmp_path / out / "results.csv")
 
     first, again, other = run("a", 0), run("b", 0), run("c", 1)
     assert set(first.task) - {"worst_case"} == set(FAST)
     pd.testing.assert_frame_equal(first, again)
+    # every task split into shards (those that can be) stores the same numbers
+    pd.testing.assert_frame_equal(run("d", 0, "--batch-size", "20"),
+                                  run("e", 0, "--batch-size", "20", "--shard-size", "30"))
     numbers = ["value", "ci_low", "ci_high"]
     assert not first[numbers].equals(other[numbers])
     reduced = _re_reduced(tmp_path / "a")

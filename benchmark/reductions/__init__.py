@@ -10,6 +10,7 @@ from benchmark.reductions import (
     ood,
     perturbations,
     selective,
+    shift,
 )
 from benchmark.reductions.core import (
     METRICS,
@@ -22,4 +23,4 @@ from benchmark.reductions.core import (
 
 __all__ = ["METRICS", "MetricFn", "NoMetrics", "attacks", "autoattack", "calibration", "clean",
            "corruptions", "metric_functions", "ood", "perturbations", "reduce_records",
-           "register_metric", "selective"]
+           "register_metric", "selective", "shift"]

@@ -9,6 +9,7 @@ from benchmark.tasks import (
     ood,
     perturbations,
     selective,
+    shift,
 )
 from benchmark.tasks.registry import (
     TaskContext,
@@ -23,4 +24,4 @@ from benchmark.tasks.registry import (
 
 __all__ = ["TaskContext", "TaskDef", "TaskPlaces", "attacks", "autoattack", "calibration", "clean",
            "corruptions", "get_task", "list_tasks", "ood", "perturbations", "predict",
-           "register_task", "resolve_params", "selective"]
+           "register_task", "resolve_params", "selective", "shift"]
