@@ -42,7 +42,7 @@ from benchmark.stats import (
     paired_bootstrap_interval,
 )
 from benchmark.store import Store, StoredUnit
-from corruptions.catalog import BENCHMARK, CATEGORIES
+from corruptions.catalog import BENCHMARK, C_BAR, C_BAR_CATEGORY, CATEGORIES
 from ood import metrics as ood
 from ood.calibration import resampled_calibration_errors
 from reports.check import Paired
@@ -275,6 +275,7 @@ def image_mean_cells(unit: StoredUnit, metric: str, wanted: dict[str, Any],
                 return corruption in BENCHMARK
             group = wanted.get("category")
             inside = corruption in (BENCHMARK if group == BENCHMARK_GROUP
+                                    else C_BAR if group == C_BAR_CATEGORY
                                     else CATEGORIES.get(group, ()))
             return inside and (metric == "category_err"
                                or conditions.get("severity") == wanted.get("severity"))

@@ -1,9 +1,12 @@
 """Metrics of task `corruptions` (see `benchmark.tasks.corruptions` for the rows' definitions):
 cell errors, their means per corruption, category, severity and over the 15 benchmark
-corruptions, and AlexNet-normalized mCE."""
+corruptions, and AlexNet-normalized mCE. The -C-bar corruptions' category `c_bar` is averaged
+over the -C-bar set evaluated (`corruptions.catalog.c_bar_set`); they never enter the 15's
+means or mCE."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,7 +17,15 @@ from benchmark.records import Records
 from benchmark.reductions.core import register_metric
 from benchmark.stats import Metric
 from corruptions import metrics
-from corruptions.catalog import BENCHMARK, CATEGORIES, SEVERITIES, category_of, select
+from corruptions.catalog import (
+    BENCHMARK,
+    C_BAR_CATEGORY,
+    CATEGORIES,
+    SEVERITIES,
+    c_bar_set,
+    category_of,
+    select,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ def corruption_errors(records: Records, params: dict[str, Any], seed: int) -> li
     """The task's rows from its cell tables: cells whose `image_id` columns (trees) or `index`
     columns (`.npy`) are equal hold the same images; the clean table gives relative mCE's
     clean error."""
-    names = select(params["corruptions"], list(params["categories"]))
+    names = select(params["corruptions"], list(params["categories"]), c_bar=True)
     severities = sorted(params["severities"])
     source = records.facts["source"]
     cells: dict[tuple[str, int], Cell] = {}
@@ -88,9 +99,9 @@ def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[
         mean = _mean_over_cells("corruption_err", of[c], value, seed,
                                 {"corruption": c, "category": category_of(c), "source": source})
         out += [mean, _times(mean, "corruption_err_sum", len(of[c]))]
-    for category, value in metrics.category_errors(per_corruption).items():
-        out.append(_mean_over_cells("category_err", [x for c in CATEGORIES[category]
-                                                     for x in of[c]],
+    for category, names in _whole_categories(per_corruption).items():
+        value = float(np.mean([per_corruption[c] for c in names]))
+        out.append(_mean_over_cells("category_err", [x for c in names for x in of[c]],
                                     value, seed, {"category": category, "source": source}))
     out += _severity_rows(cells, source, severities, seed)
     if all(c in per_corruption for c in BENCHMARK):
@@ -107,14 +118,24 @@ def summarize(cells: dict[tuple[str, int], Cell], source: str, severities: list[
     return out
 
 
+def _whole_categories(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The categories all of whose corruptions are in `names`, each with its corruptions: the
+    -C ones (the extras included), then `c_bar` with the -C-bar set evaluated."""
+    present = set(names)
+    whole = {category: members for category, members in CATEGORIES.items()
+             if present.issuperset(members)}
+    bar = c_bar_set(present)
+    return whole | ({C_BAR_CATEGORY: bar} if bar else {})
+
+
 def _severity_rows(cells: dict[tuple[str, int], Cell], source: str, severities: list[int],
                    seed: int) -> list[Metric]:
     """`severity_err` per (category, severity): the mean over the category's corruptions at that
-    severity, and (category "benchmark") over the 15 benchmark corruptions — each only when all
-    its corruptions are evaluated; what the error-vs-severity figure draws."""
+    severity (`c_bar`: the -C-bar set's), and (category "benchmark") over the 15 benchmark
+    corruptions — each only when all its corruptions are evaluated; what the error-vs-severity
+    figure draws."""
     rows = []
-    groups = [*((category, names) for category, names in CATEGORIES.items()),
-              (BENCHMARK_GROUP, BENCHMARK)]
+    groups = [*_whole_categories(c for c, _ in cells).items(), (BENCHMARK_GROUP, BENCHMARK)]
     for category, names in groups:
         for severity in severities:
             chosen = [cells[c, severity] for c in names if (c, severity) in cells]

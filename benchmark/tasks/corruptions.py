@@ -2,7 +2,10 @@
 
 The corrupted set is read from a folder (released CIFAR-10/100-C, Tiny-ImageNet-C, ImageNet-C,
 or one made by `benchmark.corrupt.materialize`, which leaves a `GENERATED.json` manifest: its
-results carry `source = "generated"`, the released sets' `source = "released"`).
+results carry `source = "generated"`, the released sets' `source = "released"`). The -C-bar sets
+(CIFAR-10-C-Bar, ImageNet-C-Bar: `corruptions = "cifar10_c_bar"` / `"imagenet_c_bar"`) have the
+same layouts and are read alike, from `<-C folder>-Bar` by default; nothing generates them.
+Their cells have category `c_bar`, whose `category_err` and `severity_err` average the ten.
 
 Subset (`--limit`): the runner's clean data is a seeded class-stratified subset of the test split.
 For the `.npy` layout, whose rows follow test-set order, the same test indices are taken at every
@@ -57,15 +60,24 @@ from benchmark.inputs import InputRequest
 from benchmark.params import param
 from benchmark.records import Records
 from benchmark.reductions.corruptions import CLEAN, cell_conditions, wants_mce
-from benchmark.registry import registry
 from benchmark.tasks.registry import (
+    Axis,
     TaskContext,
     TaskPlaces,
     classification_columns,
     predict,
     register_task,
 )
-from corruptions.catalog import ALL, BENCHMARK, CATEGORIES, SEVERITIES, select
+from corruptions.catalog import (
+    ALL,
+    BENCHMARK,
+    C_BAR,
+    CATEGORIES,
+    IMAGENET_C_BAR_PARAMETERS,
+    SEVERITIES,
+    is_released,
+    select,
+)
 from corruptions.released import (
     CorruptedSetError,
     ImageFileDataset,
@@ -79,12 +91,19 @@ from corruptions.tables import get_table
 MANIFEST = "GENERATED.json"
 
 
-def corrupted_folder(dataset: str, path: str | None, data_root: Path | None) -> Path:
-    """`path` (absolute, or relative to `data_root`), else the data set's default folder."""
-    folder = Path(path).expanduser() if path else Path(corrupted_name(dataset))
+def corrupted_folder(dataset: str, path: str | None, data_root: Path | None,
+                     c_bar: bool = False) -> Path:
+    """`path` (absolute, or relative to `data_root`), else the data set's default folder: its
+    -C set's (`CIFAR-10-C`), or with `c_bar` the -C-bar set's (`CIFAR-10-C-Bar`)."""
+    folder = Path(path).expanduser() if path else Path(_default_name(dataset, c_bar))
     if folder.is_absolute():
         return folder
     return (Path(data_root) if data_root is not None else Path.cwd()) / folder
+
+
+def _default_name(dataset: str, c_bar: bool) -> str:
+    """The folder a data set's released -C (or -C-bar) archive extracts to."""
+    return f"{corrupted_name(dataset)}-Bar" if c_bar else corrupted_name(dataset)
 
 
 @dataclass(frozen=True)
@@ -101,16 +120,18 @@ class CorruptedSetInput(InputRequest):
     """The corrupted copy of the evaluated data set: `path` (absolute, or under --data-root;
     "" = the data set's default folder), generated with severity `table` when `generate` is
     set and it is missing or outdated, then checked (a generated set's manifest must name this
-    data set and the current generator)."""
+    data set and the current generator). `c_bar`: only -C-bar corruptions are read (the
+    default folder is the -C-bar set's)."""
 
     path: str
     generate: bool
     table: str
     extra: tuple[str, ...] = ()  # registered corruptions beyond the catalog's (generated only)
+    c_bar: bool = False
 
     def folder(self, dataset: str, data_root: Path | None) -> Path:
         """Where the set is, or will be written."""
-        return corrupted_folder(dataset, self.path or None, data_root)
+        return corrupted_folder(dataset, self.path or None, data_root, self.c_bar)
 
     def paths(self, places: TaskPlaces) -> list[Path]:
         """The folder; a set the task generates itself (missing, or carrying a manifest) is
@@ -136,7 +157,7 @@ class CorruptedSetInput(InputRequest):
                                 "version's; set `generate = true` to remake it, or run "
                                 "`rubench corrupt --overwrite`")
         layout = _checked(lambda: detect_layout(folder),
-                          hint=_missing_hint(ctx.data.name, folder))
+                          hint=_missing_hint(ctx.data.name, folder, self.c_bar))
         return CorruptedSource(folder, source, layout)
 
 
@@ -162,11 +183,11 @@ def _read_wnids(path: Path) -> list[str]:
 
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
     """The corrupted set and the wnids file: replacing either re-keys the results."""
-    extra = tuple(c for c in select(params["corruptions"], list(params["categories"]))
-                  if c not in ALL)
+    names = select(params["corruptions"], list(params["categories"]), c_bar=True)
+    extra = tuple(c for c in names if c not in ALL and c not in C_BAR)
     inputs: dict[str, InputRequest] = {
         "corrupted": CorruptedSetInput(params["path"], params["generate"], params["table"],
-                                       extra)}
+                                       extra, c_bar=all(c in C_BAR for c in names))}
     if params["wnids"]:
         inputs["wnids"] = WnidsInput(_wnids_path(params["wnids"], places.data_root))
     return inputs
@@ -180,11 +201,13 @@ def _wnids_path(value: str, data_root: Path | None) -> Path:
 
 @dataclass(frozen=True)
 class CorruptionsParams:
-    """`path`: the corrupted-set folder ("" = the data set's default folder under --data-root);
-    `corruptions`: "all" (19), "benchmark" (15), "extra" (4) or a list of names, restricted to
-    `categories` when given; `wnids`: JPEG trees' class list file (one wnid a line, sorted =
-    index); `generate`: make the set with `rubench corrupt`'s generator when it is missing,
-    with severity `table` ("auto": the data set's own)."""
+    """`path`: the corrupted-set folder ("" = the data set's default folder under --data-root,
+    `CIFAR-10-C`, or `CIFAR-10-C-Bar` when only -C-bar corruptions are selected);
+    `corruptions`: "all" (19), "benchmark" (15), "extra" (4), "cifar10_c_bar" or
+    "imagenet_c_bar" (10) or a list of names, restricted to `categories` when given; `wnids`:
+    JPEG trees' class list file (one wnid a line, sorted = index); `generate`: make the set with
+    `rubench corrupt`'s generator when it is missing, with severity `table` ("auto": the data
+    set's own) -- refused for -C-bar corruptions, which have no generator."""
 
     path: str = param("")
     corruptions: str | list[str] = param("all")
@@ -197,7 +220,7 @@ class CorruptionsParams:
 
     def __post_init__(self) -> None:
         try:
-            if not select(self.corruptions, list(self.categories)):
+            if not select(self.corruptions, list(self.categories), c_bar=not self.generate):
                 raise SuiteError("parameters 'corruptions' and 'categories' select nothing")
             if self.table != "auto":
                 get_table(self.table)
@@ -205,10 +228,18 @@ class CorruptionsParams:
             raise SuiteError(str(exc)) from None
 
 
-@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs)
+def _cells_axis(params: dict[str, Any], n: int) -> Axis:
+    """The shard axis: the (corruption, severity) cells, of `n` images each."""
+    cells = len(select(params["corruptions"], list(params["categories"]), c_bar=True)) \
+        * len(params["severities"])
+    return Axis(cells, images=n, aligned=False)
+
+
+@register_task("corruptions", params=CorruptionsParams, version=3, inputs=_inputs,
+               axis=_cells_axis)
 def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """Top-1 error per corruption x severity; means per corruption / category; mean CE, mCE."""
-    names = select(params["corruptions"], list(params["categories"]))
+    names = select(params["corruptions"], list(params["categories"]), c_bar=True)
     severities = sorted(params["severities"])
     corrupted = ctx.input("corrupted")
     folder, source, layout = corrupted.folder, corrupted.source, corrupted.layout
@@ -216,8 +247,9 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
     evaluate = _npy_sets if layout == "npy" else _tree_sets
     records = Records(facts={"dataset": ctx.data.name, "source": source, "layout": layout})
     pairs = [(c, s) for c in names for s in severities]
+    part = ctx.part(len(pairs))  # a shard measures some of the cells
     sets = evaluate(ctx, folder, params)
-    for corruption, severity in tqdm(pairs, desc="corruptions", leave=False,
+    for corruption, severity in tqdm(pairs[part], desc="corruptions", leave=False,
                                      disable=not ctx.progress):
         data, index, images = _checked(lambda c=corruption, s=severity: sets(c, s))
         logits = _checked(lambda d=data: predict(ctx.inference_model, d, ctx.device, ctx.batch_size,
@@ -225,7 +257,8 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         records.add(cell_conditions(corruption, severity, source), index=index,
                     **classification_columns(logits, torch.as_tensor(data.labels)),
                     **({} if images is None else {"image_id": images}))
-    if wants_mce(ctx.data.name, source, severities) and all(c in names for c in BENCHMARK):
+    if part.start == 0 and wants_mce(ctx.data.name, source, severities) \
+            and all(c in names for c in BENCHMARK):
         labels = ctx.labels()
         records.add(CLEAN, index=np.arange(len(labels), dtype=np.int64),
                     **classification_columns(ctx.clean_logits(), labels))
@@ -264,6 +297,8 @@ def _tree_sets(ctx: TaskContext, folder: Path, params: dict[str, Any]):
     folder (seeded subset): `index` is each image's position in the folder's listing (classes
     in order, files sorted), `image_id` a fingerprint of its `<wnid>/<file>` name."""
     classes = _class_list(ctx, params)
+    _check_severity_folders(folder, select(params["corruptions"], list(params["categories"]),
+                                           c_bar=True), params["severities"])
     tree = TreeCorruptions(folder, classes=classes, num_classes=ctx.data.num_classes)
     if classes is not None and len(classes) != ctx.data.num_classes:
         raise DataError(f"{params['wnids'] or 'wnids.txt'}: {len(classes)} classes, the data set "
@@ -325,12 +360,29 @@ def _lacking(folder: Path, names: tuple[str, ...]) -> list[str]:
     return [name for name in names if name not in held]
 
 
+def _check_severity_folders(folder: Path, names: list[str], severities: list[int]) -> None:
+    """ImageNet-C-Bar as the authors' make_imagenet_c_bar.py writes it names each severity
+    folder by its parameter (`blue_noise_sample/0.80/`): refused, naming the renames to the
+    released archive's `1..5`, rather than mapped, so that a set has one layout on disk."""
+    renames = []
+    for name in names:
+        by_parameter = [f"{p:.2f}" for p in IMAGENET_C_BAR_PARAMETERS.get(name, ())]
+        if any((folder / name / p).is_dir() for p in by_parameter) and \
+                not all((folder / name / str(s)).is_dir() for s in severities):
+            renames.append(f"{name}/{{{','.join(by_parameter)}}} -> "
+                           f"{name}/{{{','.join(map(str, SEVERITIES))}}}")
+    if renames:
+        raise DataError(f"{folder}: severity folders named by the corruption's parameter, as "
+                        "make_imagenet_c_bar.py writes them; rubench reads the released "
+                        "archive's <corruption>/<1..5>/<wnid>/ layout: rename "
+                        + "; ".join(renames))
+
+
 def _check_released(names: list[str], source: str, folder: Path) -> None:
-    """A released set holds only the corruptions registered as released."""
+    """A released set holds only the catalog's corruptions and those registered as released."""
     if source != "released":
         return
-    missing = [name for name in names
-               if not registry("corruption").entry(name).info.get("released", False)]
+    missing = [name for name in names if not is_released(name)]
     if missing:
         raise DataError(f"{folder}: a released set, which does not hold {', '.join(missing)} "
                         "(registered with released=False); evaluate it on a generated set: "
@@ -349,10 +401,10 @@ def _check_manifest(folder: Path, ctx: TaskContext) -> None:
                         f"evaluating {ctx.data.name!r}")
 
 
-def _missing_hint(dataset: str, folder: Path) -> str:
-    if dataset in ("cifar10", "cifar100", "tinyimagenet", "imagenet"):
-        return (f"; extract the released {corrupted_name(dataset)} archive there, or set the "
-                "task's `path`")
+def _missing_hint(dataset: str, folder: Path, c_bar: bool) -> str:
+    if c_bar or dataset in ("cifar10", "cifar100", "tinyimagenet", "imagenet"):
+        return (f"; extract the released {_default_name(dataset, c_bar)} archive there, or set "
+                "the task's `path`")
     return (f"; make it once with `rubench corrupt --dataset {dataset} --out {folder.parent}` "
             "(or set the task's `generate = true`)")
 
