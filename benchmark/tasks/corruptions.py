@@ -37,7 +37,8 @@ JPEG trees its position in the cell folder's listing, with `image_id` (a 64-bit 
 `<wnid>/<file>` name) telling which cells hold the same images. For the AlexNet-normalized mCE
 rows (released ImageNet-C, all five severities, the 15 benchmark corruptions) a table under
 {"corruption": "clean"} holds the clean data's columns, from the shared clean forward pass.
-Facts: `dataset`, `source` ("released" / "generated") and `layout` ("npy" / "tree").
+Facts: `dataset`, `source` ("released" / "generated"), `layout` ("npy" / "tree") and, for a
+JPEG tree, `decoder` (what decoded its files: `decoder_name`).
 `benchmark.reductions.corruptions` computes every row from these.
 """
 
@@ -54,7 +55,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.corrupt import GENERATOR_VERSION, corrupted_name, materialize
-from benchmark.data import EvalData, stratified_subset
+from benchmark.data import EvalData, decoder_name, stratified_subset
 from benchmark.errors import DataError, SuiteError
 from benchmark.inputs import InputRequest
 from benchmark.params import param
@@ -257,6 +258,9 @@ def corruptions_task(ctx: TaskContext, params: dict[str, Any]) -> Records:
         records.add(cell_conditions(corruption, severity, source), index=index,
                     **classification_columns(logits, torch.as_tensor(data.labels)),
                     **({} if images is None else {"image_id": images}))
+        decoder = decoder_name(data, ctx.device)
+        if decoder is not None:  # image files (a JPEG tree): what decoded them
+            records.facts["decoder"] = decoder
     if part.start == 0 and wants_mce(ctx.data.name, source, severities) \
             and all(c in names for c in BENCHMARK):
         labels = ctx.labels()
