@@ -31,7 +31,7 @@ from benchmark.checkpoints import NormalizedModel
 from benchmark.data import EvalData
 from benchmark.datasets import read_digits
 from benchmark.tasks import TaskContext, get_task
-from benchmark.tasks.ood import load_set
+from benchmark.tasks.ood import _build
 from ood.metrics import bootstrap_ood_metrics, ood_metrics
 
 SCORERS = ["msp", "energy", "maxlogit"]
@@ -95,8 +95,9 @@ def build_sets(model: torch.nn.Module, data: EvalData, sets: dict, limit: int
     ctx = TaskContext(model=model, data=data, seed=0, device=torch.device("cpu"),
                       batch_size=256, progress=False)
     start = time.perf_counter()
-    images = [load_set(name, {"kind": spec} if isinstance(spec, str) else spec, ctx, "none",
-                       limit).images for name, spec in sets.items()]
+    images = [_build(name, {"kind": spec} if isinstance(spec, str) else spec, ctx, "none",
+                     limit, stream).made.images
+              for stream, (name, spec) in enumerate(sets.items())]
     print(f"  first build of the OOD sets ({', '.join(sets)}): "
           f"{time.perf_counter() - start:.2f} s, then cached across checkpoints")
     return images

@@ -36,7 +36,9 @@ from benchmark.archs.timm_models import is_timm, timm_config
 from benchmark.errors import CheckpointError
 
 SUFFIXES = (".pth.tar", ".safetensors", ".ckpt", ".pth", ".pt")
-META_KEYS = ("arch", "num_classes", "mean", "std", "input_size", "name")
+# `feature_layer`: the module (as the network names it, e.g. "fc") whose input is the penultimate
+# feature vector the `ood` task's feature scorers use, where the automatic choice is wrong.
+META_KEYS = ("arch", "num_classes", "mean", "std", "input_size", "name", "feature_layer")
 DIR_SIDECAR = "rubench.toml"
 # where training code keeps the weights: CutMix / PatchUp / Lightning `state_dict`, PyTorch's
 # tutorial `model_state_dict`, torchvision's references `model`, kuangliu/pytorch-cifar `net`
@@ -89,7 +91,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def check_meta(key: str, value: Any, where: str) -> Any:
     """Validate and normalize one metadata value; `where` names its source for errors."""
     try:
-        if key in ("arch", "name"):
+        if key in ("arch", "name", "feature_layer"):
             if not isinstance(value, str) or not value:
                 raise TypeError("expected a non-empty string")
             return value

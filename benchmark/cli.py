@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="compute nothing: list the units (stored or not, shards), their "
                                "forward and backward image passes and estimated time, measured "
                                "on 100 images per task and architecture")
+    evaluate.add_argument("--train-limit", type=int, default=None, metavar="N",
+                          help="fit the `ood` task's feature-space detectors (mahalanobis, knn, "
+                               "vim, react) on a seeded class-stratified subset of N training "
+                               "images (0 = all; replaces the suite's train_limit)")
     evaluate.add_argument("--subset-file", type=Path, default=None, metavar="FILE",
                           help="evaluate exactly the images this text file lists (one path per "
                                "line, relative to the ImageNet val folder, e.g. "
@@ -262,6 +266,8 @@ def _options(args: argparse.Namespace, ckpt_dir: Path, suite_name: str, **extra)
     if getattr(args, "subset_file", None) is not None:
         subset = str(args.subset_file.expanduser().resolve())
         suite = Suite(**{**suite.__dict__, "dataset": {**suite.dataset, "subset": subset}})
+    if getattr(args, "train_limit", None) is not None:
+        suite = suite.with_params("ood", "--train-limit", train_limit=args.train_limit)
     if getattr(args, "surrogate", None) is not None:
         suite = suite.with_params("transfer", "--surrogate",
                                   surrogate=str(args.surrogate.resolve()))

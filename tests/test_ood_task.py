@@ -284,7 +284,7 @@ def test_bad_parameters_and_sets_are_clear_errors(tmp_path):
         ({"sets": {"u": "uniform"}, "bootstrap": -1}, SuiteError, "'bootstrap'"),
         ({"sets": {"u": "uniform"}, "bootstrap": True}, SuiteError, "'bootstrap'"),
         ({"sets": {"u": "uniform"}, "histogram_bins": 2.5}, SuiteError, "'histogram_bins'"),
-        ({"sets": {"u": "uniform"}, "scorers": ["msp", "mahalanobis"]}, SuiteError, "scorers"),
+        ({"sets": {"u": "uniform"}, "scorers": ["msp", "gram"]}, SuiteError, "scorers"),
         ({"sets": {"u": {"kind": "noise"}}}, SuiteError, "kind 'noise'"),
         ({"sets": {"u": {"kind": "uniform", "path": "x"}}}, SuiteError, "unknown key"),
         ({"sets": {"u": "uniform"}, "resize": "stretch"}, SuiteError, "resize"),

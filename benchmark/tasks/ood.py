@@ -1,6 +1,6 @@
 """Task `ood`: out-of-distribution detection, ID positive (ODIN / Lee et al. / CutMix Table 12).
 
-For each scorer (`msp`, `maxlogit`, `energy`, `odin`) and each OOD set, rows (percent)
+For each scorer (`msp`, `maxlogit`, `energy`, `odin`, ...) and each OOD set, rows (percent)
 ``tnr_at_tpr95``, ``auroc``, ``aupr_in``, ``aupr_out``, ``detection_acc`` and OpenOOD's OOD-positive
 ``fpr_at_tpr95_ood_positive`` (definitions in `ood.metrics`), with conditions ``scorer`` and
 ``ood_set``; ``ood_set = "mean"`` is the unweighted mean of the per-set values (every set weighs
@@ -28,8 +28,19 @@ rows matched when the score range drifts.
 
 Parameters:
 
-- ``scorers``: any of msp, maxlogit, energy (``energy_temperature``, default 1), odin, or a
-  logit scorer registered in `registry("scorer")` with `needs="logits"` (see the README).
+- ``scorers``: any of msp, maxlogit, energy (``energy_temperature``, default 1), odin, a
+  logit scorer registered in `registry("scorer")` with `needs="logits"` (see the README), or
+  a scorer of the penultimate features (`ood.detectors`, which defines each): mahalanobis,
+  knn (``knn_k``, default 50), vim (``vim_dim``, 0 = `default_vim_dim`'s rule), react
+  (``react_percentile``, default 90), ash_b / ash_p / ash_s (``ash_b_percentile`` 65,
+  ``ash_p_percentile`` 90, ``ash_s_percentile`` 90, on the pooled features). Features are the
+  input of the final linear layer (`feature_layer`: the checkpoint's `feature_layer`
+  metadata, else the last linear layer producing the logits); ID features take one more pass
+  over the evaluated data, OOD sets give logits and features in one pass. Mahalanobis, KNN,
+  ViM and ReAct fit on the features of ``train_split`` (default "train") of the suite's data
+  set, at most ``train_limit`` images (a seeded class-stratified subset; 0 = all), refused if
+  that split holds the evaluated images; the fit is a typed input (`FeatureFit`) cached per
+  run under the model's weights and the training data's identity.
 - ``sets``: table name -> spec. A spec string is a built-in (``uniform`` / ``gaussian``: ODIN's
   noise; ``natural_crops``: crops of photographs shipped with scikit-image / scikit-learn;
   ``cifar10`` / ``cifar100``: that test set, from its default folder under --data-root) or a path
@@ -59,12 +70,17 @@ columns ``index`` (position in the evaluated data), ``score`` (float64) and the 
 ``correct``, ``pred`` and ``confidence``, and per OOD set a table ``ood_set = <name>`` with
 ``index`` (the image's position in the source set, before ``ood_limit``'s subset) and
 ``score``; with ODIN, facts ``odin_temperature``, ``odin_eps`` and ``odin_tune_n`` (the tuning
-images, 0 when fixed).
+images, 0 when fixed); with feature scorers, facts ``feature_layer`` (as the network names it),
+``train_split`` and ``train_n`` (the fit's images), and the settings and fitted values of the
+scorers used: ``knn_k``, ``vim_dim`` and ``vim_alpha``, ``react_percentile`` and
+``react_threshold``, ``ash_*_percentile``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +90,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from benchmark.checkpoints import NormalizedModel
 from benchmark.data import EvalData, stratified_subset
-from benchmark.errors import DataError, SuiteError
+from benchmark.errors import DataError, ModelOutputError, SuiteError
 from benchmark.inputs import HeldoutSplit, InputRequest
 from benchmark.names import ID_SET, MEAN_SET
 from benchmark.params import NO_SPLIT, param
@@ -91,6 +108,8 @@ from benchmark.tasks.registry import (
     require_finite,
 )
 from ood import datasets as oodsets
+from ood import detectors
+from ood.features import FeatureHook, Head, extract, final_linear, linear_layer
 from ood.scores import (
     ODIN_EPS,
     ODIN_EPS_GRID,
@@ -101,7 +120,21 @@ from ood.scores import (
     tune_odin,
 )
 
-SCORERS = ("msp", "maxlogit", "energy", "odin")  # the built-in ones (`registry("scorer")`)
+SCORERS = ("msp", "maxlogit", "energy", "odin")  # the default ones (`registry("scorer")`)
+# Scorers of the penultimate features (`ood.detectors`); the first four fit on training data.
+FEATURE_SCORERS = {
+    "mahalanobis": (detectors.mahalanobis_scores,
+                    "Mahalanobis distance to the closest class mean, tied covariance (MDS)"),
+    "knn": (detectors.knn_scores, "distance to the k-th nearest normalized training feature"),
+    "vim": (detectors.vim_scores, "ViM: energy minus the scaled residual norm (virtual logit)"),
+    "react": (detectors.react_scores, "ReAct: energy after clipping features at a percentile"),
+    "ash_b": (detectors.ash_scores, "ASH-B: energy of pruned, binarized features"),
+    "ash_p": (detectors.ash_scores, "ASH-P: energy of pruned features"),
+    "ash_s": (detectors.ash_scores, "ASH-S: energy of pruned, exp-scaled features"),
+}
+FITTED = ("mahalanobis", "knn", "vim", "react")
+for _name, (_fn, _description) in FEATURE_SCORERS.items():
+    registry("scorer").add(_name, _fn, _description, needs="features")
 GENERATED = ("uniform", "gaussian", "natural_crops")
 CIFAR = {"cifar10": (read_cifar10, "cifar-10-batches-py"),
          "cifar100": (read_cifar100, "cifar-100-python")}
@@ -167,6 +200,14 @@ class OodParams:
     odin_eps_grid: list[float] = param(list(ODIN_EPS_GRID), ge=0, nonempty=True)
     bootstrap: int = param(1000, ge=0, le=100_000)
     histogram_bins: int = param(30, ge=0, le=10_000)
+    train_split: str = param("train")
+    train_limit: int = param(0, ge=0)
+    knn_k: int = param(detectors.KNN_K, ge=1)
+    react_percentile: float = param(detectors.REACT_PERCENTILE, gt=0, le=100)
+    vim_dim: int = param(0, ge=0)
+    ash_b_percentile: float = param(detectors.ASH_PERCENTILES["b"], ge=0, le=100)
+    ash_p_percentile: float = param(detectors.ASH_PERCENTILES["p"], ge=0, le=100)
+    ash_s_percentile: float = param(detectors.ASH_PERCENTILES["s"], ge=0, le=100)
 
     def __post_init__(self) -> None:
         scorers = registry("scorer")
@@ -174,7 +215,8 @@ class OodParams:
             if scorer not in scorers:
                 raise _bad("scorers", f"unknown scorer {scorer!r}{scorers.hint(scorer)}; "
                                       f"registered: {', '.join(scorers.names())}")
-            if scorer != "odin" and scorers.entry(scorer).info.get("needs") != "logits":
+            if scorer != "odin" and scorer not in FEATURE_SCORERS \
+                    and scorers.entry(scorer).info.get("needs") != "logits":
                 raise _bad("scorers", f"scorer {scorer!r} does not score logits")
         for reserved, meaning in ((MEAN_SET, "the average over sets"),
                                   (ID_SET, "the ID scores' histogram rows")):
@@ -363,6 +405,149 @@ def logit_scores(scorer: str, logits: np.ndarray, params: dict[str, Any]) -> np.
     return registry("scorer").get(scorer)(logits)
 
 
+def feature_layer(ctx: TaskContext) -> str:
+    """The module (of `ctx.model`) whose input is the penultimate feature vector: the
+    checkpoint's `feature_layer` (a module of its network, e.g. "fc"), else the last linear
+    layer producing the logits on one evaluated image (`ood.features.final_linear`)."""
+    prefix = "net." if isinstance(ctx.model, NormalizedModel) else ""
+    try:
+        if ctx.meta.get("feature_layer"):
+            layer = prefix + ctx.meta["feature_layer"]
+            linear_layer(ctx.model, layer)
+            return layer
+        return final_linear(ctx.model, next(iter(ctx.data.batches(1, ctx.device)))[0])
+    except ValueError as exc:
+        raise SuiteError(f"ood feature scorers: {exc} (`feature_layer = \"...\"` in the "
+                         "checkpoint's sidecar TOML names the layer)") from exc
+
+
+def _shown(layer: str, ctx: TaskContext) -> str:
+    """A layer's name as the checkpoint's network spells it (what `feature_layer` takes)."""
+    return layer.removeprefix("net.") if isinstance(ctx.model, NormalizedModel) else layer
+
+
+def _model_digest(model: torch.nn.Module) -> str:
+    """A content hash of a model's parameters and buffers (names, dtypes, shapes, bytes): the
+    checkpoint's identity, normalization included, whatever file it came from."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _features(hook: FeatureHook, ctx: TaskContext, data: EvalData, desc: str
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, features) of every image of `data` from one pass, float32 on the CPU."""
+    batches = (images for images, _ in tqdm(
+        data.batches(ctx.batch_size, ctx.device, ctx.num_workers), desc=desc,
+        total=-(-len(data) // ctx.batch_size), leave=False, disable=not ctx.progress))
+    logits, features = extract(hook, ctx.inference_model, batches)
+    require_finite(logits, f"({desc})")
+    return logits, features
+
+
+@dataclass(frozen=True)
+class FittedFeatures:
+    """Feature detectors fitted on `n` training images: per scorer its state, and the facts
+    (settings and fitted values) they add to the records."""
+
+    states: dict[str, Any]
+    n: int
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FeatureFit(InputRequest):
+    """The `scorers` (of FITTED) fitted on the checkpoint's penultimate features of a seeded
+    stratified subset of `limit` images (0 = all) of the evaluated data set's `split`. Cached
+    under the checkpoint's weights and the training data's identity (data set, split, subset,
+    seed), so tasks and suites of one run sharing them fit once."""
+
+    split: str
+    limit: int
+    scorers: tuple[str, ...]
+    vim_dim: int
+    react_percentile: float
+
+    def key(self, ctx: TaskContext) -> str:
+        return json.dumps([super().key(ctx), _model_digest(ctx.model), ctx.precision,
+                           ctx.meta.get("feature_layer")])
+
+    def load(self, ctx: TaskContext) -> FittedFeatures:
+        heldout = HeldoutSplit(self.split, "ood: train_split")
+        train = ctx.cache.get(heldout.key(ctx), lambda: heldout.load(ctx))
+        if self.limit:
+            train = train.subset(stratified_subset(train.labels, self.limit, ctx.seed))
+        with FeatureHook(ctx.model, feature_layer(ctx)) as hook:
+            _, features = _features(hook, ctx, train, f"features {self.split}")
+            head = hook.head()
+        labels = torch.from_numpy(train.labels)
+        states, facts = {}, {"train_split": self.split, "train_n": len(train)}
+        try:
+            for scorer in self.scorers:
+                if scorer == "mahalanobis":
+                    states[scorer] = detectors.fit_mahalanobis(features, labels,
+                                                               ctx.data.num_classes)
+                elif scorer == "knn":
+                    states[scorer] = detectors.fit_knn(features)
+                elif scorer == "vim":
+                    states[scorer] = detectors.fit_vim(features, head, self.vim_dim or None)
+                    facts.update(vim_dim=states[scorer].dim, vim_alpha=states[scorer].alpha)
+                else:
+                    states[scorer] = detectors.react_threshold(features, self.react_percentile)
+                    facts.update(react_percentile=self.react_percentile,
+                                 react_threshold=states[scorer])
+        except ValueError as exc:
+            raise SuiteError(f"ood: fitting {scorer} on {len(train)} {self.split} images "
+                             f"(train_limit = {self.limit}): {exc}") from exc
+        return FittedFeatures(states, len(train), facts)
+
+
+def feature_scores(scorer: str, features: torch.Tensor, head: Head,
+                   fitted: FittedFeatures | None, params: dict[str, Any]) -> np.ndarray:
+    """A feature scorer's scores (higher = more in-distribution) at the task's settings."""
+    if scorer == "mahalanobis":
+        return detectors.mahalanobis_scores(fitted.states[scorer], features)
+    if scorer == "knn":
+        return detectors.knn_scores(fitted.states[scorer], features, params["knn_k"])
+    if scorer == "vim":
+        return detectors.vim_scores(fitted.states[scorer], features, head)
+    if scorer == "react":
+        return detectors.react_scores(features, head, fitted.states[scorer])
+    return detectors.ash_scores(features, head, scorer.removeprefix("ash_"),
+                                params[f"{scorer}_percentile"])
+
+
+def _scored(scorer: str, features: torch.Tensor, head: Head, fitted: FittedFeatures | None,
+            params: dict[str, Any], where: str) -> np.ndarray:
+    """`feature_scores` of the images of `where`: a setting that does not fit the features (k
+    above the training images, a percentile that prunes every feature) is a SuiteError, a
+    NaN or infinite score a ModelOutputError."""
+    try:
+        scores = feature_scores(scorer, features, head, fitted, params)
+    except ValueError as exc:
+        raise SuiteError(f"ood: scorer {scorer!r}: {exc}") from exc
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:
+        raise ModelOutputError(f"scorer {scorer!r} gave NaN or infinite scores to {bad} of "
+                               f"{len(scores)} images ({where})")
+    return scores
+
+
+def _feature_facts(scorers: list[str], layer: str, fitted: FittedFeatures | None,
+                   params: dict[str, Any]) -> dict[str, Any]:
+    """The feature scorers' layer, settings and fitted values, as record facts."""
+    facts: dict[str, Any] = {"feature_layer": layer, **(fitted.facts if fitted else {})}
+    if "knn" in scorers:
+        facts["knn_k"] = params["knn_k"]
+    for scorer in scorers:
+        if scorer.startswith("ash_"):
+            facts[f"{scorer}_percentile"] = float(params[f"{scorer}_percentile"])
+    return facts
+
+
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
     """The OOD sets (`set:NAME`) and, when ODIN is tuned, the held-out ID split and OOD
     source it is tuned on."""
@@ -373,6 +558,11 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputReques
     inputs: dict[str, InputRequest] = {
         f"set:{name}": request(name, spec, params["ood_limit"], TEST_STREAM)
         for name, spec in params["sets"].items()}
+    fitted = tuple(s for s in params["scorers"] if s in FITTED)
+    if fitted:
+        inputs["feature_fit"] = FeatureFit(params["train_split"], params["train_limit"],
+                                           fitted, params["vim_dim"],
+                                           float(params["react_percentile"]))
     if "odin" in params["scorers"] and params["odin_tune_split"] != NO_SPLIT:
         inputs["odin_heldout"] = HeldoutSplit(params["odin_tune_split"],
                                               "ood: odin_tune_split")
@@ -394,14 +584,31 @@ def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
         _check_tuning_source(params, specs)
     sets = {name: ctx.input(f"set:{name}") for name in specs}
     id_logits = ctx.clean_logits().double().numpy()
-    id_scores = {s: logit_scores(s, id_logits, params) for s in scorers if s != "odin"}
+    by_logits = [s for s in scorers if s != "odin" and s not in FEATURE_SCORERS]
+    id_scores = {s: logit_scores(s, id_logits, params) for s in by_logits}
     ood_scores: dict[str, dict[str, np.ndarray]] = {}
-    for name, loaded in sets.items():
-        data = _as_data(loaded.made, ctx.data.num_classes)
-        logits = predict(ctx.inference_model, data, ctx.device, ctx.batch_size, ctx.num_workers,
-                         ctx.progress).double().numpy()
-        ood_scores[name] = {s: logit_scores(s, logits, params) for s in id_scores}
     records = Records()
+    by_features = [s for s in scorers if s in FEATURE_SCORERS]
+    fitted = ctx.input("feature_fit") if any(s in FITTED for s in scorers) else None
+    with FeatureHook(ctx.model, feature_layer(ctx)) if by_features else nullcontext() as hook:
+        if hook is not None:  # feature scorers: one more pass over the ID data, for features
+            head = hook.head()
+            _, features = _features(hook, ctx, ctx.data, "features ID")
+            id_scores.update({s: _scored(s, features, head, fitted, params, "ID")
+                              for s in by_features})
+            records.facts.update(_feature_facts(by_features, _shown(hook.layer, ctx), fitted,
+                                                params))
+        for name, loaded in sets.items():
+            data = _as_data(loaded.made, ctx.data.num_classes)
+            if hook is None:
+                logits = predict(ctx.inference_model, data, ctx.device, ctx.batch_size,
+                                 ctx.num_workers, ctx.progress)
+            else:  # logits and features from one pass
+                logits, features = _features(hook, ctx, data, f"features {name}")
+            ood_scores[name] = {s: logit_scores(s, logits.double().numpy(), params)
+                                for s in by_logits}
+            ood_scores[name].update({s: _scored(s, features, head, fitted, params, name)
+                                     for s in by_features})
     if "odin" in scorers:
         if tuned:
             temperature, eps, n_tune = _tune_odin(ctx, params)
