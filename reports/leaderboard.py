@@ -49,7 +49,9 @@ class Column:
     default: bool = True
 
 
-OOD_MEAN = {"ood_set": "mean", "scorer": "msp"}
+# The mean over all OOD sets: not a group's mean (condition `ood_group`) nor a full-spectrum row
+# (`spectrum`), the conditions `benchmark.reductions.ood` adds for grouped sets and csid sets.
+OOD_MEAN = {"ood_set": "mean", "scorer": "msp", "ood_group": np.nan, "spectrum": np.nan}
 HEADLINE = (
     Column("Clean err", "clean", "top1_err", "clean", error=True),
     Column("FGSM err", "fgsm", "top1_err", "adversarial", budget=True),

@@ -46,7 +46,8 @@ def write(tmp_path: Path, text: str, name: str = "suite.toml") -> Path:
 
 
 def test_builtin_suite_names():
-    assert BUILTIN == ["cifar10", "cifar100", "digits", "imagenet", "robustbench-cifar10-l2",
+    assert BUILTIN == ["cifar10", "cifar100", "digits", "imagenet", "openood-cifar10",
+                       "openood-cifar100", "openood-imagenet", "robustbench-cifar10-l2",
                        "robustbench-cifar10-linf", "robustbench-cifar100-linf",
                        "robustbench-imagenet-linf", "tinyimagenet"]
     assert builtin_suites() == BUILTIN
@@ -62,7 +63,7 @@ def test_every_builtin_suite_parses(name):
     assert isinstance(suite.model_defaults["num_classes"], int)
     assert len(suite.model_defaults["input_size"]) == 2
     protocol = ["clean", "autoattack"] if name.startswith("robustbench-") \
-        else ["clean", "calibration"]
+        else ["clean", "ood"] if name.startswith("openood-") else ["clean", "calibration"]
     assert [t.name for t in suite.tasks][:2] == protocol
     raw = tomllib.loads((resources.files("benchmark") / "suites" / f"{name}.toml").read_text())
     for task in suite.tasks:

@@ -1,6 +1,7 @@
 """Metrics of task `ood` (see `benchmark.tasks.ood` for the rows' definitions): ODIN's
-settings, the detection metrics per scorer and set with their mean over sets, and the score
-histograms."""
+settings, the detection metrics per scorer and set with their mean over sets and over each
+group of sets (OpenOOD's near / far), the full-spectrum rows where covariate-shifted ID sets
+count as ID, and the score histograms."""
 
 from __future__ import annotations
 
@@ -16,6 +17,26 @@ from ood.metrics import METRICS, bootstrap_ood_metrics, ood_metrics
 
 # Metrics that are a share of the OOD samples on one side of the threshold.
 OOD_SHARES = ("tnr_at_tpr95", "fpr_at_tpr95_ood_positive")
+CSID = "csid"  # `role` of a covariate-shifted ID set (OpenOOD's full-spectrum "csid" sets)
+ROLES = ("ood", CSID)
+GROUP = "ood_group"  # condition of a group's mean row (`ood_set = "mean"`)
+SPECTRUM = "spectrum"  # condition of the full-spectrum rows, whose value is FULL_SPECTRUM
+FULL_SPECTRUM = "full"
+
+
+def set_roles(sets: dict[str, Any]) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """The task's `sets` split by role, in the suite's order: the OOD sets, each `group` with
+    its OOD sets, and the covariate-shifted ID (`role = "csid"`) sets."""
+    ood, groups, csid = [], {}, []
+    for name, spec in sets.items():
+        table = spec if isinstance(spec, dict) else {}
+        if table.get("role") == CSID:
+            csid.append(name)
+            continue
+        ood.append(name)
+        if "group" in table:
+            groups.setdefault(table["group"], []).append(name)
+    return ood, groups, csid
 
 
 def _interval(replicates: np.ndarray | None, metric: str,
@@ -35,9 +56,11 @@ def _interval(replicates: np.ndarray | None, metric: str,
 
 
 def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.ndarray],
-                    resamples: int, seed: int) -> list[Metric]:
-    """The six metrics (percent) per set and their unweighted mean over sets, with stratified
-    bootstrap 95 % intervals when `resamples` > 0 (one ID resample shared by all sets)."""
+                    resamples: int, seed: int, groups: dict[str, list[str]] | None = None,
+                    extra: dict[str, str] | None = None) -> list[Metric]:
+    """The six metrics (percent) per set, their unweighted mean over all sets and over each of
+    `groups`' sets (condition `ood_group`), with stratified bootstrap 95 % intervals when
+    `resamples` > 0 (one ID resample shared by all sets); `extra` conditions on every row."""
     values = {name: ood_metrics(id_scores, scores) for name, scores in by_set.items()}
     replicates = (bootstrap_ood_metrics(id_scores, list(by_set.values()), resamples, seed)
                   if resamples else None)
@@ -48,22 +71,29 @@ def _detection_rows(scorer: str, id_scores: np.ndarray, by_set: dict[str, np.nda
     wilson = {(name, metric): wilson_interval(round(values[name][metric] * counted[metric](scores)),
                                               counted[metric](scores))
               for name, scores in by_set.items() for metric in OOD_SHARES}
+    extra = extra or {}
     rows = []
     for j, (name, scores) in enumerate(by_set.items()):
         for metric, higher in METRICS.items():
             interval = _interval(None if replicates is None else replicates[metric][:, j],
                                  metric, wilson.get((name, metric), (1.0, 0.0)))
             rows.append(Metric(metric, 100.0 * values[name][metric], n_id + len(scores), higher,
-                               {"scorer": scorer, "ood_set": name}, *interval))
-    n_ood = sum(len(scores) for scores in by_set.values())
-    for metric, higher in METRICS.items():
-        mean = float(np.mean([v[metric] for v in values.values()]))
-        mean_wilson = tuple(np.mean([wilson[name, metric] for name in by_set], axis=0)) \
-            if metric in OOD_SHARES else (1.0, 0.0)  # the unweighted mean, as the value
-        interval = _interval(None if replicates is None else replicates[metric].mean(axis=1),
-                             metric, mean_wilson)
-        rows.append(Metric(metric, 100.0 * mean, n_id + n_ood, higher,
-                           {"scorer": scorer, "ood_set": MEAN_SET}, *interval))
+                               {"scorer": scorer, "ood_set": name, **extra}, *interval))
+    summaries = [({}, list(by_set))] + [({GROUP: group}, names)
+                                       for group, names in (groups or {}).items()]
+    for where, names in summaries:
+        columns = [list(by_set).index(name) for name in names]
+        n_ood = sum(len(by_set[name]) for name in names)
+        for metric, higher in METRICS.items():
+            mean = float(np.mean([values[name][metric] for name in names]))
+            mean_wilson = tuple(np.mean([wilson[name, metric] for name in names], axis=0)) \
+                if metric in OOD_SHARES else (1.0, 0.0)  # the unweighted mean, as the value
+            interval = _interval(None if replicates is None
+                                 else replicates[metric][:, columns].mean(axis=1),
+                                 metric, mean_wilson)
+            rows.append(Metric(metric, 100.0 * mean, n_id + n_ood, higher,
+                               {"scorer": scorer, "ood_set": MEAN_SET, **where, **extra},
+                               *interval))
     return rows
 
 
@@ -104,20 +134,30 @@ def _scores(records: Records, scorer: str, sets: list[str]) -> tuple[np.ndarray,
 
 @register_metric("ood", "detection")
 def detection(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """The six detection metrics per scorer and set and their mean over sets (`_detection_rows`)."""
+    """The six detection metrics per scorer and OOD set, their means over sets and groups
+    (`_detection_rows`), and with csid sets the same again with their images counted as ID
+    (`spectrum = "full"`, OpenOOD's full-spectrum evaluation)."""
+    ood_sets, groups, csid = set_roles(params["sets"])
     metrics = []
     for scorer in params["scorers"]:
-        id_scores, by_set = _scores(records, scorer, list(params["sets"]))
-        metrics += _detection_rows(scorer, id_scores, by_set, params["bootstrap"], seed)
+        id_scores, by_set = _scores(records, scorer, ood_sets)
+        metrics += _detection_rows(scorer, id_scores, by_set, params["bootstrap"], seed, groups)
+        if csid:
+            _, shifted = _scores(records, scorer, csid)
+            metrics += _detection_rows(scorer, np.concatenate([id_scores, *shifted.values()]),
+                                       by_set, params["bootstrap"], seed, groups,
+                                       {SPECTRUM: FULL_SPECTRUM})
     return metrics
 
 
 @register_metric("ood", "score_hist")
 def score_hist(records: Records, params: dict[str, Any], seed: int) -> list[Metric]:
-    """Score histograms per scorer (`_histogram_rows`), with `histogram_bins` > 0."""
+    """Score histograms per scorer (`_histogram_rows`) of the ID and OOD sets, with
+    `histogram_bins` > 0."""
+    ood_sets, _, _ = set_roles(params["sets"])
     metrics = []
     for scorer in params["scorers"] if params["histogram_bins"] else []:
-        id_scores, by_set = _scores(records, scorer, list(params["sets"]))
+        id_scores, by_set = _scores(records, scorer, ood_sets)
         metrics += _histogram_rows(scorer, {ID_SET: id_scores, **by_set},
                                    params["histogram_bins"])
     return metrics

@@ -17,6 +17,16 @@ sets' Wilson bounds, as the value is their unweighted mean): the percentile inte
 to a point at 0 % and 100 %. ID scores come from the shared
 clean forward pass; ODIN needs its own forward and backward passes over the ID data.
 
+Groups and full spectrum (OpenOOD v1.5): a set's spec may name its ``group`` (OpenOOD's
+``near`` / ``far``); per group, rows ``ood_set = "mean"`` with condition ``ood_group`` hold the
+unweighted mean over that group's sets (intervals as for "mean": the replicates' means over the
+group), beside the mean over all OOD sets. A set with ``role = "csid"`` (covariate-shifted ID,
+e.g. ImageNet-V2, -C, -R) is scored like the others but is no OOD set: the rows above ignore it,
+and every row (per set, "mean", group means) is repeated with condition ``spectrum = "full"``
+where the csid images join the ID images as ID (OpenOOD's full-spectrum / FSOOD evaluation; its
+bootstrap resamples the pooled ID scores as one set). Suites without groups or csid sets get
+exactly the rows they always had.
+
 Rows ``score_hist`` (descriptive, no direction; the report's score histograms): per scorer, for
 each OOD set and for the ID scores (``ood_set = "in_distribution"``, reserved like "mean"), the
 percent of that set's samples in each of ``histogram_bins`` bins (default 30; 0 = no such rows),
@@ -49,13 +59,16 @@ Parameters:
   relative to --data-root. A spec table names its ``kind`` (uniform, gaussian, natural_crops,
   cifar10, cifar100, folder, list, svhn) with ``path``; ``root`` (list: the image root),
   ``split`` (cifar, default "test"), ``n`` (generated sets), ``levels`` (natural_crops, default
-  256; 17 = the digits' 0..16 grey scale).
+  256; 17 = the digits' 0..16 grey scale), ``resize`` (sets read from files: this set's resize
+  mode instead of the task's, e.g. "none" for OpenOOD's 224x224 ImageNet-C), and for any kind
+  ``group`` and ``role`` ("ood", the default, or "csid"; see above).
 - ``resize``: how images reach the model's input size, see `ood.datasets` (default ``none``,
   like ODIN: a set of another size is an error).
 - ``bootstrap`` (resamples of the intervals, default 1000; 0 = none) and ``histogram_bins``
   (default 30; 0 = no histogram rows): see above.
-- ``ood_limit``: at most this many images per OOD set, a seeded subset (0 = all). Generated sets
-  have ``n`` images, by default ``ood_limit``, or 10,000 (ODIN's size) when that is 0.
+- ``ood_limit``: at most this many images per OOD or csid set, a seeded subset (0 = all).
+  Generated sets have ``n`` images, by default ``ood_limit``, or 10,000 (ODIN's size) when that
+  is 0.
 - ODIN: fixed ``odin_temperature`` = 1000 and ``odin_eps`` = 0.0014 (the ODIN paper's CIFAR
   setting; eps in [0, 1] pixel units) unless ``odin_tune_split`` names a held-out split of the
   suite's data set (e.g. "val" for digits; default "none"): then (T, eps) maximize TNR@TPR95 over
@@ -67,7 +80,7 @@ Parameters:
 The task measures per-sample records and the rows are their reduction
 (`benchmark.reductions.ood`): per scorer, a table ``ood_set = "in_distribution"`` with
 columns ``index`` (position in the evaluated data), ``score`` (float64) and the clean pass's
-``correct``, ``pred`` and ``confidence``, and per OOD set a table ``ood_set = <name>`` with
+``correct``, ``pred`` and ``confidence``, and per OOD or csid set a table ``ood_set = <name>`` with
 ``index`` (the image's position in the source set, before ``ood_limit``'s subset) and
 ``score``; with ODIN, facts ``odin_temperature``, ``odin_eps`` and ``odin_tune_n`` (the tuning
 images, 0 when fixed); with feature scorers, facts ``feature_layer`` (as the network names it),
@@ -98,6 +111,7 @@ from benchmark.names import ID_SET, MEAN_SET
 from benchmark.params import NO_SPLIT, param
 from benchmark.readers import read_cifar10, read_cifar100
 from benchmark.records import Records
+from benchmark.reductions.ood import CSID, ROLES, set_roles
 from benchmark.registry import registry
 from benchmark.tasks.registry import (
     TaskContext,
@@ -140,9 +154,10 @@ CIFAR = {"cifar10": (read_cifar10, "cifar-10-batches-py"),
          "cifar100": (read_cifar100, "cifar-100-python")}
 SPEC_KEYS = {
     "uniform": {"n"}, "gaussian": {"n"}, "natural_crops": {"n", "levels"},
-    "cifar10": {"path", "split"}, "cifar100": {"path", "split"},
-    "folder": {"path"}, "list": {"path", "root"}, "svhn": {"path"},
+    "cifar10": {"path", "split", "resize"}, "cifar100": {"path", "split", "resize"},
+    "folder": {"path", "resize"}, "list": {"path", "root", "resize"}, "svhn": {"path", "resize"},
 }
+ROLE_KEYS = ("group", "role")  # how a set is evaluated, not what it holds: any kind takes them
 DEFAULT_GENERATED_N = 10_000  # ODIN's noise sets
 TEST_STREAM, TUNE_STREAM = 0, 1  # random streams of generated sets: test sets vs ODIN tuning
 _MATERIALIZE_BYTES = 256 * 2**20  # sets up to this size are decoded / generated once, in memory
@@ -164,22 +179,35 @@ def normalize_spec(name: str, spec: Any) -> dict[str, Any]:
     kind = spec.get("kind")
     if kind not in SPEC_KEYS:
         raise _bad(where, f"kind {kind!r} is not one of {', '.join(SPEC_KEYS)}")
-    unknown = sorted(set(spec) - SPEC_KEYS[kind] - {"kind"})
+    unknown = sorted(set(spec) - SPEC_KEYS[kind] - {"kind", *ROLE_KEYS})
     if unknown:
         raise _bad(where, f"unknown key(s) {', '.join(unknown)} for kind {kind!r}; allowed: "
-                          f"{', '.join(sorted(SPEC_KEYS[kind]))}")
+                          f"{', '.join(sorted(SPEC_KEYS[kind] | set(ROLE_KEYS)))}")
     if kind in ("folder", "list", "svhn") and "path" not in spec:
         raise _bad(where, f"kind {kind!r} needs a path")
     if kind == "list" and "root" not in spec:
         raise _bad(where, "kind 'list' needs root, the folder its relative paths start from")
-    for key in ("path", "root", "split"):
+    for key in ("path", "root", "split", "group"):
         if key in spec and (not isinstance(spec[key], str) or not spec[key]):
             raise _bad(where, f"{key} must be a non-empty string, got {spec[key]!r}")
+    if spec.get("role", ROLES[0]) not in ROLES:
+        raise _bad(where, f"role must be one of {', '.join(ROLES)}, got {spec['role']!r}")
+    if spec.get("role") == CSID and "group" in spec:
+        raise _bad(where, "a csid set (covariate-shifted ID) counts as ID: it takes no group")
+    if spec.get("resize", oodsets.RESIZE_MODES[0]) not in oodsets.RESIZE_MODES:
+        raise _bad(where, f"resize must be one of {', '.join(oodsets.RESIZE_MODES)}, got "
+                          f"{spec['resize']!r}")
     for key in ("n", "levels"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool)
                             or spec[key] < (1 if key == "n" else 2)):
             raise _bad(where, f"{key} must be an integer >= {1 if key == 'n' else 2}")
     return dict(spec)
+
+
+def data_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A normalized spec without its evaluation keys (group, role, resize): what identifies the
+    images, so one set read under two roles or groups is the same input."""
+    return {key: value for key, value in spec.items() if key not in (*ROLE_KEYS, "resize")}
 
 
 @dataclass(frozen=True)
@@ -224,7 +252,8 @@ class OodParams:
                 raise _bad("sets", f"{reserved!r} is reserved for {meaning}")
         for name, spec in self.sets.items():
             normalize_spec(name, spec)
-        normalize_spec("odin_tune_ood", self.odin_tune_ood)
+        if set(normalize_spec("odin_tune_ood", self.odin_tune_ood)) & set(ROLE_KEYS):
+            raise _bad("odin_tune_ood", "a tuning source takes no group or role")
 
 
 def _resolve(path: str, data_root: Path | None) -> Path:
@@ -375,9 +404,9 @@ def _all_images(data: EvalData, ctx: TaskContext) -> torch.Tensor:
 
 def _check_tuning_source(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
     """Refuse ODIN's tuning OOD source when it is one of the file-based test sets."""
-    tune_spec = normalize_spec("odin_tune_ood", params["odin_tune_ood"])
+    tune_spec = data_spec(normalize_spec("odin_tune_ood", params["odin_tune_ood"]))
     if tune_spec["kind"] not in GENERATED:
-        clash = [name for name, spec in specs.items() if spec == tune_spec]
+        clash = [name for name, spec in specs.items() if data_spec(spec) == tune_spec]
         if clash:
             raise _bad("odin_tune_ood", f"it is the test OOD set {clash[0]!r}; tune on a "
                                         "held-out source")
@@ -549,11 +578,12 @@ def _feature_facts(scorers: list[str], layer: str, fitted: FittedFeatures | None
 
 
 def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputRequest]:
-    """The OOD sets (`set:NAME`) and, when ODIN is tuned, the held-out ID split and OOD
-    source it is tuned on."""
+    """The OOD and csid sets (`set:NAME`) and, when ODIN is tuned, the held-out ID split and
+    OOD source it is tuned on."""
     def request(name: str, spec: Any, limit: int, stream: int) -> OODSetInput:
-        return OODSetInput(name, json.dumps(normalize_spec(name, spec), sort_keys=True),
-                           params["resize"], limit, stream)
+        spec = normalize_spec(name, spec)
+        return OODSetInput(name, json.dumps(data_spec(spec), sort_keys=True),
+                           spec.get("resize", params["resize"]), limit, stream)
 
     inputs: dict[str, InputRequest] = {
         f"set:{name}": request(name, spec, params["ood_limit"], TEST_STREAM)
@@ -574,7 +604,7 @@ def _inputs(params: dict[str, Any], places: TaskPlaces) -> dict[str, InputReques
 @register_task("ood", params=OodParams, version=4, inputs=_inputs)
 def ood_detection(ctx: TaskContext, params: dict[str, Any]) -> Records:
     """OOD detection per scorer x set (ID positive): TNR@TPR95, AUROC, AUPR-In/Out, Det. acc."""
-    if not params["sets"]:
+    if not set_roles(params["sets"])[0]:
         raise _bad("sets", "no OOD sets; name them in the suite ([tasks.ood] sets = {name = "
                            "\"path-or-builtin\"}) or with --ood NAME=PATH")
     scorers = params["scorers"]
