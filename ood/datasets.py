@@ -10,7 +10,10 @@ Every loader takes the model's input as `channels` and `size` (H, W) and a `resi
 - ``center_crop``: the central (H, W) window; an image smaller than that is an error;
 - ``resize_center_crop``: shorter side resized to max(H, W), then the central (H, W) window;
 - ``imagenet``: shorter side resized to round(max(H, W) * 256 / 224), then the central window
-  (Resize(256) -> CenterCrop(224) at 224x224, the ImageNet eval transform).
+  (Resize(256) -> CenterCrop(224) at 224x224, the ImageNet eval transform);
+- a `ResizeCrop`: an explicit resize (side, interpolation, squash) then the central window,
+  e.g. a timm checkpoint's own evaluation preprocessing, so OOD images are read as its ID
+  images are.
 
 Files are resized by PIL (through torchvision), arrays by torchvision's tensor kernels. Channels
 are converted as PIL does: RGB -> grey with ITU-R 601-2 luma (`convert("L")`), grey -> RGB by
@@ -89,22 +92,37 @@ class OODSet:
         return replace(self, dataset=Subset(self.dataset, indices.tolist()))
 
 
-def _check_input(channels: int, size: Size, resize: str) -> None:
+@dataclass(frozen=True)
+class ResizeCrop:
+    """Resize the shorter side (both sides with `squash`) to `side` pixels with `interpolation`
+    (a torchvision `InterpolationMode` value, e.g. 'bicubic'), then take the central window."""
+
+    side: int
+    interpolation: str = "bilinear"
+    squash: bool = False
+
+
+def _check_input(channels: int, size: Size, resize: str | ResizeCrop) -> None:
     """Reject a channel count, size or resize mode the loaders cannot honour."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with H, W >= 1, got {size}")
-    if resize not in RESIZE_MODES:
+    if not isinstance(resize, ResizeCrop) and resize not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
 
 
-def fit_to_input(image: Image.Image | torch.Tensor, size: Size, resize: str, where: str
-                 ) -> Image.Image | torch.Tensor:
+def fit_to_input(image: Image.Image | torch.Tensor, size: Size, resize: str | ResizeCrop,
+                 where: str) -> Image.Image | torch.Tensor:
     """`image` (PIL, or a (..., C, H, W) tensor) brought to `size` by the `resize` mode."""
     height, width = tvf.get_size(image)
     target = (int(size[0]), int(size[1]))
-    if resize in ("resize_center_crop", "imagenet"):
+    if isinstance(resize, ResizeCrop):
+        side = [resize.side, resize.side] if resize.squash else [resize.side]
+        image = tvf.resize(image, side, interpolation=tvf.InterpolationMode(
+            resize.interpolation), antialias=True)
+        height, width = tvf.get_size(image)
+    elif resize in ("resize_center_crop", "imagenet"):
         side = max(target)
         side = round(side * 256 / 224) if resize == "imagenet" else side
         image = tvf.resize(image, [side], interpolation=tvf.InterpolationMode.BILINEAR,
@@ -142,7 +160,7 @@ def to_channels(images: torch.Tensor, channels: int, where: str) -> torch.Tensor
 
 
 def from_array(name: str, images: torch.Tensor | np.ndarray, source: str, channels: int,
-               size: Size, resize: str = "none") -> OODSet:
+               size: Size, resize: str | ResizeCrop = "none") -> OODSet:
     """An OOD set from uint8 (N, C, H, W) images in memory (e.g. the other CIFAR's test set)."""
     _check_input(channels, size, resize)
     images = torch.as_tensor(images)
@@ -153,7 +171,7 @@ def from_array(name: str, images: torch.Tensor | np.ndarray, source: str, channe
     return OODSet(name=name, source=source, images=images.contiguous())
 
 
-def svhn_mat(path: Path | str, channels: int, size: Size, resize: str = "none",
+def svhn_mat(path: Path | str, channels: int, size: Size, resize: str | ResizeCrop = "none",
              name: str = "svhn") -> OODSet:
     """SVHN in the cropped-digits format (`test_32x32.mat`: 'X' uint8 (32, 32, 3, N))."""
     path = Path(path)
@@ -175,7 +193,8 @@ def svhn_mat(path: Path | str, channels: int, size: Size, resize: str = "none",
 class _ImageFiles(Dataset):
     """Image files decoded lazily, converted to `channels`, fitted to `size`; label -1."""
 
-    def __init__(self, paths: list[Path], channels: int, size: Size, resize: str) -> None:
+    def __init__(self, paths: list[Path], channels: int, size: Size, resize: str | ResizeCrop
+                 ) -> None:
         self.paths = paths
         self.mode = "L" if channels == 1 else "RGB"
         self.size = size
@@ -198,7 +217,7 @@ class _ImageFiles(Dataset):
 
 
 def _files_set(name: str, source: str, paths: list[Path], channels: int, size: Size,
-               resize: str) -> OODSet:
+               resize: str | ResizeCrop) -> OODSet:
     """A lazy set over image files, checked on its first image."""
     dataset = _ImageFiles(paths, channels, size, resize)
     _ = dataset[0]  # fail now, not inside a data loader worker, when the first image does not fit
@@ -210,7 +229,8 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def image_folder(path: Path | str, channels: int, size: Size, resize: str = "none",
+def image_folder(path: Path | str, channels: int, size: Size,
+                 resize: str | ResizeCrop = "none",
                  name: str | None = None) -> OODSet:
     """Every image file below `path` (any depth), in sorted relative-path order.
 
@@ -230,7 +250,7 @@ def image_folder(path: Path | str, channels: int, size: Size, resize: str = "non
 
 
 def image_list(list_file: Path | str, root: Path | str, channels: int, size: Size,
-               resize: str = "none", name: str | None = None) -> OODSet:
+               resize: str | ResizeCrop = "none", name: str | None = None) -> OODSet:
     """An OpenOOD image list: lines `relative/path label`, paths relative to `root`.
 
     OpenOOD's lists live in `benchmark_imglist/<id>/test_<ood>.txt` with paths relative to its

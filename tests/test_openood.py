@@ -322,3 +322,24 @@ def test_openood_suites_name_openood_v15_sets_groups_and_preprocessing(name):
     assert imagenet or {"mahalanobis", "knn", "vim", "react"} <= set(params["scorers"])
     if imagenet:  # ImageNet-C is stored at 224x224 and read as is
         assert params["sets"]["imagenet_c"]["resize"] == "none"
+
+
+def test_imagenet_resize_follows_the_id_images_own_preprocessing(tmp_path):
+    """A timm checkpoint's ID images are read with its own resize and crop; OOD image files
+    read with the `imagenet` mode get exactly the same, so resampling cannot separate them."""
+    from benchmark.data import Preprocessing
+    from ood.datasets import ResizeCrop, fit_to_input
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (300, 410, 3), dtype=np.uint8))
+    for own in (Preprocessing(256, 224), Preprocessing(235, 224, "bicubic"),
+                Preprocessing(235, 224, "bicubic", squash=True)):
+        expected = (own.transform()(image) * 255).round().to(torch.uint8)
+        fitted = fit_to_input(image, (224, 224), ResizeCrop(own.resize, own.interpolation,
+                                                             own.squash), "x")
+        got = torch.from_numpy(np.array(fitted, dtype=np.uint8)).permute(2, 0, 1)
+        assert torch.equal(got, expected), own.describe()
+    # the suite default (Resize(256) bilinear -> CenterCrop(224)) is the `imagenet` mode itself
+    default = fit_to_input(image, (224, 224), "imagenet", "x")
+    assert np.array_equal(np.array(default), np.array(fit_to_input(
+        image, (224, 224), ResizeCrop(256), "x")))

@@ -63,7 +63,9 @@ Parameters:
   mode instead of the task's, e.g. "none" for OpenOOD's 224x224 ImageNet-C), and for any kind
   ``group`` and ``role`` ("ood", the default, or "csid"; see above).
 - ``resize``: how images reach the model's input size, see `ood.datasets` (default ``none``,
-  like ODIN: a set of another size is an error).
+  like ODIN: a set of another size is an error); ``imagenet`` reads image files with the ID
+  images' own resize and crop where they have one (a timm checkpoint's evaluation
+  preprocessing), so ID and OOD images are never told apart by their resampling.
 - ``bootstrap`` (resamples of the intervals, default 1000; 0 = none) and ``histogram_bins``
   (default 30; 0 = no histogram rows): see above.
 - ``ood_limit``: at most this many images per OOD or csid set, a seeded subset (0 = all).
@@ -290,11 +292,15 @@ class LoadedSet:
     positions: np.ndarray
 
 
-def _build(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str, limit: int,
-           stream: int) -> LoadedSet:
-    """Read or generate one OOD set at the ID images' shape."""
+def _build(name: str, spec: dict[str, Any], ctx: TaskContext, resize: str | oodsets.ResizeCrop,
+           limit: int, stream: int) -> LoadedSet:
+    """Read or generate one OOD set at the ID images' shape; with the `imagenet` resize, image
+    files are read with the ID images' own preprocessing (a timm checkpoint's included)."""
     channels, height, width = ctx.data.image_shape()
     size = (height, width)
+    if resize == "imagenet" and ctx.data.preprocessing is not None:
+        own = ctx.data.preprocessing
+        resize = oodsets.ResizeCrop(own.resize, own.interpolation, own.squash)
     kind = spec["kind"]
     path = _resolve(spec["path"], ctx.data_root) if "path" in spec else None
     if kind == "auto":
@@ -474,6 +480,7 @@ def _features(hook: FeatureHook, ctx: TaskContext, data: EvalData, desc: str
         total=-(-len(data) // ctx.batch_size), leave=False, disable=not ctx.progress))
     logits, features = extract(hook, ctx.inference_model, batches)
     require_finite(logits, f"({desc})")
+    require_finite(features, f"at the feature layer ({desc})")
     return logits, features
 
 
