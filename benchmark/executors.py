@@ -29,7 +29,6 @@ from benchmark.worker import (
     describe_error,
 )
 
-EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3  # times Ray runs a job again whose worker process died
 
 
@@ -111,7 +110,7 @@ def _ray_worker(opts: Any, data_id: str) -> Worker:
         raise DataError(f"the Ray worker on {socket.gethostname()} reads other data than the "
                         f"driver at {opts.data_root or 'the suite paths'}: every worker must "
                         "see the same files at the same paths (a shared --data-root)")
-    return Worker(opts, resolve_device(opts.device), data, data_id)
+    return Worker(opts, resolve_device(opts.device), data)
 
 
 class RayExecutor:

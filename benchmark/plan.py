@@ -131,7 +131,7 @@ def dry_run(opts: RunOptions) -> tuple[list[PlannedUnit], list[str]]:
     its units, and the checkpoints that could not be planned, with why."""
     data = prepare_data(opts.suite, opts.data_root, opts.limit, opts.seed)
     data_id = data_identity(data, opts.suite, opts.limit, opts.seed)
-    worker = Worker(opts, resolve_device(opts.device), data, data_id)
+    worker = Worker(opts, resolve_device(opts.device), data)
     # the run's data at --limit CALIBRATION_IMAGES: the images a run of that size reads
     sample = prepare_data(opts.suite, opts.data_root, min(len(data), CALIBRATION_IMAGES),
                           opts.seed)

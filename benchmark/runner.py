@@ -63,7 +63,7 @@ class RunOptions:
     precision: str = "fp32"  # forward-only passes (`benchmark.tasks.registry.PRECISIONS`)
     min_agreement: float = 99.5  # percent top-1 agreement with fp32 a precision must reach
     auto_batch: bool = False  # --batch-size auto: start large, halve on out-of-memory
-    executor: str = "local"  # `benchmark.executors.EXECUTORS`
+    executor: str = "local"  # "local" (this process) or "ray" (`benchmark.executors`)
     ray_address: str | None = None  # None: a local Ray (or the one this process started)
     gpus_per_unit: float = 0.0  # Ray resources of one job
     shard_size: int = 0  # split sample-decomposable units into shards of ~N images (0: not)
@@ -530,7 +530,7 @@ def make_executor(opts: RunOptions, driver: Driver) -> Executor:
     """The run's executor: this process (`local`), or Ray's workers (`ray`)."""
     if opts.executor == "ray":
         return RayExecutor(opts, driver.data_id, opts.ray_address, opts.gpus_per_unit)
-    worker = Worker(opts, resolve_device(opts.device), driver.data, driver.data_id)
+    worker = Worker(opts, resolve_device(opts.device), driver.data)
     return LocalExecutor(worker, driver.announce)
 
 

@@ -201,9 +201,8 @@ class Worker:
     """Computes jobs for one run (`opts`: the runner's RunOptions) on `device`, keeping the
     run's data and the last checkpoint's model and clean pass between jobs."""
 
-    def __init__(self, opts: RunOptions, device: torch.device, data: EvalData, data_id: str
-                 ) -> None:
-        self.opts, self.device, self.data, self.data_id = opts, device, data, data_id
+    def __init__(self, opts: RunOptions, device: torch.device, data: EvalData) -> None:
+        self.opts, self.device, self.data = opts, device, data
         self.variants: dict[Preprocessing, EvalData] = {}
         self.cache = InputCache()  # inputs shared by every checkpoint and task of the run
         self.loaded: tuple[str, LoadedModel, torch.nn.Module] | None = None
