@@ -215,10 +215,12 @@ class Worker:
 
     def model(self, ref: CheckpointRef) -> tuple[LoadedModel, torch.nn.Module]:
         """`ref` loaded (once while its jobs follow each other) and on the device."""
-        if self.loaded is None or self.loaded[0] != ref.sha256:
+        # by file and content: two copies of one file may have different sidecars (mean, std)
+        key = f"{ref.path}:{ref.sha256}"
+        if self.loaded is None or self.loaded[0] != key:
             self.loaded, self.contexts = None, {}  # free the last checkpoint first
             loaded = load_model(ref, trust=self.opts.trust_checkpoints)
-            self.loaded = (ref.sha256, loaded, for_device(loaded.model, self.device))
+            self.loaded = (key, loaded, for_device(loaded.model, self.device))
         return self.loaded[1], self.loaded[2]
 
     def data_for(self, preprocessing: Preprocessing | None) -> EvalData:
@@ -278,7 +280,7 @@ class Worker:
         """The task context of `job`'s checkpoint and data (its clean pass shared by the
         checkpoint's tasks)."""
         loaded, model = self.model(job.ref)
-        key = (job.ref.sha256, job.preprocessing)
+        key = (f"{job.ref.path}:{job.ref.sha256}", job.preprocessing)
         if key not in self.contexts:
             opts = self.opts
             self.contexts[key] = TaskContext(

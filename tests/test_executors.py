@@ -322,3 +322,15 @@ def test_out_of_memory_in_the_precision_guard_backs_off_too(tmp_path):
                     "--precision", "bf16") == 0
     rows = results(tmp_path / "out")
     assert (rows["batch_size"] == 16).all() and (rows["precision"] == "bf16").all()
+
+
+def test_a_copy_with_its_own_sidecar_is_loaded_with_its_own_normalization(tmp_path):
+    zoo = tmp_path / "zoo"
+    make_zoo(zoo, seeds=(0,))
+    (zoo / "m0b.pth").write_bytes((zoo / "m0.pth").read_bytes())
+    (zoo / "m0b.toml").write_text("mean = [0.6]\nstd = [0.1]\n")
+    suite = tmp_path / "probe.toml"
+    suite.write_text(PROBE.replace("shard_probe", "clean"))
+    assert evaluate(zoo, tmp_path / "out", "--suite", str(suite)) == 0
+    rows = results(tmp_path / "out").set_index(["checkpoint", "metric"])["value"]
+    assert rows["m0", "nll"] != rows["m0b", "nll"]  # not the first file's loaded model
