@@ -16,6 +16,7 @@ import torch
 from fixtures import write_cifar10, write_imagenet_val
 from fixtures_corruptions import cifar_test_images
 from PIL import Image
+from test_corruptions_task import MEAN, STD, _predict
 
 from benchmark.archs import build_arch
 from benchmark.cli import main
@@ -32,7 +33,6 @@ from corruptions.catalog import (
     select,
 )
 
-MEAN, STD = 0.45, 0.25
 TINY32 = "tinynets:tiny_cnn32"
 TINY224 = "test_c_bar:tiny_cnn224"
 CIFAR_BAR = C_BAR_SETS["cifar10_c_bar"]
@@ -58,15 +58,6 @@ def _zoo(folder: Path, arch: str, num_classes: int) -> dict:
     state = build_arch(arch, num_classes=num_classes).state_dict()
     torch.save(state, folder / "m0.pth")
     return state
-
-
-def _predict(state: dict, arch: str, num_classes: int, images_nhwc: np.ndarray) -> np.ndarray:
-    """The checkpoint's predicted classes for uint8 (N, H, W, 3) images, computed here."""
-    net = build_arch(arch, num_classes=num_classes)
-    net.load_state_dict(state)
-    x = torch.from_numpy(images_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255)
-    with torch.no_grad():
-        return net.eval()((x - MEAN) / STD).argmax(1).numpy()
 
 
 def _suite(path: Path, dataset: str, size: int, num_classes: int, table: str) -> Path:
